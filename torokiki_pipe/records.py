@@ -1,0 +1,105 @@
+"""The one place that names the layout of ``logs/``, and writes into it.
+
+    logs/torokiki-pipe.log     one line per message (and tracebacks of crashes)
+    logs/erroneous_emails/     mails refused or not understood, raw
+    logs/failed_https/         raw mail + the HTTP exchange that failed (key redacted)
+    logs/failed_sends/         replies sendmail would not take, ready to send
+    logs/ignored/              mails rightly left unanswered (bounces, auto-replies, lists, loops)
+    logs/crashed/              mails the gateway itself failed on, for replay
+
+Every file is written to a temporary name and renamed into place, so a reader
+never sees half a file; names are made from the time, the process and a random
+part, never from anything in the mail.  Files are 0600, folders 0700.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG_FILE = "torokiki-pipe.log"
+ERRONEOUS = "erroneous_emails"
+FAILED_HTTPS = "failed_https"
+FAILED_SENDS = "failed_sends"
+IGNORED = "ignored"
+CRASHED = "crashed"
+STASH_KINDS = (ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED, CRASHED)
+
+
+@dataclass(frozen=True)
+class Records:
+    root: Path
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / LOG_FILE
+
+    def folder(self, kind: str) -> Path:
+        if kind not in STASH_KINDS:
+            raise ValueError(f"unknown stash kind {kind!r}")
+        return self.root / kind
+
+    def stash(self, kind: str, files: dict[str, bytes]) -> Path:
+        """Keep related files under one fresh name: ``{stem}{suffix}`` for each suffix.
+
+        Returns the path of the first file.  Each is written atomically.
+        """
+        folder = self.folder(kind)
+        _make_dirs(folder)
+        stem = unique_stem()
+        written = []
+        for suffix, data in files.items():
+            target = folder / f"{stem}{suffix}"
+            write_atomically(target, data)
+            written.append(target)
+        return written[0]
+
+    def append_line(self, text: str) -> None:
+        """Append to the log file with one write(2) on an O_APPEND descriptor.
+
+        The kernel serialises O_APPEND writes to a local file, so lines from
+        concurrent pipes never tear or overwrite each other.
+        """
+        _make_dirs(self.root)
+        data = (text.rstrip("\n") + "\n").encode("utf-8", "replace")
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+def unique_stem() -> str:
+    # Sortable by time, unique across processes and hosts sharing a folder.
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now % 1 * 1e6):06d}Z-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")  # mkstemp makes it 0600
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def _make_dirs(folder: Path) -> None:
+    if not folder.is_dir():
+        old = os.umask(0o077)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
