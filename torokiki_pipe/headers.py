@@ -1,0 +1,113 @@
+"""Stage 2a: read the header block only.
+
+Most decisions (ignore a bounce, answer ``help``, refuse an over-size mail)
+need nothing but the headers, so this stage parses them alone, with the light
+``compat32`` parser, and leaves the body untouched for `mime`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+# The first empty line ends the header block, whatever the line endings.
+_HEADER_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
+MAX_HEADER_BYTES = 1 << 20   # a megabyte of headers is already hostile
+
+
+@dataclass(frozen=True)
+class Head:
+    message_id: str
+    from_: str                 # decoded, for logs
+    from_raw: str              # as written: addresses are parsed before words are decoded
+    subject: str
+    return_path: str | None
+    auto_submitted: str
+    precedence: str
+    list_headers: tuple[str, ...]
+    content_type: str          # lower-cased type/subtype of the top part
+    x_loop: tuple[str, ...]
+    references: str
+    body_start: int            # offset of the body in the raw bytes
+    digest: str                # sha256 of the whole raw message
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this message, for journals and Idempotency-Key."""
+        source = self.message_id.strip().encode("utf-8", "replace") if self.message_id.strip() else None
+        return hashlib.sha256(source).hexdigest()[:32] if source else self.digest[:32]
+
+
+def read_head(data: bytes) -> Head:
+    found = _HEADER_END.search(data, 0, MAX_HEADER_BYTES)
+    if found:
+        head_bytes, body_start = data[:found.start()], found.end()
+    elif b"\n" not in data[:MAX_HEADER_BYTES] or b":" not in data.split(b"\n", 1)[0]:
+        head_bytes, body_start = b"", 0          # no header block at all
+    else:
+        head_bytes, body_start = data[:MAX_HEADER_BYTES], len(data)
+    head_bytes = head_bytes.lstrip(b"\xef\xbb\xbf")  # a BOM before the first header
+    message = BytesHeaderParser(policy=compat32).parsebytes(head_bytes)
+    raw: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        raw.setdefault(name.lower(), []).append(_unfold(value))
+
+    def text(name: str) -> str:
+        values = raw.get(name.lower())
+        return decode_words(values[0]) if values else ""
+
+    def all_of(name: str) -> tuple[str, ...]:
+        return tuple(decode_words(v) for v in raw.get(name.lower(), []))
+
+    return Head(
+        message_id=_one_line(text("Message-ID")),
+        from_=_one_line(text("From")),
+        from_raw=raw["from"][0] if "from" in raw else "",
+        subject=_one_line(text("Subject")),
+        return_path=_one_line(text("Return-Path")) if "return-path" in raw else None,
+        auto_submitted=_one_line(text("Auto-Submitted")).lower(),
+        precedence=_one_line(text("Precedence")).lower(),
+        list_headers=tuple(sorted(k for k in raw if k.startswith("list-"))),
+        content_type=_content_type(message),
+        x_loop=tuple(_one_line(v).lower() for v in all_of("X-Loop")),
+        references=_one_line(text("References")),
+        body_start=body_start,
+        digest=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def eight_bit_as_utf8(value: str) -> str:
+    """The parser smuggles raw 8-bit header bytes as surrogates (RFC 6532 mail): read them as UTF-8."""
+    if any("\udc80" <= c <= "\udcff" for c in value):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return value
+
+
+def _unfold(value: str) -> str:
+    return eight_bit_as_utf8(value).replace("\r", "").replace("\n", "")
+
+
+def decode_words(value) -> str:
+    """Decode RFC 2047 encoded-words."""
+    raw = str(value)
+    if "=?" not in raw:
+        return raw
+    try:
+        return str(make_header(decode_header(raw)))
+    except (LookupError, UnicodeError, ValueError, AssertionError):
+        return raw
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _content_type(message) -> str:
+    try:
+        return message.get_content_type()
+    except Exception:  # a malformed Content-Type is text/plain, as RFC 2045 says
+        return "text/plain"

@@ -1,0 +1,75 @@
+"""Content URLs, as the API contract defines them.
+
+Pure: checks a URL someone wrote against the configured site before any
+request is made (another host, userinfo tricks, IP addresses and other schemes
+are refused, so the gateway can never be turned against another server), and
+gives its canonical form.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_PATH = re.compile(r"^/(image)/([0-9]{1,18})/(?:response|respond)(?:/([0-9]{1,18}))?/?$")
+
+
+class BadUrl(ValueError):
+    """str() says, in plain words, what is wrong with the URL."""
+
+
+@dataclass(frozen=True)
+class ContentUrl:
+    kind: str               # the seed's content type: only "image" exists
+    seed: int
+    response: int | None    # None: the seed itself
+
+    @property
+    def path(self) -> str:
+        tail = f"/{self.response}" if self.response is not None else ""
+        return f"/{self.kind}/{self.seed}/response{tail}"
+
+    @property
+    def collection_path(self) -> str:
+        """Where responses to this content are POSTed: always the seed's collection."""
+        return f"/{self.kind}/{self.seed}/response"
+
+    def canonical(self, site_url: str) -> str:
+        return site_url.rstrip("/") + self.path
+
+
+def _bare_host(host: str) -> str:
+    return host[4:] if host.startswith("www.") else host
+
+
+def parse_content_url(text: str, site_url: str) -> ContentUrl:
+    example = f"{site_url.rstrip('/')}/image/123/response"
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):   # how mail clients wrap links
+        text = text[1:-1].strip()
+    if not text:
+        raise BadUrl(f"no URL was given; write one like {example}")
+    if any(c.isspace() for c in text):
+        raise BadUrl(f"the URL {text!r} contains spaces; write one like {example}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise BadUrl(f"{text!r} is not a URL; write one like {example}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise BadUrl(f"{text!r} is not a Torokiki web address; write one like {example}")
+    site = urlsplit(site_url)
+    host = (parts.hostname or "").lower()
+    if "@" in parts.netloc or _bare_host(host) != _bare_host((site.hostname or "").lower()) \
+            or port != site.port:
+        raise BadUrl(f"{text!r} is not on {site.hostname}; only Torokiki content can be used, "
+                     f"like {example}")
+    if parts.query or parts.fragment:
+        raise BadUrl(f"{text!r} has extra parts after the address (? or #); write it like {example}")
+    found = _PATH.match(parts.path)
+    if not found:
+        raise BadUrl(f"{text!r} does not name Torokiki content; content addresses look like "
+                     f"{example} or {example}/456")
+    kind, seed, response = found.groups()
+    return ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None)
