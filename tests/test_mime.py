@@ -1,0 +1,97 @@
+"""The full parse: which text is the sender's, which parts are attachments."""
+from pathlib import Path
+
+import pytest
+
+from torokiki_pipe.mime import parse_mail, safe_filename
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def corpus(name):
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"{CORPUS} is absent (a user's clone): corpus cases need it")
+    return path.read_bytes()
+
+
+def mail(*lines):
+    return "\n".join(lines).encode()
+
+
+def test_plain_text_preferred_over_html():
+    parsed = parse_mail(mail(
+        "Content-Type: multipart/alternative; boundary=b", "", "--b",
+        "Content-Type: text/plain; charset=utf-8", "", "text: 'plain'", "--b",
+        "Content-Type: text/html", "", "<p>text: 'html'</p>", "--b--"))
+    assert parsed.text.strip() == "text: 'plain'" and parsed.attachments == ()
+
+
+def test_html_only_is_converted():
+    parsed = parse_mail(mail("Content-Type: text/html; charset=utf-8", "",
+                             "<div>text: &lsquo;Kia ora&rsquo;<br>tags: 'a'</div>"))
+    assert "text: \u2018Kia ora\u2019" in parsed.text and "tags: 'a'" in parsed.text
+
+
+def test_inline_image_in_related_is_an_attachment_and_alternatives_are_not():
+    parsed = parse_mail(corpus("enmime__html-mime-inline.raw.eml"))
+    assert len(parsed.attachments) == 1
+    assert parsed.attachments[0].content_type == "image/png"
+    html_only = parse_mail(corpus("enmime__html-only-inline.raw.eml"))
+    assert len(html_only.attachments) == 1 and html_only.text.strip()
+
+
+def test_iphone_text_around_a_photo_is_joined():
+    parsed = parse_mail(corpus("mailgun-flanker__iphone.eml"))
+    assert [a.content_type for a in parsed.attachments] == ["image/jpeg"]
+    assert parsed.attachments[0].filename.lower() == "photo.jpg"
+
+
+def test_rfc2047_and_rfc2231_file_names():
+    russian = parse_mail(corpus("mailgun-flanker__russian-attachment-yahoo.eml"))
+    assert any("\u0430" <= c <= "\u044f" for c in russian.attachments[0].filename.lower())
+    japanese = parse_mail(corpus("mikel-mail__japanese_attachment_long_name.eml"))
+    assert "=?" not in japanese.attachments[0].filename and "*" not in japanese.attachments[0].filename
+
+
+def test_odd_charsets_decode_without_error():
+    for name in ("php-mime-mail-parser__issue230.eml", "zbateson-mail-mime-parser__invalid-charset.txt.eml",
+                 "sisimai-set-of-emails__lhost-outlook-01.eml", "mikel-mail__ks_c_5601-1987.eml"):
+        assert isinstance(parse_mail(corpus(name)).text, str)
+
+
+def test_signature_parts_are_not_attachments():
+    parsed = parse_mail(mail(
+        "Content-Type: multipart/signed; protocol=\"application/pgp-signature\"; boundary=s", "",
+        "--s", "Content-Type: text/plain", "", "text: 'signed'", "--s",
+        "Content-Type: application/pgp-signature; name=signature.asc", "", "-----BEGIN PGP-----", "--s--"))
+    assert parsed.attachments == () and "signed" in parsed.text
+
+
+def test_forwarded_mail_is_one_attachment_never_read_as_the_senders_text():
+    parsed = parse_mail(mail(
+        "Content-Type: multipart/mixed; boundary=m", "", "--m", "Content-Type: text/plain", "", "hi", "--m",
+        "Content-Type: message/rfc822", "", "Subject: inner", "", "text: 'not mine'", "--m--"))
+    assert "not mine" not in parsed.text
+    assert len(parsed.attachments) == 1 and parsed.attachments[0].filename.endswith(".eml")
+
+
+def test_hostile_nesting_is_bounded():
+    depth = 300
+    lines = []
+    for i in range(depth):
+        lines += [f"Content-Type: multipart/mixed; boundary=b{i}", "", f"--b{i}"]
+    lines += ["Content-Type: text/plain", "", "deep"]
+    parsed = parse_mail(mail(*lines))
+    assert parsed.truncated
+
+
+@pytest.mark.parametrize("name, content_type, expected", [
+    ("../../etc/passwd", "text/plain", "passwd"),
+    ("C:\\Users\\kiri\\photo.jpg", "image/jpeg", "photo.jpg"),
+    (".hidden.png", "image/png", "hidden.png"),
+    ("", "image/png", "attachment.png"),
+    ("a\x00b\n.jpg", "image/jpeg", "ab.jpg"),
+])
+def test_safe_filename(name, content_type, expected):
+    assert safe_filename(name, content_type) == expected

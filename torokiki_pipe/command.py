@@ -1,0 +1,205 @@
+"""Stage 4: understand what the person asks for.
+
+Pure: from the subject line (and, for commands that need it, the parsed
+mail) to one request value, or an `Invalid` that lists every problem in plain
+words.  One small class per command and a table that dispatches, as in
+Mailman's email commands.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from .body import parse_body, unquote
+from .mime import Attachment, Mail
+from .urls import BadUrl, ContentUrl, parse_content_url
+
+# Reply and forward prefixes in the languages our senders' phones speak.
+_PREFIXES = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr|rv|antw|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
+_COMMAND = re.compile(r"^\s*([A-Za-z][A-Za-z_-]*)\s*(?::\s*(.*?))?\s*$", re.S)
+RESPONSE_TAGS = frozenset({"text", "tags", "objective", "location"})
+
+
+@dataclass(frozen=True)
+class SubjectLine:
+    command: str        # lower-cased command word; "" when the subject is empty
+    argument: str       # what follows the colon, unquoted
+    raw: str
+
+
+@dataclass(frozen=True)
+class Problem:
+    message: str
+    line: int | None = None     # body line, for body errors
+
+
+@dataclass(frozen=True)
+class HelpRequest:
+    pass
+
+
+@dataclass(frozen=True)
+class GetRequest:
+    url: ContentUrl
+
+
+@dataclass(frozen=True)
+class CreateResponseRequest:
+    url: ContentUrl                 # what is answered
+    text: str | None
+    tags: tuple[str, ...]
+    objective: str | None
+    location: str | None
+    attachment: Attachment | None
+
+
+@dataclass(frozen=True)
+class Invalid:
+    command: str
+    problems: tuple[Problem, ...]
+
+
+Request = Union[HelpRequest, GetRequest, CreateResponseRequest, Invalid]
+
+
+def read_subject(subject: str) -> SubjectLine:
+    stripped = _PREFIXES.sub("", subject or "").strip()
+    found = _COMMAND.match(stripped)
+    if not found:
+        return SubjectLine(command="" if not stripped else "?", argument=stripped, raw=subject or "")
+    word, argument = found.groups()
+    return SubjectLine(command=word.lower(), argument=unquote(argument or ""), raw=subject or "")
+
+
+def needs_body(line: SubjectLine) -> bool:
+    """Only `help` by subject can be answered from the headers alone."""
+    return line.command != "help"
+
+
+class HelpCommand:
+    name = "help"
+    usage = "help"
+
+    @staticmethod
+    def understand(line: SubjectLine, mail: Mail | None, site_url: str) -> Request:
+        return HelpRequest()
+
+
+class GetCommand:
+    name = "get"
+    usage = "get: 'URL'"
+
+    @staticmethod
+    def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
+        problems: list[Problem] = []
+        url = _url(line, site_url, problems)
+        parsed = parse_body(mail.text, RESPONSE_TAGS)
+        problems += [Problem(e.message, e.line) for e in parsed.errors]
+        for tag in parsed.tags:
+            problems.append(Problem(f"'get' takes no body tags, but '{tag.name}' is given; "
+                                    "remove it, or use create-response-to to answer content", tag.line))
+        if mail.attachments:
+            problems.append(Problem(f"'get' takes no attachments, but this mail has "
+                                    f"{_count(len(mail.attachments), 'file')} ({_names(mail.attachments)}); "
+                                    "send it again without them"))
+        if problems or url is None:
+            return Invalid(GetCommand.name, tuple(problems))
+        return GetRequest(url)
+
+
+class CreateResponseToCommand:
+    name = "create-response-to"
+    usage = "create-response-to: 'URL'"
+
+    @staticmethod
+    def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
+        problems: list[Problem] = []
+        url = _url(line, site_url, problems)
+        parsed = parse_body(mail.text, RESPONSE_TAGS)
+        problems += [Problem(e.message, e.line) for e in parsed.errors]
+        tags = {t.name: t for t in parsed.tags}
+        text = tags["text"].value if "text" in tags else None
+        attachments = mail.attachments
+        if text is not None and not text.strip():
+            problems.append(Problem("the text is empty; write something between the quotes",
+                                    tags["text"].line))
+        if len(attachments) > 1:
+            problems.append(Problem(f"a response holds one file, but this mail has "
+                                    f"{len(attachments)} ({_names(attachments)}); send one per mail"))
+        elif text is not None and attachments:
+            problems.append(Problem(f"a response is either text or one file, not both: remove the "
+                                    f"text tag or the attachment ({_names(attachments)})",
+                                    tags["text"].line))
+        elif text is None and not attachments and not parsed.errors:
+            problems.append(Problem("there is nothing to save: write text: 'your words' in the mail, "
+                                    "or attach one picture, video or sound file"))
+        if mail.truncated:
+            problems.append(Problem("the mail is built from more parts than the gateway reads; "
+                                    "send it again as a simple mail with one attachment"))
+        if problems or url is None:
+            return Invalid(CreateResponseToCommand.name, tuple(problems))
+        return CreateResponseRequest(
+            url=url,
+            text=text,
+            tags=split_tags(tags["tags"].value) if "tags" in tags else (),
+            objective=_value(tags.get("objective")),
+            location=_value(tags.get("location")),
+            attachment=attachments[0] if attachments else None,
+        )
+
+
+COMMANDS = {c.name: c for c in (HelpCommand, GetCommand, CreateResponseToCommand)}
+
+
+def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
+    command = COMMANDS.get(line.command)
+    if command is not None:
+        return command.understand(line, mail, site_url)
+    if line.command == "" and body_is_help(mail.text):
+        return HelpRequest()
+    if line.command == "":
+        return Invalid("", (Problem("the subject is empty; the subject line names the command, "
+                                    "for example: help"),))
+    return Invalid("", (Problem(f"the subject {line.raw.strip()!r} is not a command; the commands "
+                                f"are {', '.join(c.usage for c in COMMANDS.values())}"),))
+
+
+def body_is_help(text: str) -> bool:
+    meaningful = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped in ("--", "-- ") or line.rstrip("\r") == "-- ":
+            break
+        if stripped and not stripped.startswith(">") and not stripped.lower().startswith("sent from my"):
+            meaningful.append(stripped.lower().rstrip(".!"))
+    return meaningful == ["help"]
+
+
+def split_tags(value: str) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for word in re.split(r"[\s,]+", value):
+        if word:
+            seen.setdefault(word, None)
+    return tuple(seen)
+
+
+def _url(line: SubjectLine, site_url: str, problems: list[Problem]) -> ContentUrl | None:
+    try:
+        return parse_content_url(line.argument, site_url)
+    except BadUrl as error:
+        problems.append(Problem(f"in the subject: {error}"))
+        return None
+
+
+def _value(tag) -> str | None:
+    return tag.value.strip() if tag is not None and tag.value.strip() else None
+
+
+def _names(attachments) -> str:
+    return ", ".join(a.filename for a in attachments[:5]) + (", …" if len(attachments) > 5 else "")
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

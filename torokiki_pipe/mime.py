@@ -1,0 +1,169 @@
+"""Stage 2b: the full parse, for the commands that need the body.
+
+Gives the text a person wrote and the files they attached:
+
+- text: the text/plain leaves (several on iPhone, which splits the text around
+  a photo), else the HTML converted to text.  In a multipart/alternative only
+  the preferred branch gives text, but every branch can give attachments, so
+  the inline images of an HTML-only or multipart/related branch count.
+- attachments: the other leaves, including inline images in multipart/related.
+  Signature parts (PGP, S/MIME) are not content.  A forwarded mail
+  (message/rfc822) is one attachment; we never look inside it, so its text and
+  pictures are not mistaken for the sender's.
+
+The walk is iterative and bounded, so hostile nesting or thousands of parts
+cannot exhaust the stack or the clock.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+
+from .htmltext import html_to_text
+
+MAX_PARTS = 2000
+MAX_DEPTH = 64
+SIGNATURE_TYPES = frozenset({
+    "application/pgp-signature", "application/pkcs7-signature",
+    "application/x-pkcs7-signature", "application/pgp-keys",
+})
+# Names Python does not know under the spelling mail clients use.
+CHARSET_ALIASES = {
+    "unicode-1-1-utf-7": "utf-7", "x-mac-cyrillic": "mac-cyrillic", "ks_c_5601-1987": "cp949",
+    "x-unknown": "latin-1", "unknown-8bit": "latin-1", "x-user-defined": "latin-1",
+}
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Mail:
+    text: str
+    attachments: tuple[Attachment, ...]
+    truncated: bool = False     # the MIME tree went past our bounds
+
+
+def parse_mail(data: bytes) -> Mail:
+    message = BytesParser(policy=compat32).parsebytes(data.lstrip(b"\xef\xbb\xbf"))
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    # (part, depth, gives_text): gives_text is False in a non-preferred alternative.
+    stack = [(message, 0, True)]
+    seen = 0
+    truncated = False
+    while stack:
+        part, depth, gives_text = stack.pop()
+        seen += 1
+        if seen > MAX_PARTS or depth > MAX_DEPTH:
+            truncated = True
+            break
+        ctype = _content_type(part)
+        children = part.get_payload() if part.is_multipart() else None
+        if isinstance(children, list) and not ctype.startswith("message/"):
+            preferred = _preferred_alternative(children) if ctype == "multipart/alternative" else None
+            for child in reversed(children):
+                stack.append((child, depth + 1,
+                              gives_text and (preferred is None or child is preferred)))
+            continue
+        disposition = (part.get_content_disposition() or "").lower()
+        if ctype.startswith("multipart/"):
+            ctype = "text/plain"  # declared multipart but no parts found: read it as text
+        if ctype in ("text/plain", "text/html") and disposition != "attachment":
+            if gives_text:
+                (plain if ctype == "text/plain" else html).append(_text_of(part))
+            continue
+        if ctype in SIGNATURE_TYPES:
+            continue
+        attachments.append(_attachment_of(part, ctype))
+    if plain:
+        text = "\n".join(plain)
+    else:
+        text = "\n".join(html_to_text(h) for h in html)
+    return Mail(text=text, attachments=tuple(attachments), truncated=truncated)
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+
+
+def _contains_plain(part: Message, budget: int = 200) -> bool:
+    todo = [part]
+    while todo and budget > 0:
+        budget -= 1
+        current = todo.pop()
+        if _content_type(current) == "text/plain":
+            return True
+        payload = current.get_payload() if current.is_multipart() else None
+        if isinstance(payload, list):
+            todo.extend(payload)
+    return False
+
+
+def _preferred_alternative(children: list) -> Message | None:
+    """We read plain text best: the first alternative holding text/plain, else the last."""
+    for child in children:
+        if _contains_plain(child):
+            return child
+    return children[-1] if children else None
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True) or b""
+    charset = (part.get_content_charset() or "utf-8").lower()
+    charset = CHARSET_ALIASES.get(charset, charset)
+    from mailparser.utils import ported_string  # imported here: only mail with a body pays for it
+
+    # ported_string falls back to UTF-8 when the charset is unknown or lies.
+    text = ported_string(payload, charset, "replace")
+    return text.replace("\x00", "")
+
+
+def _attachment_of(part: Message, ctype: str) -> Attachment:
+    if ctype.startswith("message/"):
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else payload
+        data = inner.as_bytes() if isinstance(inner, Message) else (part.get_payload(decode=True) or b"")
+    else:
+        data = part.get_payload(decode=True) or b""
+    return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, data=data)
+
+
+def _raw_filename(part: Message) -> str:
+    from mailparser.utils import decode_header_part, mime_header_view
+
+    # The view re-reads raw 8-bit parameters as UTF-8, which compat32 would
+    # turn into replacement characters (Yahoo sends Cyrillic names that way).
+    view, _ = mime_header_view(part)
+    try:
+        name = view.get_filename() or view.get_param("name") or ""
+    except Exception:
+        return ""
+    if isinstance(name, tuple):  # an RFC 2231 value the parser left undecoded
+        name = name[2]
+    # RFC 2047 inside parameters is not standard, yet Yahoo and Apple send it.
+    return decode_header_part(str(name))
+
+
+def safe_filename(name: str, content_type: str) -> str:
+    """A file name without any path, control character or hidden-file dot."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip().lstrip(".")
+    if not name:
+        extension = mimetypes.guess_extension(content_type) or (".eml" if content_type.startswith("message/") else ".bin")
+        name = "attachment" + extension
+    stem, extension = os.path.splitext(name)
+    return stem[:120] + extension[:20]
