@@ -1,0 +1,106 @@
+"""Stage 5: act on the website, and say what the reply should be.
+
+`content_object` is pure: the contract's JSON for a new response.  `perform`
+calls the website adapter it is handed and turns its answer, together with
+the request, into a `Step`: the outcome so far, the reply to send (if any),
+and what to keep in ``logs/``.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from . import __version__
+from .command import CreateResponseRequest, GetRequest, HelpRequest, Invalid, Request
+from .guard import Sender
+from .outcome import Outcome
+from .records import ERRONEOUS, FAILED_HTTPS
+from .reply import Reply, attachment_from_content, problems_text, render
+from .website import WebsiteAnswer
+
+SERVICE = f"Torokiki Mailserver {__version__}"
+
+
+@dataclass(frozen=True)
+class Step:
+    outcome: Outcome
+    detail: str
+    reply: Reply | None = None
+    keep: str | None = None          # a records.* stash kind for the raw mail
+    exchange: str = ""               # HTTP exchange to keep beside it
+    url: str = ""
+
+
+def content_object(request: CreateResponseRequest, sender: Sender, site_url: str,
+                   caller_id: str) -> dict:
+    content: dict = {"Submitter": str(sender), "InspiredBy": request.url.canonical(site_url)}
+    if request.text is not None:
+        content["Text"] = request.text
+    if request.tags:
+        content["Tags"] = list(request.tags)
+    if request.objective:
+        content["Objective"] = request.objective
+    if request.location:
+        content["Location"] = request.location
+    if request.attachment is not None:
+        content["Attachment"] = {"name": request.attachment.filename,
+                                 "data": base64.b64encode(request.attachment.data).decode("ascii")}
+    content["APICaller"] = {"service": SERVICE, "id": caller_id}
+    return content
+
+
+def perform(request: Request, *, website, sender: Sender, site_url: str, subject: str,
+            idempotency_key: str, caller_id: str) -> Step:
+    if isinstance(request, HelpRequest):
+        return Step(Outcome.ANSWERED, "help sent", Reply("help.txt", html_template="help.html"))
+    if isinstance(request, Invalid):
+        return invalid_step(request, site_url, subject)
+    if isinstance(request, GetRequest):
+        url = request.url.canonical(site_url)
+        return _after_get(website.fetch(request.url), url, subject)
+    if isinstance(request, CreateResponseRequest):
+        content = content_object(request, sender, site_url, caller_id)
+        answer = website.submit(request.url, content, idempotency_key)
+        return _after_submit(answer, request.url.canonical(site_url), subject)
+    raise TypeError(f"no action for {request!r}")
+
+
+def invalid_step(request: Invalid, site_url: str, subject: str) -> Step:
+    short_help = render("short-help.txt", {"site": site_url})[1]
+    values = {"subject": subject or "(no subject)", "problems": problems_text(request.problems),
+              "short_help": short_help}
+    first = request.problems[0].message if request.problems else "not understood"
+    return Step(Outcome.INVALID, first, Reply("invalid.txt", values), keep=ERRONEOUS)
+
+
+def _after_get(answer: WebsiteAnswer, url: str, subject: str) -> Step:
+    if answer.status == "found":
+        content = answer.content or {}
+        attachment = attachment_from_content(content)
+        text = content.get("Text")
+        note = f"The file {attachment[0]} is attached.\n" if attachment else ""
+        values = {"url": url, "text": f"\n{text}\n" if isinstance(text, str) and text else "",
+                  "attachment_note": note}
+        return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment),
+                    url=url)
+    if answer.status == "not-found":
+        return Step(Outcome.REFUSED, "no such content", Reply("not-found.txt", {"url": url}),
+                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
+    return _refused_or_unavailable(answer, url, subject)
+
+
+def _after_submit(answer: WebsiteAnswer, inspired_by: str, subject: str) -> Step:
+    if answer.status == "saved":
+        values = {"url": answer.location, "inspired_by": inspired_by}
+        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values), url=answer.location or "")
+    return _refused_or_unavailable(answer, inspired_by, subject)
+
+
+def _refused_or_unavailable(answer: WebsiteAnswer, url: str, subject: str) -> Step:
+    if answer.temporary:
+        return Step(Outcome.WEBSITE_UNAVAILABLE, f"website unavailable: {answer.detail}",
+                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
+    values = {"subject": subject or "(no subject)", "detail": answer.detail, "url": url}
+    return Step(Outcome.REFUSED, answer.detail, Reply("refused.txt", values), keep=FAILED_HTTPS,
+                exchange=answer.exchange, url=url)

@@ -1,0 +1,52 @@
+"""Adapters for ``--dry-run``: change nothing anywhere, show what would happen.
+
+GETs still reach the website (they change nothing); the POST, the reply and
+every write under ``logs/`` are printed instead.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from .pipeline import Effects
+from .sendmail import SendResult
+from .website import Website, WebsiteAnswer
+
+
+class DryRunWebsite(Website):
+    def __init__(self, settings, out):
+        super().__init__(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url)
+        self.out = out
+
+    def submit(self, url, content, idempotency_key):
+        body = json.dumps(content, ensure_ascii=False).encode("utf-8")
+        headers = {"Content-Type": "application/json", "X-API-Key": "<redacted>",
+                   "Idempotency-Key": idempotency_key}
+        print("# the request it would make:", file=self.out)
+        print(self.describe_request("POST", url.collection_path, headers, body), file=self.out)
+        location = f"{self.site_url}{url.collection_path}/(new id)"
+        return WebsiteAnswer("saved", "dry run: not posted", location=location)
+
+
+class PrintMailer:
+    def __init__(self, command, out):
+        self.command, self.out = command, out
+
+    def send(self, message: bytes, recipient: str) -> SendResult:
+        print(f"# the reply it would send with: {' '.join(self.command)} -- {recipient}", file=self.out)
+        print(message.decode("utf-8", "replace"), file=self.out)
+        return SendResult("sent", "dry run: not sent")
+
+
+class NoRecords:
+    def stash(self, kind, files):
+        return f"(dry run: would keep in logs/{kind}/)"
+
+    def append_line(self, text):
+        pass
+
+
+def dry_run_effects(settings, out) -> Effects:
+    return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out),
+                   records=NoRecords(), now=lambda: datetime.now(timezone.utc))

@@ -1,0 +1,129 @@
+"""Stage 6: choose and build the reply.  Pure: no clock, no I/O.
+
+Texts live in ``templates/``: each file starts with a ``Subject:`` line, then
+a blank line, then the body, filled in with `string.Template`.  Every reply
+goes to the one checked From address only, carries the headers that keep
+loops from starting (RFC 3834 ``Auto-Submitted``, ``Precedence: bulk``, our
+``X-Loop``), threads under the original, and never carries the original mail
+back (a backscatter vector).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from functools import lru_cache
+from importlib import resources
+from string import Template
+
+from .guard import Sender, loop_marker
+from .mime import safe_filename
+
+# Local line endings for sendmail; headers are kept short by _header_safe, so folding
+# (which can put a bare line break straight after "Subject:") is not needed.
+REPLY_POLICY = SMTP.clone(linesep="\n", max_line_length=998)
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """What every reply needs to know about the mail it answers."""
+    to: Sender
+    gateway_address: str
+    site_url: str
+    message_id: str
+    references: str
+    original_subject: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Reply:
+    template: str
+    values: dict = field(default_factory=dict)
+    html_template: str | None = None
+    attachment: tuple[str, bytes] | None = None    # (file name, data)
+
+
+@lru_cache(maxsize=None)
+def _template(name: str) -> tuple[Template, Template]:
+    text = resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+    head, _, body = text.partition("\n\n")
+    subject = head.removeprefix("Subject:").strip() if head.startswith("Subject:") else ""
+    return Template(subject), Template(body if head.startswith("Subject:") else text)
+
+
+def render(name: str, values: dict) -> tuple[str, str]:
+    subject, body = _template(name)
+    return subject.safe_substitute(values), body.safe_substitute(values)
+
+
+def build(reply: Reply, context: ReplyContext) -> EmailMessage:
+    values = {"site": context.site_url, "gateway": context.gateway_address,
+              "name": context.to.display_name or context.to.address, **reply.values}
+    subject, body = render(reply.template, values)
+    message = EmailMessage(policy=REPLY_POLICY)
+    message["From"] = Address("Torokiki", addr_spec=context.gateway_address)
+    message["To"] = Address(_header_safe(context.to.display_name), addr_spec=context.to.address)
+    message["Subject"] = _header_safe(subject)
+    message["Date"] = format_datetime(context.now)
+    message["Message-ID"] = make_msgid("torokiki", domain=context.gateway_address.rpartition("@")[2])
+    original = context.message_id.strip()
+    if original.startswith("<") and original.endswith(">") and len(original) < 500:
+        message["In-Reply-To"] = original
+        message["References"] = " ".join((context.references.split() + [original])[-10:])
+    message["Auto-Submitted"] = "auto-replied"
+    message["Precedence"] = "bulk"
+    message["X-Loop"] = loop_marker(context.gateway_address)
+    message.set_content(body, charset="utf-8")
+    if reply.html_template:
+        message.add_alternative(render(reply.html_template, _html_escaped(values))[1], subtype="html",
+                                charset="utf-8")
+    if reply.attachment:
+        name, data = reply.attachment
+        maintype, subtype = (mimetypes.guess_type(name)[0] or "application/octet-stream").split("/", 1)
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return message
+
+
+def attachment_from_content(content: dict) -> tuple[str, bytes] | None:
+    """The website's Attachment object as (safe file name, bytes), or None."""
+    attached = content.get("Attachment")
+    if not isinstance(attached, dict) or not isinstance(attached.get("data"), str):
+        return None
+    try:
+        data = base64.b64decode(attached["data"], validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    name = safe_filename(str(attached.get("name") or ""), "application/octet-stream")
+    return name, data
+
+
+MAX_PROBLEMS_SHOWN = 20   # a page of junk can hold thousands; the first ones say enough
+
+
+def problems_text(problems) -> str:
+    lines = []
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        where = f"line {problem.line} of your mail: " if problem.line else ""
+        lines.append(f"  * {where}{problem.message}")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"  * … and {len(problems) - MAX_PROBLEMS_SHOWN} more problems like these")
+    return "\n".join(lines)
+
+
+def _header_safe(text: str) -> str:
+    # A display name or subject can never add a header or a recipient.
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:200]
+
+
+def _html_escaped(values: dict) -> dict:
+    from html import escape
+
+    return {k: escape(str(v)) for k, v in values.items()}
