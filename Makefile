@@ -1,0 +1,66 @@
+# torokiki-pipe developer entry points.  CI runs `make test` (see .ci/run).
+#
+#   make demo   every examples/*.eml through the installed gateway, against
+#               the reference website, replies written to a temporary outbox
+#   make test   Debian packages the tests use (when root and missing), the
+#               virtualenv, then pytest; "no tests collected" is a failure
+#
+# Every target can be run again: the venv is created only when absent and
+# pip installs are no-ops when nothing changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip --disable-pip-version-check -q
+PYTEST_ARGS ?= -q
+# The integration tests deliver replies with msmtp and exercise procmail,
+# Postfix and swaks.
+APT_PACKAGES := msmtp procmail postfix swaks
+
+.PHONY: all demo test deps venv install install-test clean
+
+all: test
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(VPY)
+
+install: $(VPY)
+	$(PIP) install -e .
+
+install-test: $(VPY)
+	$(PIP) install -e '.[test]'
+
+demo: install
+	$(VPY) -m torokiki_pipe.devtools.demo
+
+test: deps install-test
+	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+# apt-get only as root and only for what is missing; a Postfix that the
+# install started is stopped again so that it does not hold port 25.
+deps:
+	@missing=""; \
+	for pkg in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$pkg"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make deps: not root or no apt-get; missing:$$missing (tests needing them skip)" >&2; \
+	  exit 0; \
+	fi; \
+	echo "make deps: installing$$missing"; \
+	apt-get update -qq; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	case " $$missing " in *" postfix "*) \
+	  if /usr/sbin/postfix status >/dev/null 2>&1; then \
+	    /usr/sbin/postfix stop >/dev/null 2>&1 || service postfix stop >/dev/null 2>&1 || true; \
+	  fi;; \
+	esac
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis

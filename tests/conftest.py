@@ -1,0 +1,274 @@
+"""Shared fixtures: a real website, a real SMTP sink, msmtp, and the installed pipe.
+
+- ``website``: the reference Torokiki server (torokiki_pipe.devtools.website) on a
+  free loopback port with a fresh store; ``.url``, ``.stats()``, ``.control(...)``.
+- ``smtp_sink``: an aiosmtpd server on 127.0.0.1 that keeps every message;
+  ``.messages``, ``.wait_for(n)``.
+- ``msmtp``: the real msmtp, configured to deliver to ``smtp_sink``;
+  ``.command`` is the TOROKIKI_SENDMAIL value.  Skips when msmtp is missing.
+- ``pipe_env``: an env file (0600) for ``torokiki-pipe --config``, wired to the
+  three above; usable as a path.  ``pipe_env.variant(**overrides)`` writes another.
+- ``run_pipe(message, *args, config=...)``: runs the installed ``torokiki-pipe``
+  as Postfix would (message on stdin) and returns the CompletedProcess (bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import requests
+
+from torokiki_pipe.devtools.website import serve_in_thread
+
+SITE_URL = "http://torokiki.net"
+GATEWAY_ADDRESS = "gateway@torokiki.net"
+API_KEY = "test-api-key"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PIPE_TIMEOUT = 60
+_DEFAULT = object()
+
+
+# --------------------------------------------------------------------------- website
+
+class Website:
+    """A running reference website.  `url` is where the API answers."""
+
+    def __init__(self, server, url: str, store: Path, api_key: str | None):
+        self.server, self.url, self.store, self.api_key = server, url, store, api_key
+        self.site_url = SITE_URL
+
+    def stats(self) -> dict:
+        """GET /_stats: counts (posts, stored, duplicates, rejected, ...) and items."""
+        answer = requests.get(self.url + "/_stats", timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+    def control(self, mode: str = "ok", delay: float | None = None, status: int | None = None) -> dict:
+        """POST /_control: mode is ok, down, refuse, slow or flaky."""
+        body: dict = {"mode": mode}
+        if delay is not None:
+            body["delay"] = delay
+        if status is not None:
+            body["status"] = status
+        answer = requests.post(self.url + "/_control", json=body, timeout=10)
+        answer.raise_for_status()
+        return answer.json()
+
+
+@pytest.fixture
+def website(tmp_path):
+    """The reference website with seeds 1-3, requiring X-API-Key: API_KEY."""
+    store = tmp_path / "website-store"
+    server, url = serve_in_thread(store, SITE_URL, api_key=API_KEY)
+    try:
+        yield Website(server, url, store, API_KEY)
+    finally:
+        server.shutdown()
+
+
+# --------------------------------------------------------------------------- SMTP sink
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)
+
+
+@dataclass
+class SmtpSink:
+    host: str
+    port: int
+    messages: list = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+        with self._lock:
+            self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos),
+                                          bytes(envelope.original_content or envelope.content)))
+        return "250 OK"
+
+    def wait_for(self, n: int, timeout: float = 10) -> list[Received]:
+        """Wait until at least `n` messages arrived; return them, or fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= n:
+                    return list(self.messages)
+            time.sleep(0.05)
+        with self._lock:
+            got = len(self.messages)
+        raise AssertionError(f"expected {n} message(s) at the SMTP sink within {timeout}s, got {got}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_sink():
+    """An aiosmtpd server on 127.0.0.1 keeping (mail_from, rcpt_tos, data) of each message."""
+    from aiosmtpd.controller import Controller
+
+    last_error: Exception | None = None
+    for _ in range(5):                  # a free port can be taken between probe and bind
+        sink = SmtpSink("127.0.0.1", _free_port())
+        controller = Controller(sink, hostname=sink.host, port=sink.port,
+                                decode_data=False, enable_SMTPUTF8=True, ready_timeout=10)
+        try:
+            controller.start()
+        except (OSError, RuntimeError, asyncio.TimeoutError) as error:
+            last_error = error
+            continue
+        try:
+            yield sink
+        finally:
+            controller.stop()
+        return
+    pytest.fail(f"could not start the SMTP sink: {last_error}")
+
+
+# --------------------------------------------------------------------------- msmtp
+
+@dataclass(frozen=True)
+class Msmtp:
+    path: str
+    rc: Path
+
+    @property
+    def command(self) -> str:
+        """The TOROKIKI_SENDMAIL value; the gateway appends `-- recipient`."""
+        return shlex.join([self.path, "-C", str(self.rc)])
+
+
+@pytest.fixture
+def msmtp(smtp_sink, tmp_path) -> Msmtp:
+    """msmtp with a private msmtprc (0600) that delivers to `smtp_sink`."""
+    path = shutil.which("msmtp")
+    if path is None:
+        pytest.skip("msmtp is not installed (apt-get install msmtp; `make test` does it)")
+    rc = tmp_path / "msmtprc"
+    rc.write_text("\n".join([
+        "defaults",
+        "auth off",
+        "tls off",
+        "syslog off",
+        "logfile",
+        "timeout 15",
+        "",
+        "account sink",
+        f"host {smtp_sink.host}",
+        f"port {smtp_sink.port}",
+        f"from {GATEWAY_ADDRESS}",
+        "",
+        "account default : sink",
+        "",
+    ]))
+    rc.chmod(0o600)                     # msmtp refuses a config others can read
+    return Msmtp(path, rc)
+
+
+# --------------------------------------------------------------------------- the pipe
+
+def write_env_file(path: Path, values: dict[str, str]) -> Path:
+    """Write KEY=value lines (dotenv), mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        for key, value in values.items():
+            stream.write(f"{key}={value}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+class PipeEnv(os.PathLike):
+    """An env file for `torokiki-pipe --config`; `os.fspath(pipe_env)` is its path."""
+
+    def __init__(self, path: Path, values: dict[str, str]):
+        self.path, self.values = path, dict(values)
+        self.log_dir = Path(values["TOROKIKI_LOG_DIR"])
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def variant(self, name: str = "variant.env", **overrides: str) -> Path:
+        """Another env file beside this one, with some values replaced (None removes a key)."""
+        values = {**self.values, **overrides}
+        return write_env_file(self.path.parent / name, {k: v for k, v in values.items() if v is not None})
+
+
+@pytest.fixture
+def pipe_env(website, msmtp, tmp_path) -> PipeEnv:
+    """Config wired to `website` and `msmtp` (and so `smtp_sink`), logs in tmp."""
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    values = {
+        "TOROKIKI_SITE_URL": SITE_URL,
+        "TOROKIKI_API_URL": website.url,
+        "TOROKIKI_API_KEY": API_KEY,
+        "TOROKIKI_GATEWAY_ADDRESS": GATEWAY_ADDRESS,
+        "TOROKIKI_SENDMAIL": msmtp.command,
+        "TOROKIKI_LOG_DIR": str(log_dir),
+        "TOROKIKI_HTTP_TIMEOUT": "5",
+    }
+    return PipeEnv(write_env_file(tmp_path / "torokiki.env", values), values)
+
+
+@pytest.fixture(scope="session")
+def pipe_program() -> str:
+    """The installed torokiki-pipe: next to this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "torokiki-pipe"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("torokiki-pipe")
+    if found is None:
+        pytest.fail("torokiki-pipe is not installed: run `pip install -e .` (make test does)")
+    return found
+
+
+@pytest.fixture
+def run_pipe(pipe_program, request):
+    """run_pipe(message_bytes, *args, config=pipe_env, env=None, timeout=60) -> CompletedProcess.
+
+    `config=None` runs without --config.  The child's environment has no
+    TOROKIKI_* variables (they would win over the file) unless given in `env`.
+    """
+    def run(message: bytes, *args: str, config=_DEFAULT, env: dict | None = None,
+            timeout: float = PIPE_TIMEOUT) -> subprocess.CompletedProcess:
+        if config is _DEFAULT:
+            config = request.getfixturevalue("pipe_env")
+        command = [pipe_program, *(["--config", os.fspath(config)] if config is not None else []), *args]
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+        environ.update(env or {})
+        return subprocess.run(command, input=message, capture_output=True, timeout=timeout, env=environ)
+
+    return run
+
+
+def example(name: str) -> bytes:
+    """The bytes of examples/<name> (e.g. "03-text-response.eml")."""
+    return (EXAMPLES / name).read_bytes()
+
+
+@pytest.fixture
+def example_mail():
+    """example_mail("03-text-response.eml") -> the bytes of that example."""
+    return example

@@ -1,0 +1,1 @@
+"""Development and test tools shipped with torokiki-pipe (not used in production)."""

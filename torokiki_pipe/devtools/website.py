@@ -1,0 +1,675 @@
+"""A reference Torokiki website: a stand-in for development, tests and the demo.
+
+It speaks the content API of ``torokiki-api.md`` (only what the gateway uses)
+and keeps content as JSON files in a folder.  It is not the real website:
+nothing here is meant for production.  Standard library only.
+
+Store layout (every file written atomically, tempfile + os.replace)::
+
+    STORE/image/{seed}/seed.json                 {"id": 1, "content": {...}}
+    STORE/image/{seed}/responses/{id}.json       {"id", "seed", "idempotency_key", "location", "content"}
+    STORE/idempotency/{sha256(key)}.json         {"key", "seed", "id", "location"}
+
+Response ids are one counter across the store, starting at 101 so that they
+never look like seed ids.
+
+Fault injection (loopback clients only) for tests::
+
+    POST /_control  {"mode": "ok"|"down"|"refuse"|"slow"|"flaky", "delay": s, "status": n}
+    GET  /_control  the current mode
+    GET  /_stats    counters since start and the stored responses:
+                    {"posts": every POST to /image/N/response (faults included),
+                     "stored", "duplicates" (same Idempotency-Key), "rejected" (400/404/415),
+                     "unauthorized" (401), "faults" (injected), "gets",
+                     "mode": {...}, "items": [{"id", "seed", "idempotency_key",
+                     "location", "content" (Attachment as {"name", "bytes"})}, ...]}
+
+``down`` answers ``status`` (default 503), ``refuse`` answers ``status``
+(default 403), ``slow`` sleeps ``delay`` seconds (default 5) and then answers
+normally, ``flaky`` answers 503 to the 1st, 3rd, 5th... API request after the
+mode was set and normally to the others.  Faults apply to the API paths
+(``/image/...``), never to ``/_control`` and ``/_stats``.
+
+Run it::
+
+    python -m torokiki_pipe.devtools.website --port 0 --store /tmp/store \\
+        --site-url http://torokiki.net [--api-key KEY] [--port-file FILE]
+
+or, in tests, ``server, url = serve_in_thread(store, site_url, api_key)`` and
+``server.shutdown()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+FIRST_RESPONSE_ID = 101
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_DELAY = 600.0
+MODES = ("ok", "down", "refuse", "slow", "flaky")
+CONTENT_FIELDS = {"Submitter", "InspiredBy", "Text", "Tags", "Objective", "Location",
+                  "Attachment", "APICaller"}
+
+_API_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?$")
+
+
+# --------------------------------------------------------------------------- files
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write `value` as JSON to `path` so that readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            json.dump(value, stream, ensure_ascii=False, indent=1, sort_keys=True)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------- seeds
+
+def make_png(width: int, height: int, pixel) -> bytes:
+    """A valid 8-bit RGB PNG; `pixel(x, y)` returns (r, g, b)."""
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)                      # filter type: none
+        for x in range(width):
+            rows.extend(bytes(pixel(x, y)))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(bytes(rows), 9)) + chunk(b"IEND", b""))
+
+
+def _sepia(seed: int):
+    """A small sepia 'photograph': sky, a horizon, a darker street."""
+    def pixel(x: int, y: int):
+        if y < 10:                                      # sky
+            shade = 200 - y * 3
+        elif y < 12 + (x * seed) % 5:                   # roofline
+            shade = 90
+        else:                                           # street
+            shade = 140 - (y - 12) * 4 + ((x + y * seed) % 7) * 3
+        shade = max(20, min(235, shade))
+        return (shade, int(shade * 0.85), int(shade * 0.65))
+    return pixel
+
+
+SEEDS = {
+    1: {
+        "name": "lambton-quay-1910.png",
+        "Text": "Lambton Quay, Wellington, about 1910: electric trams and horse-drawn "
+                "carts pass the shops that line the old shoreline.",
+        "Tags": ["lambtonquay", "transport", "tram"],
+        "Objective": "How do people get around the city?",
+    },
+    2: {
+        "name": "cuba-street-1935.png",
+        "Text": "Cuba Street in the 1930s: shoppers, verandas and a tram on its way "
+                "into town.",
+        "Tags": ["cubastreet", "shopping"],
+        "Objective": "What do people wear?",
+    },
+    3: {
+        "name": "oriental-bay-1925.png",
+        "Text": "Bathers and strollers at Oriental Bay in the 1920s, with the "
+                "Roseneath hills behind.",
+        "Tags": ["orientalbay", "beach", "summer"],
+    },
+}
+
+
+def seed_content(seed: int) -> dict:
+    info = SEEDS[seed]
+    png = make_png(32, 24, _sepia(seed))
+    return {
+        "Submitter": "Torokiki curators <curators@torokiki.net>",
+        "Text": info["Text"],
+        "Tags": list(info["Tags"]),
+        **({"Objective": info["Objective"]} if "Objective" in info else {}),
+        "Attachment": {"name": info["name"], "data": base64.b64encode(png).decode("ascii")},
+    }
+
+
+# --------------------------------------------------------------------------- store
+
+class Store:
+    """Content kept as JSON files under one folder.  One process at a time."""
+
+    def __init__(self, root: os.PathLike | str, site_url: str):
+        self.root = Path(root)
+        self.site_url = site_url.rstrip("/")
+        self.lock = threading.Lock()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    # paths
+    def _seed_dir(self, seed: int) -> Path:
+        return self.root / "image" / str(seed)
+
+    def _response_path(self, seed: int, rid: int) -> Path:
+        return self._seed_dir(seed) / "responses" / f"{rid}.json"
+
+    def _key_path(self, key: str) -> Path:
+        return self.root / "idempotency" / (hashlib.sha256(key.encode("utf-8")).hexdigest() + ".json")
+
+    def location(self, seed: int, rid: int) -> str:
+        return f"{self.site_url}/image/{seed}/response/{rid}"
+
+    # reading
+    def populate(self) -> None:
+        """Create seeds 1, 2, 3 when the store has no seed yet."""
+        if any(self.seed_ids()):
+            return
+        for seed in SEEDS:
+            write_json_atomic(self._seed_dir(seed) / "seed.json", {"id": seed, "content": seed_content(seed)})
+
+    def seed_ids(self) -> list[int]:
+        base = self.root / "image"
+        if not base.is_dir():
+            return []
+        return sorted(int(p.name) for p in base.iterdir()
+                      if p.name.isdigit() and (p / "seed.json").is_file())
+
+    def seed(self, seed: int) -> dict | None:
+        record = _read_json(self._seed_dir(seed) / "seed.json")
+        return None if record is None else record["content"]
+
+    def response(self, seed: int, rid: int) -> dict | None:
+        record = _read_json(self._response_path(seed, rid))
+        return None if record is None else record["content"]
+
+    def responses(self) -> list[dict]:
+        """Every stored response record, in id order."""
+        records = []
+        for path in (self.root / "image").glob("*/responses/*.json"):
+            record = _read_json(path)
+            if record is not None:
+                records.append(record)
+        return sorted(records, key=lambda r: r["id"])
+
+    def known_key(self, key: str) -> dict | None:
+        return _read_json(self._key_path(key))
+
+    # writing (call with self.lock held)
+    def _next_id(self) -> int:
+        ids = [int(p.stem) for p in (self.root / "image").glob("*/responses/*.json") if p.stem.isdigit()]
+        return max(ids, default=FIRST_RESPONSE_ID - 1) + 1
+
+    def add_response(self, seed: int, content: dict, key: str | None) -> dict:
+        rid = self._next_id()
+        record = {"id": rid, "seed": seed, "idempotency_key": key,
+                  "location": self.location(seed, rid), "content": content}
+        write_json_atomic(self._response_path(seed, rid), record)
+        if key is not None:
+            write_json_atomic(self._key_path(key), {"key": key, "seed": seed, "id": rid,
+                                                    "location": record["location"]})
+        return record
+
+
+# --------------------------------------------------------------------------- validation
+
+class Invalid(Exception):
+    """The submitted content breaks the contract; str() says how."""
+
+
+def validate(content: Any, seed: int, store: Store) -> None:
+    if not isinstance(content, dict):
+        raise Invalid("the body must be a JSON object")
+    unknown = sorted(set(content) - CONTENT_FIELDS)
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(unknown)}")
+
+    inspired = content.get("InspiredBy")
+    if not isinstance(inspired, str) or not inspired:
+        raise Invalid("InspiredBy is required")
+    prefix = f"{store.site_url}/image/{seed}/response"
+    rest = inspired[len(prefix):] if inspired.startswith(prefix) else None
+    if rest == "":
+        pass                                                 # the seed itself
+    elif rest is not None and re.fullmatch(r"/[0-9]+", rest):
+        if store.response(seed, int(rest[1:])) is None:
+            raise Invalid(f"InspiredBy names no response of seed {seed}: {inspired}")
+    else:
+        raise Invalid(f"InspiredBy must be {prefix} or {prefix}/ID (canonical, no trailing slash), "
+                      f"not {inspired!r}")
+
+    has_text, has_attachment = "Text" in content, "Attachment" in content
+    if has_text == has_attachment:
+        raise Invalid("exactly one of Text and Attachment is required")
+    if has_text and (not isinstance(content["Text"], str) or not content["Text"].strip()):
+        raise Invalid("Text must be a non-empty string")
+    if has_attachment:
+        attachment = content["Attachment"]
+        if not isinstance(attachment, dict) or set(attachment) != {"name", "data"}:
+            raise Invalid("Attachment must be an object with exactly name and data")
+        if not isinstance(attachment["name"], str) or not attachment["name"].strip():
+            raise Invalid("Attachment.name must be a non-empty string")
+        if "/" in attachment["name"] or "\\" in attachment["name"]:
+            raise Invalid("Attachment.name must be a file name, not a path")
+        data = attachment["data"]
+        if not isinstance(data, str):
+            raise Invalid("Attachment.data must be a base64 string")
+        try:
+            raw = base64.b64decode(data.encode("ascii"), validate=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raise Invalid("Attachment.data is not valid base64 (no line breaks allowed)") from None
+        if not raw:
+            raise Invalid("Attachment.data is empty")
+
+    if "Tags" in content:
+        tags = content["Tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            raise Invalid("Tags must be a list of non-empty strings")
+    for field in ("Submitter", "Objective", "Location"):
+        if field in content and (not isinstance(content[field], str) or not content[field].strip()):
+            raise Invalid(f"{field} must be a non-empty string")
+    if "APICaller" in content and not isinstance(content["APICaller"], dict):
+        raise Invalid("APICaller must be an object")
+
+
+def summary(record: dict) -> dict:
+    """A stored response for /_stats: everything but the attachment bytes."""
+    content = dict(record["content"])
+    if "Attachment" in content:
+        attachment = content["Attachment"]
+        content["Attachment"] = {"name": attachment["name"],
+                                 "bytes": len(base64.b64decode(attachment["data"]))}
+    return {"id": record["id"], "seed": record["seed"], "idempotency_key": record["idempotency_key"],
+            "location": record["location"], "content": content}
+
+
+# --------------------------------------------------------------------------- server
+
+class TorokikiServer(ThreadingHTTPServer):
+    """The HTTP server; state for fault injection and counters lives here."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, store: Store, api_key: str | None = None, quiet: bool = False):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.store = store
+        self.api_key = api_key or None
+        self.quiet = quiet
+        self.state_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self._closed = False
+        self.mode = {"mode": "ok", "delay": 0.0, "status": None}
+        self.flaky_count = 0
+        self.counts = {"posts": 0, "stored": 0, "duplicates": 0, "rejected": 0,
+                       "unauthorized": 0, "faults": 0, "gets": 0}
+        super().__init__(address, Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def count(self, name: str) -> None:
+        with self.state_lock:
+            self.counts[name] += 1
+
+    def fault(self) -> tuple[int | None, float]:
+        """(status to answer instead, or None; seconds to sleep first)."""
+        with self.state_lock:
+            mode = self.mode["mode"]
+            if mode == "down":
+                return self.mode["status"] or 503, 0.0
+            if mode == "refuse":
+                return self.mode["status"] or 403, 0.0
+            if mode == "slow":
+                return None, self.mode["delay"]
+            if mode == "flaky":
+                self.flaky_count += 1
+                return (503 if self.flaky_count % 2 == 1 else None), 0.0
+            return None, 0.0
+
+    def set_mode(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            raise Invalid("the body must be a JSON object")
+        mode = body.get("mode", "ok")
+        if mode not in MODES:
+            raise Invalid(f"mode must be one of {', '.join(MODES)}")
+        delay = body.get("delay", 5.0 if mode == "slow" else 0.0)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
+            raise Invalid(f"delay must be a number of seconds between 0 and {MAX_DELAY:g}")
+        status = body.get("status")
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int)
+                                   or not 200 <= status <= 599):
+            raise Invalid("status must be an HTTP status between 200 and 599")
+        with self.state_lock:
+            self.mode = {"mode": mode, "delay": float(delay), "status": status}
+            self.flaky_count = 0
+            return dict(self.mode)
+
+    def stats(self) -> dict:
+        with self.state_lock:
+            result = dict(self.counts)
+            result["mode"] = dict(self.mode)
+        result["items"] = [summary(r) for r in self.store.responses()]
+        return result
+
+    def shutdown(self) -> None:
+        """Stop serving (wakes sleeping 'slow' requests) and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stopping.set()
+        super().shutdown()
+        self.server_close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: TorokikiServer
+    protocol_version = "HTTP/1.1"
+    server_version = "TorokikiReference/1.0"
+
+    # ---- plumbing
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib signature)
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+    def _send_json(self, status: int, value: Any, headers: dict | None = None) -> None:
+        body = (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value_ in (headers or {}).items():
+            self.send_header(name, value_)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status: int, message: str, headers: dict | None = None) -> None:
+        self._send_json(status, {"error": message}, headers)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None after answering an error."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self._error(411, "chunked bodies are not supported: send Content-Length")
+            return None
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            size = int(length)
+            if size < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            self._error(400, "bad Content-Length")
+            return None
+        if size > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            return None
+        return self.rfile.read(size)
+
+    def _json_body(self) -> tuple[bool, Any]:
+        raw = self._read_body()
+        if raw is None:
+            return False, None
+        try:
+            return True, json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            self._error(400, "the body is not JSON")
+            return False, None
+
+    def _loopback_client(self) -> bool:
+        host = self.client_address[0]
+        try:
+            address = ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)
+        return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+    def _path(self) -> str:
+        return urlsplit(self.path).path
+
+    # ---- faults
+    def _apply_fault(self) -> bool:
+        """Answer an injected fault; True when the request was answered."""
+        status, delay = self.server.fault()
+        if delay:
+            self.server.stopping.wait(delay)
+        if status is None:
+            return False
+        self.server.count("faults")
+        self.close_connection = True
+        message = "injected fault: " + self.server.mode["mode"]
+        headers = {"Retry-After": "60"} if status == 503 else None
+        self._error(status, message, headers)
+        return True
+
+    # ---- methods
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        path = self._path()
+        if path in ("/_stats", "/_control"):
+            if not self._loopback_client():
+                self._error(403, "control endpoints answer loopback clients only")
+            elif path == "/_stats":
+                self._send_json(200, self.server.stats())
+            else:
+                self._send_json(200, dict(self.server.mode))
+            return
+        match = _API_PATH.match(path)
+        if not match:
+            self._error(404, "not found")
+            return
+        self.server.count("gets")
+        if self._apply_fault():
+            return
+        seed, rid = int(match["seed"]), match["id"]
+        store = self.server.store
+        content = store.seed(seed) if rid is None else store.response(seed, int(rid))
+        if content is None:
+            self._error(404, "no such content")
+        else:
+            self._send_json(200, content)
+
+    do_HEAD = do_GET
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
+        path = self._path()
+        if path == "/_control":
+            if not self._loopback_client():
+                if self._read_body() is not None:
+                    self._error(403, "control endpoints answer loopback clients only")
+                return
+            ok, body = self._json_body()
+            if not ok:
+                return
+            try:
+                self._send_json(200, self.server.set_mode(body))
+            except Invalid as error:
+                self._error(400, str(error))
+            return
+        match = _API_PATH.match(path)
+        if not match or match["id"] is not None:
+            if self._read_body() is None:
+                return
+            if not match:
+                self._error(404, "not found")
+            else:
+                self._error(405, "POST goes to the seed's /response collection", {"Allow": "GET, HEAD"})
+            return
+        self.server.count("posts")
+        raw = self._read_body()
+        if raw is None or self._apply_fault():
+            return
+        self._submit(int(match["seed"]), raw)
+
+    def _submit(self, seed: int, raw: bytes) -> None:
+        server, store = self.server, self.server.store
+        if server.api_key is not None:
+            given = self.headers.get("X-API-Key", "")
+            if not hmac.compare_digest(given.encode("utf-8"), server.api_key.encode("utf-8")):
+                server.count("unauthorized")
+                self._error(401, "missing or wrong X-API-Key")
+                return
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            server.count("rejected")
+            self._error(415, "Content-Type must be application/json")
+            return
+        if store.seed(seed) is None:
+            server.count("rejected")
+            self._error(404, f"no seed {seed}")
+            return
+        try:
+            content = json.loads(raw.decode("utf-8"))
+            if not isinstance(content, dict):
+                raise Invalid("the body must be a JSON object")
+        except (UnicodeDecodeError, ValueError):
+            server.count("rejected")
+            self._error(400, "the body is not JSON")
+            return
+        except Invalid as error:
+            server.count("rejected")
+            self._error(400, str(error))
+            return
+        key = self.headers.get("Idempotency-Key")
+        key = key.strip() if key and key.strip() else None
+        with store.lock:
+            if key is not None:
+                known = store.known_key(key)
+                if known is not None:
+                    server.count("duplicates")
+                    self._send_json(201, {"id": known["id"], "location": known["location"]},
+                                    {"Location": known["location"], "Idempotent-Replayed": "true"})
+                    return
+            try:
+                validate(content, seed, store)
+            except Invalid as error:
+                server.count("rejected")
+                self._error(400, str(error))
+                return
+            record = store.add_response(seed, content, key)
+        server.count("stored")
+        self._send_json(201, {"id": record["id"], "location": record["location"]},
+                        {"Location": record["location"]})
+
+    def _not_allowed(self) -> None:
+        if self._read_body() is not None:
+            self._error(405, "method not allowed", {"Allow": "GET, HEAD, POST"})
+
+    do_PUT = do_DELETE = do_PATCH = _not_allowed
+
+
+# --------------------------------------------------------------------------- running
+
+def make_server(store_dir: os.PathLike | str, site_url: str, api_key: str | None = None,
+                host: str = "127.0.0.1", port: int = 0, quiet: bool = False) -> TorokikiServer:
+    store = Store(store_dir, site_url)
+    store.populate()
+    return TorokikiServer((host, port), store, api_key=api_key, quiet=quiet)
+
+
+def _base_url(server: TorokikiServer) -> str:
+    host = server.server_address[0]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
+
+
+def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None = None,
+                    host: str = "127.0.0.1", quiet: bool = True) -> tuple[TorokikiServer, str]:
+    """Start a server on a free loopback port in a daemon thread.
+
+    Returns (server, base_url); ``server.shutdown()`` stops it and closes the socket.
+    """
+    server = make_server(store, site_url, api_key=api_key, host=host, port=0, quiet=quiet)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="torokiki-website", daemon=True)
+    thread.start()
+    server.thread = thread
+    return server, _base_url(server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m torokiki_pipe.devtools.website",
+                                     description="Reference Torokiki website for development and tests.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument("--store", required=True, help="folder that keeps the content")
+    parser.add_argument("--site-url", default="http://torokiki.net",
+                        help="public site URL used in Location and InspiredBy")
+    parser.add_argument("--api-key", default=os.environ.get("TOROKIKI_REFERENCE_API_KEY"),
+                        help="require this X-API-Key on submissions")
+    parser.add_argument("--port-file", help="write the port number to this file")
+    parser.add_argument("--quiet", action="store_true", help="do not log requests")
+    args = parser.parse_args(argv)
+
+    try:
+        server = make_server(args.store, args.site_url, api_key=args.api_key,
+                             host=args.host, port=args.port, quiet=args.quiet)
+    except OSError as error:
+        print(f"cannot start: {error}", file=sys.stderr)
+        return 1
+    if args.port_file:
+        port_file = Path(args.port_file)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=port_file.parent)
+        with os.fdopen(fd, "w") as stream:
+            stream.write(f"{server.port}\n")
+        os.replace(tmp, port_file)
+    print(f"listening on {_base_url(server)}", flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stopping.set()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
