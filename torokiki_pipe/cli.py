@@ -46,9 +46,19 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+# Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
+SUBCOMMANDS = {"check": "torokiki_pipe.check", "replay": "torokiki_pipe.replay",
+               "report": "torokiki_pipe.report"}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        return _run(parse_args(sys.argv[1:] if argv is None else argv))
+        if argv and argv[0] in SUBCOMMANDS:
+            from importlib import import_module
+
+            return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        return _run(parse_args(argv))
     except SystemExit as done:   # --help, --version, usage errors
         return done.code if isinstance(done.code, int) else os.EX_USAGE
     except BaseException as error:  # the last guard: never a traceback on stderr
@@ -69,8 +79,16 @@ def _run(args) -> int:
         _say(Outcome.USAGE if args.file else Outcome.CRASHED, f"cannot read the message: {error.strerror}")
         return os.EX_NOINPUT if args.file else exit_code(Outcome.CRASHED)
     envelope = Envelope(sender=args.sender, recipient=args.recipient)
+    return handle(raw, envelope, settings, dry_run=args.dry_run, started=started)
 
-    if args.dry_run:
+
+def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started: float | None = None) -> int:
+    """Process one message already read, record it, and return its exit code.
+
+    The one path for the pipe and for `replay`.
+    """
+    started = time.monotonic() if started is None else started
+    if dry_run:
         from .dryrun import dry_run_effects
 
         effects = dry_run_effects(settings, sys.stdout)
@@ -91,7 +109,7 @@ def _run(args) -> int:
         print(f"torokiki-pipe: cannot write the log file: {error.strerror}", file=sys.stderr)
     if code != os.EX_OK:
         _say(done.outcome, done.detail)
-    elif args.dry_run:
+    elif dry_run:
         print(f"# outcome: {done.outcome.value} (exit {code}): {done.detail}")
     return code
 
