@@ -6,6 +6,8 @@
     logs/failed_sends/         replies sendmail would not take, ready to send
     logs/ignored/              mails rightly left unanswered (bounces, auto-replies, lists, loops)
     logs/crashed/              mails the gateway itself failed on, for replay
+    logs/journal/              how far each message got (exactly once; see journal.py)
+    logs/replies/              reply counters per sender (see ratelimit.py)
 
 Every file is written to a temporary name and renamed into place, so a reader
 never sees half a file; names are made from the time, the process and a random
@@ -28,6 +30,8 @@ FAILED_SENDS = "failed_sends"
 IGNORED = "ignored"
 CRASHED = "crashed"
 STASH_KINDS = (ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED, CRASHED)
+JOURNAL = "journal"
+REPLY_COUNTERS = "replies"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,14 @@ class Records:
     @property
     def log_file(self) -> Path:
         return self.root / LOG_FILE
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.root / JOURNAL
+
+    @property
+    def counters_dir(self) -> Path:
+        return self.root / REPLY_COUNTERS
 
     def folder(self, kind: str) -> Path:
         if kind not in STASH_KINDS:
@@ -49,7 +61,7 @@ class Records:
         Returns the path of the first file.  Each is written atomically.
         """
         folder = self.folder(kind)
-        _make_dirs(folder)
+        make_private_dirs(folder)
         stem = unique_stem()
         written = []
         for suffix, data in files.items():
@@ -64,7 +76,7 @@ class Records:
         The kernel serialises O_APPEND writes to a local file, so lines from
         concurrent pipes never tear or overwrite each other.
         """
-        _make_dirs(self.root)
+        make_private_dirs(self.root)
         data = (text.rstrip("\n") + "\n").encode("utf-8", "replace")
         fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
@@ -96,7 +108,7 @@ def write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-def _make_dirs(folder: Path) -> None:
+def make_private_dirs(folder: Path) -> None:
     if not folder.is_dir():
         old = os.umask(0o077)
         try:
