@@ -1,0 +1,95 @@
+"""Adapter: how many replies one address may get, safe under concurrent runs.
+
+A forged sender or a misbehaving robot must not turn the gateway into a mail
+cannon.  Each address has a window of reply times in a small JSON file under
+``logs/replies/``, updated under a `filelock`.  The last reply allowed in a
+window says that no more will follow for a while; past it, mail is still
+processed, but not answered.  Separately, the same refused mail sent again
+(same sender, same subject and body) is answered once a day only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .records import make_private_dirs, write_atomically
+
+SEND, LAST, SILENT = "send", "last", "silent"
+IDENTICAL_WINDOW = 24 * 3600
+
+
+@dataclass(frozen=True)
+class ReplyLimit:
+    count: int        # replies allowed per window; 0 means no limit
+    window: float     # seconds
+
+
+class ReplyBudget:
+    def __init__(self, root: Path, limit: ReplyLimit, now=time.time):
+        self.root = Path(root)
+        self.limit = limit
+        self.now = now
+
+    def take(self, address: str) -> str:
+        """SEND, LAST (send, and say it is the last one for a while) or SILENT."""
+        if self.limit.count <= 0:
+            return SEND
+        with self._locked(_digest(address.lower())) as path:
+            now = self.now()
+            times = [t for t in _read_list(path) if now - t < self.limit.window]
+            if len(times) >= self.limit.count:
+                return SILENT
+            times.append(now)
+            write_atomically(path, json.dumps(times).encode())
+            return LAST if len(times) == self.limit.count else SEND
+
+    def first_time_refused(self, address: str, content: bytes) -> bool:
+        """True the first time (per day) this sender sends this refused content."""
+        key = "same-" + _digest(address.lower().encode() + b"\0" + content)
+        with self._locked(key) as path:
+            now = self.now()
+            seen = _read_list(path)
+            if seen and now - seen[-1] < IDENTICAL_WINDOW:
+                return False
+            write_atomically(path, json.dumps([now]).encode())
+            return True
+
+    @contextmanager
+    def _locked(self, name: str):
+        from filelock import FileLock
+
+        make_private_dirs(self.root)
+        with FileLock(str(self.root / f"{name}.lock"), timeout=60, mode=0o600):
+            yield self.root / f"{name}.json"
+
+
+def parse_limit(text: str) -> ReplyLimit:
+    """"20/hour", "100/day", "5/10min", "off"/"0" -> ReplyLimit; ValueError otherwise."""
+    text = text.strip().lower()
+    if text in ("", "0", "off", "none", "no"):
+        return ReplyLimit(0, 3600)
+    count, _, per = text.partition("/")
+    units = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "m": 60,
+             "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+    digits = "".join(c for c in per if c.isdigit()) or "1"
+    unit = per[len(digits):] if per.startswith(digits) else per
+    if not count.strip().isdigit() or unit.strip() not in units:
+        raise ValueError(f"{text!r} is not like 20/hour")
+    return ReplyLimit(int(count), int(digits) * units[unit.strip()])
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()[:32]
+
+
+def _read_list(path: Path) -> list:
+    try:
+        value = json.loads(path.read_text())
+        return [float(t) for t in value] if isinstance(value, list) else []
+    except (FileNotFoundError, ValueError, TypeError):
+        return []
