@@ -11,7 +11,9 @@ line that starts with an RFC 3463 enhanced status code, which Postfix quotes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -19,6 +21,7 @@ from datetime import datetime, timezone
 
 from . import __version__, config as configuration
 from .outcome import Outcome, exit_code, status_line
+from .journal import JournalBusy
 from .pipeline import Effects, Envelope, Processed, process
 from .read import read_mail
 from .records import CRASHED, Records
@@ -82,31 +85,47 @@ def _run(args) -> int:
     return handle(raw, envelope, settings, dry_run=args.dry_run, started=started)
 
 
-def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started: float | None = None) -> int:
+def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started: float | None = None,
+           effects: Effects | None = None) -> int:
     """Process one message already read, record it, and return its exit code.
 
-    The one path for the pipe and for `replay`.
+    The one path for the pipe and for `replay`; `effects` replaces the real
+    adapters (the dry run's, or a test's).
     """
     started = time.monotonic() if started is None else started
-    if dry_run:
+    if effects is None and dry_run:
         from .dryrun import dry_run_effects
 
         effects = dry_run_effects(settings, sys.stdout)
-    else:
-        effects = _effects(settings)
+    elif effects is None:
+        effects = real_effects(settings)
     records = effects.records
+    _warn_world_readable(settings, records)
+    previous = signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(RUN_TIME_LIMIT)
     try:
         done = process(raw, envelope, settings, effects)
+    except RunTimeout:
+        done = Processed(Outcome.TIMED_OUT, f"the run took longer than {RUN_TIME_LIMIT} s")
+    except JournalBusy as busy:
+        done = Processed(Outcome.BUSY, str(busy))
     except OSError as error:
         # Writing logs/ failed (disk full, permissions): try again later.
         done = Processed(Outcome.LOGS_UNWRITABLE, f"cannot write {settings.log_dir}: {error.strerror or error}")
     except Exception:
-        done = _crashed(records, raw.data)
+        done = _crashed(raw, envelope, settings, effects)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     code = exit_code(done.outcome)
+    line = log_line(done, code, time.monotonic() - started)
     try:
-        records.append_line(log_line(done, code, time.monotonic() - started))
+        records.append_line(line)
+        effects.journal.expire()
     except OSError as error:
-        print(f"torokiki-pipe: cannot write the log file: {error.strerror}", file=sys.stderr)
+        print(f"torokiki-pipe: cannot write {settings.log_dir}: {error.strerror}", file=sys.stderr)
+    if settings.syslog and not dry_run:
+        _to_syslog(line, code)
     if code != os.EX_OK:
         _say(done.outcome, done.detail)
     elif dry_run:
@@ -114,14 +133,32 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     return code
 
 
-def _effects(settings) -> Effects:
+# Far below Postfix's command_time_limit (1000 s): a pipe Postfix kills is
+# bounced, not retried, so we stop ourselves first and ask for a retry.
+RUN_TIME_LIMIT = 600
+
+
+class RunTimeout(Exception):
+    pass
+
+
+def _out_of_time(signum, frame):
+    raise RunTimeout()
+
+
+def real_effects(settings) -> Effects:
+    from .journal import Journal
+    from .ratelimit import ReplyBudget, parse_limit
     from .sendmail import Sendmail
     from .website import Website
 
+    records = Records(settings.log_dir)
     return Effects(
         website=Website(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url),
-        mailer=Sendmail(settings.sendmail),
-        records=Records(settings.log_dir),
+        mailer=Sendmail(settings.sendmail, null_sender=settings.null_sender),
+        records=records,
+        journal=Journal(records.journal_dir, settings.journal_expire),
+        budget=ReplyBudget(records.counters_dir, parse_limit(settings.reply_limit)),
         now=lambda: datetime.now(timezone.utc),
     )
 
@@ -133,16 +170,49 @@ def _read(file, limit):
     return read_mail(sys.stdin.buffer, limit)
 
 
-def _crashed(records, data: bytes) -> Processed:
+POISON_AFTER = 3   # the same crash this often on one message: stop retrying it
+
+
+def _crashed(raw, envelope, settings, effects) -> Processed:
+    """Keep the mail and the traceback; defer, unless this message keeps crashing the same way."""
     trace = traceback.format_exc()
-    kept = "(not kept)"
+    where = traceback.extract_tb(sys.exc_info()[2])[-1]
+    signature = f"{sys.exc_info()[0].__name__} at {os.path.basename(where.filename)}:{where.lineno}"
+    records, kept, crashes = effects.records, "(not kept)", 0
     try:
-        kept = str(records.stash(CRASHED, {".eml": data}))
-        records.append_line("crash traceback follows\n" + trace.rstrip())
+        kept = str(records.stash(CRASHED, {".eml": raw.data}))
+        records.append_line(f"crash traceback follows ({signature})\n" + trace.rstrip())
+        crashes = effects.journal.count_crash(hashlib.sha256(raw.data).hexdigest(), signature)
     except OSError:
         pass
-    last = trace.strip().splitlines()[-1][:200]
-    return Processed(Outcome.CRASHED, f"internal error, mail kept as {kept}: {last}")
+    if crashes >= POISON_AFTER:
+        from .pipeline import answer_poisoned
+
+        answered = answer_poisoned(raw, envelope, settings, effects)
+        return Processed(Outcome.POISONED, f"{signature} {crashes} times; {answered}; mail kept as {kept}")
+    return Processed(Outcome.CRASHED, f"internal error ({signature}), mail kept as {kept}")
+
+
+def _warn_world_readable(settings, records) -> None:
+    """Warn once (per config file change) that others can read the API key."""
+    if settings.source is None or not configuration.world_readable(settings.source):
+        return
+    marker = settings.log_dir / ".warned-world-readable"
+    try:
+        if marker.exists() and marker.stat().st_mtime >= settings.source.stat().st_mtime:
+            return
+        records.append_line(f"warning: {settings.source} is readable by every user and holds the API key; "
+                            f"chmod 600 it")
+        marker.touch(mode=0o600)
+    except OSError:
+        pass
+
+
+def _to_syslog(line: str, code: int) -> None:
+    import syslog
+
+    syslog.openlog("torokiki-pipe", syslog.LOG_PID, syslog.LOG_MAIL)
+    syslog.syslog(syslog.LOG_INFO if code == os.EX_OK else syslog.LOG_WARNING, line.split(" ", 1)[1])
 
 
 def log_line(done: Processed, code: int, seconds: float) -> str:

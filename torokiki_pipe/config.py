@@ -26,10 +26,16 @@ DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 # bounced, not retried), so the timeout is capped whatever the file says.
 MAX_HTTP_TIMEOUT = 120.0
 
+DEFAULT_GIVE_UP_AFTER = "2d"       # well inside Postfix's 5-day maximal_queue_lifetime
+DEFAULT_JOURNAL_EXPIRE = "10d"     # longer than any MTA keeps retrying one message
+DEFAULT_REPLY_LIMIT = "20/hour"
+
 KEYS = (
     "TOROKIKI_SITE_URL", "TOROKIKI_API_URL", "TOROKIKI_API_KEY",
     "TOROKIKI_GATEWAY_ADDRESS", "TOROKIKI_SENDMAIL", "TOROKIKI_LOG_DIR",
     "TOROKIKI_HTTP_TIMEOUT", "TOROKIKI_MAX_MESSAGE_BYTES", "TOROKIKI_API_CALLER_ID",
+    "TOROKIKI_GIVE_UP_AFTER", "TOROKIKI_JOURNAL_EXPIRE", "TOROKIKI_REPLY_LIMIT",
+    "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG",
 )
 
 
@@ -48,6 +54,11 @@ class Config:
     http_timeout: float
     max_message_bytes: int
     api_caller_id: str = "torokiki-pipe"
+    give_up_after: float = 2 * 86400          # seconds of temporary failures before answering anyway
+    journal_expire: float = 10 * 86400
+    reply_limit: str = DEFAULT_REPLY_LIMIT    # parsed by ratelimit.parse_limit
+    null_sender: bool = True                  # send replies with the envelope sender <>
+    syslog: bool = False                      # also send the summary line to syslog (mail facility)
     source: Path | None = None          # the env file read, if any
 
     @property
@@ -128,6 +139,18 @@ def _build(values: Mapping[str, str], path: Path | None) -> Config:
                         "TOROKIKI_MAX_MESSAGE_BYTES", int)
     if max_bytes <= 0:
         raise ConfigError("TOROKIKI_MAX_MESSAGE_BYTES must be a positive number of bytes")
+    give_up_after = _duration(get("TOROKIKI_GIVE_UP_AFTER", DEFAULT_GIVE_UP_AFTER), "TOROKIKI_GIVE_UP_AFTER")
+    journal_expire = _duration(get("TOROKIKI_JOURNAL_EXPIRE", DEFAULT_JOURNAL_EXPIRE), "TOROKIKI_JOURNAL_EXPIRE")
+    if journal_expire < give_up_after:
+        raise ConfigError("TOROKIKI_JOURNAL_EXPIRE must be longer than TOROKIKI_GIVE_UP_AFTER, "
+                          "or a retried message would be posted again")
+    reply_limit = get("TOROKIKI_REPLY_LIMIT", DEFAULT_REPLY_LIMIT)
+    from .ratelimit import parse_limit
+
+    try:
+        parse_limit(reply_limit)
+    except ValueError:
+        raise ConfigError(f"TOROKIKI_REPLY_LIMIT must look like 20/hour or off, not {reply_limit!r}") from None
     log_dir = Path(get("TOROKIKI_LOG_DIR", DEFAULT_LOG_DIR))
     if not log_dir.is_absolute() and path is not None and get("TOROKIKI_LOG_DIR"):
         # A relative log dir in a config file means "next to that file", not
@@ -136,7 +159,9 @@ def _build(values: Mapping[str, str], path: Path | None) -> Config:
     return Config(site_url=site_url, api_url=api_url, api_key=api_key, gateway_address=gateway,
                   sendmail=sendmail, log_dir=log_dir, http_timeout=timeout,
                   max_message_bytes=max_bytes, api_caller_id=get("TOROKIKI_API_CALLER_ID", "torokiki-pipe"),
-                  source=path)
+                  give_up_after=give_up_after, journal_expire=journal_expire, reply_limit=reply_limit,
+                  null_sender=_yes_no(get("TOROKIKI_NULL_SENDER", "yes"), "TOROKIKI_NULL_SENDER"),
+                  syslog=_syslog(get("TOROKIKI_SYSLOG", "off")), source=path)
 
 
 def _url(value: str, key: str) -> str:
@@ -151,6 +176,43 @@ def _number(value: str, key: str, kind):
         return kind(value)
     except ValueError:
         raise ConfigError(f"{key} must be a number, not {value!r}") from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: str) -> float:
+    """"90", "30m", "12h", "2d", "1w" -> seconds; ValueError otherwise."""
+    value = value.strip().lower()
+    if value and value[-1] in _UNITS:
+        return float(value[:-1]) * _UNITS[value[-1]]
+    return float(value)
+
+
+def _duration(value: str, key: str) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ConfigError(f"{key} must be a duration like 2d, 12h or 3600, not {value!r}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be longer than nothing")
+    return seconds
+
+
+def _yes_no(value: str, key: str) -> bool:
+    if value.lower() in ("yes", "true", "on", "1"):
+        return True
+    if value.lower() in ("no", "false", "off", "0"):
+        return False
+    raise ConfigError(f"{key} must be yes or no, not {value!r}")
+
+
+def _syslog(value: str) -> bool:
+    if value.lower() in ("mail", "yes", "on"):
+        return True
+    if value.lower() in ("off", "no", ""):
+        return False
+    raise ConfigError(f"TOROKIKI_SYSLOG must be mail or off, not {value!r}")
 
 
 def _plain_address(value: str) -> bool:

@@ -7,8 +7,12 @@ every write under ``logs/`` are printed instead.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 
+from .journal import Entry
+from .ratelimit import SEND, ReplyLimit
 from .pipeline import Effects
 from .sendmail import SendResult
 from .website import Website, WebsiteAnswer
@@ -39,6 +43,51 @@ class PrintMailer:
         return SendResult("sent", "dry run: not sent")
 
 
+class MemoryJournal:
+    """A journal that remembers nothing: the dry run always starts from scratch."""
+
+    def key_for(self, message_key, digest):
+        return message_key
+
+    @contextmanager
+    def hold(self, key, digest):
+        yield Entry(key=key, digest=digest)
+
+    def save(self, entry):
+        return entry
+
+    def store_reply(self, entry, message):
+        pass
+
+    def stored_reply(self, entry):
+        return None
+
+    def failed(self, entry):
+        return replace(entry, failures=entry.failures + 1, first_failure=0.0)
+
+    def failing_for(self, entry):
+        return 0.0
+
+    def finish(self, entry, **changes):
+        return replace(entry, stage="done", **changes)
+
+    def count_crash(self, digest, signature):
+        return 1
+
+    def expire(self):
+        return 0
+
+
+class NoLimit:
+    limit = ReplyLimit(0, 3600)
+
+    def take(self, address):
+        return SEND
+
+    def first_time_refused(self, address, content):
+        return True
+
+
 class NoRecords:
     def stash(self, kind, files):
         return f"(dry run: would keep in logs/{kind}/)"
@@ -49,4 +98,5 @@ class NoRecords:
 
 def dry_run_effects(settings, out) -> Effects:
     return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out),
-                   records=NoRecords(), now=lambda: datetime.now(timezone.utc))
+                   records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(),
+                   now=lambda: datetime.now(timezone.utc))

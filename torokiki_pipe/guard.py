@@ -36,8 +36,26 @@ class Sender:
         return f"{self.display_name} <{self.address}>" if self.display_name else self.address
 
 
-def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: str) -> str | None:
-    """Why this mail must not be answered, or None when it may be."""
+# Subjects of out-of-office and other automatic answers that carry none of the
+# RFC 3834 headers (Apple's "Auto reply:", older Exchange, many webmails).
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(auto(matic|matische|matyczna)?[ -]?(reply|antwort|odpowied\w*|svar)|out of (the )?office|"
+    r"abwesen\w*|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|"
+    r"automatisch antwoord|fuera de la oficina|absence)", re.I)
+
+
+def our_message_id_suffix(gateway_address: str) -> str:
+    """Every reply's Message-ID ends so (see reply.build): how we recognise our own replies."""
+    return f".torokiki@{gateway_address.rpartition('@')[2].lower()}>"
+
+
+def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: str,
+                     raw: bytes = b"") -> str | None:
+    """Why this mail must not be answered, or None when it may be.
+
+    `raw` lets us see an automatic answer that quotes one of our replies whole,
+    headers included: our X-Loop marker then stands in its body.
+    """
     if envelope_sender is not None and envelope_sender.strip() in ("", "<>"):
         return "null envelope sender (a bounce or notification)"
     if envelope_sender is None and head.return_path is not None and head.return_path.strip() in ("<>", ""):
@@ -59,6 +77,11 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
         return f"a delivery or disposition report ({head.content_type})"
     if loop_marker(gateway_address) in head.x_loop:
         return "carries our own X-Loop marker"
+    answers_us = our_message_id_suffix(gateway_address) in f"{head.in_reply_to} {head.references}".lower()
+    if answers_us and _AUTO_REPLY_SUBJECT.match(head.subject):
+        return f"an automatic answer to one of our replies ({head.subject[:60]})"
+    if answers_us and loop_marker(gateway_address).encode() in raw.lower():
+        return "quotes one of our replies whole (an automatic answer)"
     return None
 
 

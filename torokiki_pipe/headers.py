@@ -32,6 +32,7 @@ class Head:
     content_type: str          # lower-cased type/subtype of the top part
     x_loop: tuple[str, ...]
     references: str
+    in_reply_to: str
     body_start: int            # offset of the body in the raw bytes
     digest: str                # sha256 of the whole raw message
 
@@ -75,6 +76,7 @@ def read_head(data: bytes) -> Head:
         content_type=_content_type(message),
         x_loop=tuple(_one_line(v).lower() for v in all_of("X-Loop")),
         references=_one_line(text("References")),
+        in_reply_to=_one_line(text("In-Reply-To")),
         body_start=body_start,
         digest=hashlib.sha256(data).hexdigest(),
     )

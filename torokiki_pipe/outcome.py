@@ -32,12 +32,17 @@ class Outcome(enum.Enum):
     IGNORED = "ignored"                # must not be answered (bounce, auto-reply, list, loop)
     UNANSWERABLE = "unanswerable"      # no usable From address; kept, not answered
     REPLY_FAILED = "reply-failed"      # sendmail refused the reply for good; reply kept
+    DUPLICATE = "duplicate"            # delivered again after it was handled: nothing more to do
+    GAVE_UP = "gave-up"                # failed temporarily for too long; answered that it was not saved
+    POISONED = "poisoned"              # crashed the gateway the same way repeatedly; answered, not retried
     # Not handled: the MTA keeps the message and tries again.
     WEBSITE_UNAVAILABLE = "website-unavailable"
     SEND_DEFERRED = "send-deferred"
     CONFIG_ERROR = "config-error"
     LOGS_UNWRITABLE = "logs-unwritable"
     CRASHED = "crashed"
+    BUSY = "busy"                      # another delivery of the same message is still running
+    TIMED_OUT = "timed-out"            # the run took too long as a whole
     # The command line itself was wrong.
     USAGE = "usage"
 
@@ -57,13 +62,22 @@ EXIT_POLICY: dict[Outcome, ExitRule] = {
     Outcome.IGNORED: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.UNANSWERABLE: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.REPLY_FAILED: ExitRule(os.EX_OK, "2.0.0"),
+    Outcome.DUPLICATE: ExitRule(os.EX_OK, "2.0.0"),
+    Outcome.GAVE_UP: ExitRule(os.EX_OK, "2.0.0"),
+    Outcome.POISONED: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.WEBSITE_UNAVAILABLE: ExitRule(os.EX_TEMPFAIL, "4.4.2"),
     Outcome.SEND_DEFERRED: ExitRule(os.EX_TEMPFAIL, "4.4.1"),
     Outcome.CONFIG_ERROR: ExitRule(os.EX_TEMPFAIL, "4.3.5"),
     Outcome.LOGS_UNWRITABLE: ExitRule(os.EX_TEMPFAIL, "4.3.1"),
     Outcome.CRASHED: ExitRule(os.EX_TEMPFAIL, "4.3.0"),
+    Outcome.BUSY: ExitRule(os.EX_TEMPFAIL, "4.3.0"),
+    Outcome.TIMED_OUT: ExitRule(os.EX_TEMPFAIL, "4.4.7"),
     Outcome.USAGE: ExitRule(os.EX_USAGE, "5.3.5"),
 }
+
+
+def is_temporary(outcome: Outcome) -> bool:
+    return EXIT_POLICY[outcome].code == os.EX_TEMPFAIL
 
 
 def exit_code(outcome: Outcome) -> int:

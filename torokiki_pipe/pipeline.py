@@ -1,12 +1,16 @@
 """One message, one straight path:
 
-    read -> parse headers -> guard -> understand -> act on the website -> reply -> record
+    read -> parse headers -> guard -> journal -> understand -> act on the website -> reply -> record
 
 `process` is handed the raw mail, the envelope, the configuration and the
 adapters (`Effects`) that touch the world; it returns a `Processed` value and
 never decides an exit code (that is `outcome.exit_code`).  The body is parsed
 only when the command needs it, so ignored mail and ``help`` are decided from
 the headers alone.
+
+Exactly once: everything after the guard runs under the message's journal
+lock.  A message already handled is a duplicate; one whose website step is
+done but whose reply was not handed over only has its stored reply sent.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ from .command import HelpRequest, Invalid, Problem, needs_body, read_subject, un
 from .config import Config
 from .guard import Sender, reason_to_ignore, reply_sender
 from .headers import Head, read_head
-from .outcome import Outcome
+from .outcome import Outcome, is_temporary
+from .ratelimit import LAST, SILENT
 from .read import RawMail
-from .records import ERRONEOUS, FAILED_SENDS, IGNORED
+from .records import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
 from .reply import Reply, ReplyContext, build
+
+# Outcomes whose reply is withheld when the same mail was already refused today.
+REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
 
 
 @dataclass(frozen=True)
@@ -35,9 +43,11 @@ class Envelope:
 @dataclass(frozen=True)
 class Effects:
     """The adapters the pipeline may touch; the dry run hands harmless ones."""
-    website: object                   # .fetch(url), .submit(url, content, key)
+    website: object                   # .fetch(url), .submit(url, content, key) -> WebsiteAnswer
     mailer: object                    # .send(bytes, recipient) -> SendResult
     records: object                   # .stash(kind, files), .append_line(text)
+    journal: object                   # .hold(key, digest), .save/.finish/.failed (journal.Journal)
+    budget: object                    # .take(address), .first_time_refused(address, content)
     now: Callable[[], datetime]
 
 
@@ -56,36 +66,58 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
     line = read_subject(head.subject)
     seen = Processed(Outcome.IGNORED, "", message_id=head.message_id, command=line.command)
 
-    reason = reason_to_ignore(head, envelope.sender, config.gateway_address)
+    reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data)
     if reason:
-        _keep(effects, IGNORED, raw)
-        return replace(seen, outcome=Outcome.IGNORED, detail=reason, sender=_who(head, envelope))
+        effects.records.stash(IGNORED, {".eml": raw.data})
+        return replace(seen, detail=reason, sender=_who(head, envelope))
     sender = reply_sender(head.from_raw)
     if not isinstance(sender, Sender):
-        _keep(effects, ERRONEOUS, raw)
+        effects.records.stash(ERRONEOUS, {".eml": raw.data})
         return replace(seen, outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
     seen = replace(seen, sender=sender.address)
 
-    if raw.oversize:
-        step = Step(Outcome.TOO_BIG, f"larger than {config.max_message_bytes} bytes",
-                    Reply("too-big.txt", {"subject": head.subject or "(no subject)",
-                                          "limit": _megabytes(config.max_message_bytes)}),
-                    keep=ERRONEOUS)
-    else:
-        step = _act(raw, head, line, sender, config, effects)
+    journal = effects.journal
+    key = journal.key_for(head.key, head.digest)
+    with journal.hold(key, head.digest) as entry:
+        if entry.stage == "done":
+            return replace(seen, outcome=Outcome.DUPLICATE, url=entry.url,
+                           detail=f"already handled ({entry.outcome}: {entry.detail})")
+        if entry.stage == "answered":
+            stored = journal.stored_reply(entry)
+            if stored is not None:   # the website step is done: only the reply is owed
+                resumed = replace(seen, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
+                return _deliver(stored, entry, config, effects, resumed)
 
-    if step.keep:
-        files = {".eml": raw.data}
-        if step.exchange:
-            files[".http.txt"] = step.exchange.encode("utf-8", "replace")
-        effects.records.stash(step.keep, files)
-    seen = replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
-    if step.reply is None:
-        return seen
-    return _send(step.reply, head, sender, config, effects, seen)
+        step = _too_big(head, config) if raw.oversize else _act(raw, head, line, sender, config, key, effects)
+        if is_temporary(step.outcome):
+            entry = journal.failed(entry)
+            if journal.failing_for(entry) < config.give_up_after:
+                if entry.failures == 1:   # keep the evidence once, not at every retry
+                    _keep(effects, step, raw)
+                return replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
+            step = _give_up(step, head, journal.failing_for(entry))
+        _keep(effects, step, raw)
+        seen = replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
+        if step.reply is None:
+            journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
+            return seen
+
+        withheld, last = _allowance(step, sender, head, raw, effects)
+        if withheld:
+            journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
+            return replace(seen, detail=f"{step.detail}; {withheld}")
+        context = ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
+                               message_id=head.message_id, references=head.references,
+                               original_subject=head.subject, now=effects.now())
+        note = _duration_words(effects.budget.limit.window) if last else None
+        message = build(step.reply, context, last_before_limit=note).as_bytes()
+        entry = journal.save(replace(entry, stage="answered", outcome=step.outcome.value, detail=step.detail,
+                                     url=step.url, command=line.command, recipient=sender.address))
+        journal.store_reply(entry, message)
+        return _deliver(message, entry, config, effects, seen)
 
 
-def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, effects: Effects) -> Step:
+def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:
     if not needs_body(line):
         request = HelpRequest()
     else:
@@ -99,29 +131,58 @@ def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, effects
                 config.site_url, head.subject)
         request = understand(line, mail, config.site_url)
     return perform(request, website=effects.website, sender=sender, site_url=config.site_url,
-                   subject=head.subject, idempotency_key=f"torokiki-pipe-{head.key}",
+                   subject=head.subject, idempotency_key=f"torokiki-pipe-{key}",
                    caller_id=config.api_caller_id)
 
 
-def _send(reply: Reply, head: Head, sender: Sender, config: Config, effects: Effects,
-          seen: Processed) -> Processed:
-    context = ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
-                           message_id=head.message_id, references=head.references,
-                           original_subject=head.subject, now=effects.now())
-    message = build(reply, context).as_bytes()
-    result = effects.mailer.send(message, sender.address)
+def _too_big(head: Head, config: Config) -> Step:
+    limit = f"{config.max_message_bytes / (1024 * 1024):g} MB"
+    return Step(Outcome.TOO_BIG, f"larger than {config.max_message_bytes} bytes",
+                Reply("too-big.txt", {"subject": head.subject or "(no subject)", "limit": limit}),
+                keep=ERRONEOUS)
+
+
+def _give_up(step: Step, head: Head, waited: float) -> Step:
+    values = {"subject": head.subject or "(no subject)", "detail": step.detail, "waited": _duration_words(waited)}
+    return Step(Outcome.GAVE_UP, f"gave up after {_duration_words(waited)}: {step.detail}",
+                Reply("gave-up.txt", values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url)
+
+
+def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, effects: Effects) -> tuple[str, bool]:
+    """(why no reply goes out although one is due, or ""; whether it is the last one for a while)."""
+    if step.outcome in REFUSALS:
+        content = head.subject.encode("utf-8", "replace") + b"\0" + raw.data[head.body_start:]
+        if not effects.budget.first_time_refused(sender.address, content):
+            return "reply withheld: the same mail was refused and answered today", False
+    decision = effects.budget.take(sender.address)
+    if decision == SILENT:
+        return "reply withheld: reply limit reached for this address", False
+    return "", decision == LAST
+
+
+def _deliver(message: bytes, entry, config: Config, effects: Effects, seen: Processed) -> Processed:
+    journal = effects.journal
+    result = effects.mailer.send(message, entry.recipient)
     if result.sent:
+        journal.finish(entry)
         return seen
     if result.status == "temporary":
-        return replace(seen, outcome=Outcome.SEND_DEFERRED,
-                       detail=f"reply not handed over ({result.detail}); {seen.detail}")
+        entry = journal.failed(entry)
+        if journal.failing_for(entry) < config.give_up_after:
+            return replace(seen, outcome=Outcome.SEND_DEFERRED,
+                           detail=f"reply not handed over ({result.detail}); {seen.detail}")
     effects.records.stash(FAILED_SENDS, {".eml": message})
+    journal.finish(entry, detail=f"{entry.detail}; reply kept in {FAILED_SENDS}/")
     return replace(seen, outcome=Outcome.REPLY_FAILED,
-                   detail=f"reply refused for good ({result.detail}); {seen.detail}")
+                   detail=f"reply could not be sent ({result.detail}); {seen.detail}")
 
 
-def _keep(effects: Effects, kind: str, raw: RawMail) -> None:
-    effects.records.stash(kind, {".eml": raw.data})
+def _keep(effects: Effects, step: Step, raw: RawMail) -> None:
+    if step.keep:
+        files = {".eml": raw.data}
+        if step.exchange:
+            files[".http.txt"] = step.exchange.encode("utf-8", "replace")
+        effects.records.stash(step.keep, files)
 
 
 def _who(head: Head, envelope: Envelope) -> str:
@@ -130,5 +191,32 @@ def _who(head: Head, envelope: Envelope) -> str:
     return head.from_[:200]
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MB"
+def _duration_words(seconds: float) -> str:
+    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = round(seconds / size)
+            return f"{count} {word}" + ("" if count == 1 else "s")
+    return f"{int(seconds)} seconds"
+
+
+def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) -> str:
+    """Tell the sender that their mail keeps failing, if they may be answered at all.
+
+    Called after the gateway crashed on this mail again and again; it must not
+    crash itself, so it only uses the header stages, and says what it did.
+    """
+    try:
+        head = read_head(raw.data)
+        if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):
+            return "not answered (automatic mail)"
+        sender = reply_sender(head.from_raw)
+        if not isinstance(sender, Sender):
+            return f"not answered ({sender})"
+        context = ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
+                               message_id=head.message_id, references=head.references,
+                               original_subject=head.subject, now=effects.now())
+        reply = Reply("poisoned.txt", {"subject": head.subject or "(no subject)"})
+        result = effects.mailer.send(build(reply, context).as_bytes(), sender.address)
+        return "sender answered" if result.sent else f"answer not sent ({result.detail})"
+    except Exception as error:  # the last resort must not become the next crash
+        return f"not answered ({type(error).__name__})"

@@ -64,10 +64,16 @@ def render(name: str, values: dict) -> tuple[str, str]:
     return subject.safe_substitute(values), body.safe_substitute(values)
 
 
-def build(reply: Reply, context: ReplyContext) -> EmailMessage:
+def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> EmailMessage:
+    """The reply as a message.  `last_before_limit` (e.g. "an hour") adds the note that
+    no more answers follow for that long."""
     values = {"site": context.site_url, "gateway": context.gateway_address,
               "name": context.to.display_name or context.to.address, **reply.values}
     subject, body = render(reply.template, values)
+    if last_before_limit:
+        note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
+        text, separator, signature = body.rpartition("\n-- \n")   # the note goes above the signature
+        body = f"{text.rstrip()}\n\n{note}\n{separator}{signature}" if separator else f"{body.rstrip()}\n\n{note}\n"
     message = EmailMessage(policy=REPLY_POLICY)
     message["From"] = Address("Torokiki", addr_spec=context.gateway_address)
     message["To"] = Address(_header_safe(context.to.display_name), addr_spec=context.to.address)

@@ -28,11 +28,16 @@ class SendResult:
 
 
 class Sendmail:
-    def __init__(self, command: tuple[str, ...]):
+    def __init__(self, command: tuple[str, ...], null_sender: bool = True):
         self.command = tuple(command)
+        # Replies go out with the null envelope sender (-f <>, understood by
+        # Postfix's sendmail and msmtp), so a bounce of a reply can never
+        # come back to the gateway; unless the command sets a sender itself.
+        sets_sender = any(word.startswith(("-f", "-r", "--from")) for word in self.command[1:])
+        self.sender_args = ("-f", "<>") if null_sender and not sets_sender else ()
 
     def argv(self, recipient: str) -> list[str]:
-        return [*self.command, "--", recipient]
+        return [*self.command, *self.sender_args, "--", recipient]
 
     def send(self, message: bytes, recipient: str) -> SendResult:
         try:

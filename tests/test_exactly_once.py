@@ -1,0 +1,186 @@
+"""Exactly once, no loops, no loss: the promises of the journal, the guard and the reply limit.
+
+Each test would fail without the mechanism it names.
+"""
+import dataclasses
+import os
+import time
+
+from torokiki_pipe import cli, config
+from torokiki_pipe.guard import loop_marker
+from torokiki_pipe.journal import Journal
+from torokiki_pipe.pipeline import Envelope
+from torokiki_pipe.read import RawMail
+
+from test_pipe import GATEWAY, files_in, log_lines, mail
+
+CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
+
+
+def replies(smtp_sink, n, wait=10):
+    return smtp_sink.wait_for(n, timeout=wait) if n else smtp_sink.messages
+
+
+def test_a_message_delivered_twice_is_posted_once_and_answered_once(run_pipe, website, smtp_sink, pipe_env):
+    message = mail(CREATE, "text: 'once'")
+    assert run_pipe(message).returncode == 0
+    assert run_pipe(message).returncode == 0
+    assert website.stats()["posts"] == 1
+    time.sleep(0.5)
+    assert len(replies(smtp_sink, 1)) == 1
+    assert "outcome=duplicate" in log_lines(pipe_env)[1]
+
+
+def test_a_message_without_message_id_is_keyed_by_its_content(run_pipe, website, smtp_sink):
+    message = b"From: kiri@example.net\nSubject: " + CREATE.encode() + b"\n\ntext: 'no id'\n"
+    assert run_pipe(message).returncode == 0 and run_pipe(message).returncode == 0
+    assert website.stats()["posts"] == 1
+
+
+def test_same_message_id_with_other_content_is_another_message(run_pipe, website, smtp_sink):
+    assert run_pipe(mail(CREATE, "text: 'first'")).returncode == 0
+    assert run_pipe(mail(CREATE, "text: 'second'")).returncode == 0
+    assert website.stats()["stored"] == 2
+    keys = {item["idempotency_key"] for item in website.stats()["items"]}
+    assert len(keys) == 2 and all(k.startswith("torokiki-pipe-") for k in keys)
+
+
+def test_saved_but_not_answered_retry_only_replies(run_pipe, website, smtp_sink, pipe_env, tmp_path):
+    busy = tmp_path / "busy-sendmail"
+    busy.write_text("#!/bin/sh\ncat >/dev/null\nexit 75\n")
+    busy.chmod(0o755)
+    message = mail(CREATE, "text: 'saved first'")
+    first = run_pipe(message, config=pipe_env.variant(TOROKIKI_SENDMAIL=str(busy)))
+    assert first.returncode == 75 and first.stderr.startswith(b"4.4.1")
+    assert website.stats()["posts"] == 1
+    assert run_pipe(message).returncode == 0
+    assert website.stats()["posts"] == 1          # no second POST: the journal knew
+    [reply] = replies(smtp_sink, 1)
+    assert website.stats()["items"][0]["location"] in reply.message().get_body(("plain",)).get_content()
+
+
+def test_deferred_message_is_posted_when_the_website_is_back(run_pipe, website, smtp_sink, pipe_env):
+    message = mail(CREATE, "text: 'later'")
+    website.control("down")
+    assert run_pipe(message).returncode == 75
+    assert run_pipe(message).returncode == 75
+    assert len(files_in(pipe_env.log_dir / "failed_https")) == 2   # evidence kept once, not per retry
+    website.control("ok")
+    assert run_pipe(message).returncode == 0
+    assert website.stats()["stored"] == 1
+    assert len(replies(smtp_sink, 1)) == 1
+
+
+def test_gives_up_after_the_configured_time_and_says_so(run_pipe, website, smtp_sink, pipe_env):
+    settings = pipe_env.variant(TOROKIKI_GIVE_UP_AFTER="1s")
+    website.control("down")
+    message = mail(CREATE, "text: 'too late'")
+    assert run_pipe(message, config=settings).returncode == 75
+    time.sleep(1.2)
+    done = run_pipe(message, config=settings)
+    assert done.returncode == 0
+    [reply] = replies(smtp_sink, 1)
+    assert "could not be saved" in reply.message().get_body(("plain",)).get_content()
+    assert "outcome=gave-up" in log_lines(pipe_env)[-1]
+    assert files_in(pipe_env.log_dir / "failed_https")
+
+
+class CrashingWebsite:
+    def fetch(self, url):
+        raise RuntimeError("a bug in the gateway")
+
+    submit = fetch
+
+
+def test_a_message_that_crashes_three_times_is_answered_and_not_retried(pipe_env, smtp_sink, website):
+    settings = config.load(os.fspath(pipe_env), {})
+    raw = RawMail(mail("get: 'http://torokiki.net/image/1/response'"), oversize=False)
+    effects = dataclasses.replace(cli.real_effects(settings), website=CrashingWebsite())
+    codes = [cli.handle(raw, Envelope(), settings, effects=effects) for _ in range(3)]
+    assert codes == [75, 75, 0]
+    [reply] = replies(smtp_sink, 1)
+    assert "failed while reading your mail" in reply.message().get_body(("plain",)).get_content()
+    log = (pipe_env.log_dir / "torokiki-pipe.log").read_text()
+    assert log.count("outcome=crashed") == 2 and "outcome=poisoned" in log
+    assert "RuntimeError: a bug in the gateway" in log          # the traceback is in the log file
+    assert len(files_in(pipe_env.log_dir / "crashed")) == 3
+
+
+def test_reply_limit_per_sender(run_pipe, smtp_sink, pipe_env):
+    settings = pipe_env.variant(TOROKIKI_REPLY_LIMIT="2/hour")
+    for n in range(3):
+        assert run_pipe(mail("help", msgid=f"<limit{n}@example.net>"), config=settings).returncode == 0
+    time.sleep(0.5)
+    sent = replies(smtp_sink, 2)
+    assert len(sent) == 2
+    assert "PLEASE NOTE" not in sent[0].message().get_body(("plain",)).get_content()
+    assert "PLEASE NOTE" in sent[1].message().get_body(("plain",)).get_content()
+    assert "reply limit reached" in log_lines(pipe_env)[2]
+
+
+def test_the_same_refused_mail_is_answered_once(run_pipe, smtp_sink, pipe_env):
+    for n in range(3):
+        assert run_pipe(mail("nonsense", "hello", msgid=f"<same{n}@example.net>")).returncode == 0
+    time.sleep(0.5)
+    assert len(replies(smtp_sink, 1)) == 1
+    assert "refused and answered today" in log_lines(pipe_env)[2]
+
+
+def test_replies_carry_loop_headers_and_the_null_envelope_sender(run_pipe, smtp_sink):
+    assert run_pipe(mail("help")).returncode == 0
+    [received] = replies(smtp_sink, 1)
+    reply = received.message()
+    assert received.mail_from == "<>"
+    assert reply["Precedence"] == "bulk" and reply["Auto-Submitted"] == "auto-replied"
+    assert reply["X-Loop"] == loop_marker(GATEWAY)
+
+
+def test_an_out_of_office_answering_our_reply_is_not_answered(run_pipe, smtp_sink, pipe_env):
+    assert run_pipe(mail("help")).returncode == 0
+    [received] = replies(smtp_sink, 1)
+    ours = received.message()["Message-ID"]
+    ooo = mail("Automatic reply: Torokiki by email: how to use it", "I am away until Monday.",
+               f"In-Reply-To: {ours}", msgid="<ooo@example.net>")
+    assert run_pipe(ooo).returncode == 0
+    quoting = mail("Re: Torokiki by email", "I am away.\n\n> X-Loop: " + loop_marker(GATEWAY),
+                   f"References: {ours}", msgid="<ooo2@example.net>")
+    assert run_pipe(quoting).returncode == 0
+    time.sleep(0.5)
+    assert len(smtp_sink.messages) == 1
+    assert [line.count("outcome=ignored") for line in log_lines(pipe_env)[1:]] == [1, 1]
+
+
+def test_a_person_answering_our_reply_is_answered(run_pipe, smtp_sink):
+    assert run_pipe(mail("help")).returncode == 0
+    ours = replies(smtp_sink, 1)[0].message()["Message-ID"]
+    assert run_pipe(mail("Re: help", "", f"In-Reply-To: {ours}", msgid="<human@example.net>")).returncode == 0
+    assert len(replies(smtp_sink, 2)) == 2
+
+
+def test_world_readable_config_is_warned_about_once(run_pipe, pipe_env, smtp_sink):
+    os.chmod(pipe_env.path, 0o644)
+    run_pipe(mail("help", msgid="<w1@example.net>"))
+    run_pipe(mail("help", msgid="<w2@example.net>"))
+    log = (pipe_env.log_dir / "torokiki-pipe.log").read_text()
+    assert log.count("readable by every user") == 1
+
+
+def test_journal_entries_expire_without_a_daemon(tmp_path):
+    clock = [1_000_000.0]
+    journal = Journal(tmp_path, expire_after=3600, now=lambda: clock[0])
+    with journal.hold("k1", "d" * 64) as entry:
+        journal.finish(entry)
+    entry_file = tmp_path / "k1.json"
+    os.utime(entry_file, (clock[0], clock[0]))
+    clock[0] += 7200
+    assert journal.expire() == 1 and not entry_file.exists()
+    assert not (tmp_path / "locks" / "k1.lock").exists()
+    assert journal.expire() == 0                       # at most one sweep an hour
+
+
+def test_a_damaged_journal_entry_does_not_wedge_the_message(tmp_path):
+    journal = Journal(tmp_path, expire_after=3600)
+    (tmp_path / "k2.json").write_text("{not json")
+    with journal.hold("k2", "e" * 64) as entry:
+        assert entry.stage == "received"
+    assert (tmp_path / "k2.damaged").exists()
