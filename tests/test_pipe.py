@@ -240,3 +240,16 @@ def test_file_argument_usage_version_and_help(run_pipe, pipe_program, tmp_path, 
     assert run_pipe(b"", "--no-such-option").returncode == os.EX_USAGE
     assert run_pipe(b"", "--version").stdout.startswith(b"torokiki-pipe ")
     assert b"--dry-run" in run_pipe(b"", "--help").stdout
+
+
+def test_configuration_error_still_reads_all_input(pipe_program, tmp_path):
+    # The MTA writes the whole message; exiting unread would break its pipe.
+    import subprocess
+
+    big = mail("help", "x" * 300_000)
+    process = subprocess.Popen([pipe_program, "--config", str(tmp_path / "absent.env")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(big)        # BrokenPipeError here if the pipe exits unread (300 KB > pipe buffer)
+    process.stdin.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 75 and err.startswith(b"4.3.5")

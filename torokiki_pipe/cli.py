@@ -23,7 +23,7 @@ from . import __version__, config as configuration
 from .outcome import Outcome, exit_code, status_line
 from .journal import JournalBusy
 from .pipeline import Effects, Envelope, Processed, process
-from .read import read_mail
+from .read import drain, read_mail
 from .records import CRASHED, Records
 
 
@@ -74,6 +74,8 @@ def _run(args) -> int:
     try:
         settings = configuration.load(args.config)
     except configuration.ConfigError as error:
+        if not args.file or args.file == "-":
+            drain(sys.stdin.buffer)   # so the MTA's write does not fail with a broken pipe
         _say(Outcome.CONFIG_ERROR, str(error))
         return exit_code(Outcome.CONFIG_ERROR)
     try:

@@ -25,9 +25,17 @@ def read_mail(stream: BinaryIO, limit: int) -> RawMail:
     data = stream.read(limit + 1)
     oversize = len(data) > limit
     if oversize:
+        drain(stream)
+    return RawMail(data=strip_mbox_line(data), oversize=oversize)
+
+
+def drain(stream: BinaryIO) -> None:
+    """Read and forget the rest of the input."""
+    try:
         while stream.read(CHUNK):
             pass
-    return RawMail(data=strip_mbox_line(data), oversize=oversize)
+    except OSError:
+        pass
 
 
 def strip_mbox_line(data: bytes) -> bytes:
