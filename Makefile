@@ -14,8 +14,8 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?= -q
 # The integration tests deliver replies with msmtp and exercise procmail,
-# Postfix and swaks.
-APT_PACKAGES := msmtp procmail postfix swaks
+# Postfix, swaks, imapfilter and Dovecot's IMAP server.
+APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
 
 .PHONY: all demo test deps venv install install-test clean
 
@@ -40,8 +40,9 @@ test: deps install-test
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
-# apt-get only as root and only for what is missing; a Postfix that the
-# install started is stopped again so that it does not hold port 25.
+# apt-get only as root and only for what is missing; a Postfix or Dovecot
+# that the install started is stopped again so that it holds no port (the
+# tests start their own instances on free loopback ports).
 deps:
 	@missing=""; \
 	for pkg in $(APT_PACKAGES); do \
@@ -60,6 +61,9 @@ deps:
 	  if /usr/sbin/postfix status >/dev/null 2>&1; then \
 	    /usr/sbin/postfix stop >/dev/null 2>&1 || service postfix stop >/dev/null 2>&1 || true; \
 	  fi;; \
+	esac; \
+	case " $$missing " in *" dovecot-imapd "*) \
+	  service dovecot stop >/dev/null 2>&1 || true;; \
 	esac
 
 clean:
