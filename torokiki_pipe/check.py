@@ -1,0 +1,209 @@
+"""``torokiki-pipe check [--config FILE]``: is this installation ready for mail?
+
+Checks, in order: the configuration loads; the config file is not readable by
+everyone nor writable by its group or others (it holds the API key); the
+website's API answers a harmless GET (any HTTP status below 500); the sendmail
+command exists and is executable; the log dir exists or can be created, and
+files can be written in it (and in the log file and stash folders already
+there).  Prints ``ok: ...`` lines on stdout and one ``problem: ...`` line per
+problem on stderr; exits 0, or 78 (EX_CONFIG) when anything is wrong.
+
+Nothing is left behind: the write test creates and removes a temporary file,
+and a missing log dir is only proven creatable (a temporary folder in its
+nearest existing parent), not created, so that running `check` as root never
+leaves a root-owned logs/ the pipe cannot write.  The API key is never sent
+(the GET does not need it) and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from . import config as configuration
+from .records import LOG_FILE, STASH_KINDS
+
+PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
+PROBE_TIMEOUT = 10.0                  # seconds, at most
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
+
+
+def parse_args(argv):
+    parser = _Parser(prog="torokiki-pipe check",
+                     description="Check the configuration, the website API, the sendmail command, the log "
+                                 "dir and the config file's permissions; exit 0 when all is well, else 78.")
+    parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
+    return parser.parse_args(argv)
+
+
+class Findings:
+    def __init__(self, secret: str = ""):
+        self.secret = secret
+        self.problems: list[str] = []
+
+    def _clean(self, text: str) -> str:
+        text = " ".join(str(text).split())
+        return text.replace(self.secret, "<redacted>") if self.secret else text
+
+    def ok(self, text: str) -> None:
+        print(f"ok: {self._clean(text)}")
+
+    def note(self, text: str) -> None:
+        print(f"note: {self._clean(text)}")
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+        print(f"problem: {self._clean(text)}", file=sys.stderr)
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    found = Findings()
+    try:
+        settings = configuration.load(args.config)
+    except configuration.ConfigError as error:
+        found.problem(f"configuration: {error}")
+        path = configuration.find_config_file(args.config, os.environ)
+        if path is not None and path.is_file():
+            check_config_file(path, found)
+        return os.EX_CONFIG
+    found.secret = settings.api_key
+    found.ok("configuration loads" + (f" from {settings.source}" if settings.source else " from the environment"))
+    if os.geteuid() == 0:
+        found.note("running as root: the file checks say what root may do; run `check` as the user "
+                   "Postfix runs the pipe as (e.g. sudo -u torokiki) to be sure")
+    if settings.source is not None:
+        check_config_file(settings.source, found)
+    check_website(settings, found)
+    check_sendmail(settings.sendmail, found)
+    check_log_dir(Path(settings.log_dir), found)
+    return os.EX_CONFIG if found.problems else os.EX_OK
+
+
+def check_config_file(path: Path, found: Findings) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as error:
+        found.problem(f"config file {path}: {error.strerror}")
+        return
+    bad = False
+    if configuration.world_readable(path):
+        found.problem(f"config file {path} is readable by everyone (mode {mode:04o}); it holds the API key: "
+                      f"chmod o-rwx {path}")
+        bad = True
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        found.problem(f"config file {path} is writable by others than its owner (mode {mode:04o}): "
+                      f"chmod go-w {path}")
+        bad = True
+    if not bad:
+        found.ok(f"config file {path} is private (mode {mode:04o})")
+
+
+def check_website(settings, found: Findings) -> None:
+    import requests
+
+    from .website import USER_AGENT
+
+    url = settings.api_url.rstrip("/") + PROBE_PATH
+    timeout = min(PROBE_TIMEOUT, settings.http_timeout)
+    session = requests.Session()
+    session.trust_env = False                  # as the pipe does: no proxy from the environment
+    try:
+        answer = session.get(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+                             timeout=(min(5.0, timeout), timeout), allow_redirects=False)
+    except requests.Timeout:
+        found.problem(f"website API {url}: no answer within {timeout:g} s")
+        return
+    except requests.RequestException as error:
+        found.problem(f"website API {url} cannot be reached: {_reason(error)}")
+        return
+    finally:
+        session.close()
+    if answer.status_code >= 500:
+        found.problem(f"website API {url} answered HTTP {answer.status_code} {answer.reason}")
+    else:
+        found.ok(f"website API reachable: GET {url} answered HTTP {answer.status_code}")
+
+
+def _reason(error) -> str:
+    text = str(error)
+    for known in ("Name or service not known", "Connection refused", "Connection reset",
+                  "Temporary failure in name resolution", "No route to host", "Network is unreachable"):
+        if known in text:
+            return known.lower()
+    return type(error).__name__
+
+
+def check_sendmail(command, found: Findings) -> None:
+    program = command[0]
+    if not os.path.exists(program):
+        found.problem(f"sendmail command {program} does not exist (TOROKIKI_SENDMAIL)")
+    elif not os.path.isfile(program):
+        found.problem(f"sendmail command {program} is not a file (TOROKIKI_SENDMAIL)")
+    elif not os.access(program, os.X_OK):
+        found.problem(f"sendmail command {program} is not executable (TOROKIKI_SENDMAIL)")
+    else:
+        found.ok(f"sendmail command {program} is executable")
+
+
+def check_log_dir(log_dir: Path, found: Findings) -> None:
+    if not log_dir.exists():
+        _check_creatable(log_dir, found)
+        return
+    if not log_dir.is_dir():
+        found.problem(f"log dir {log_dir} is not a folder (TOROKIKI_LOG_DIR)")
+        return
+    problems = len(found.problems)
+    _check_writable(log_dir, f"log dir {log_dir}", found)
+    log_file = log_dir / LOG_FILE
+    if log_file.exists():
+        try:
+            os.close(os.open(log_file, os.O_WRONLY | os.O_APPEND))
+        except OSError as error:
+            found.problem(f"log file {log_file} cannot be appended to: {error.strerror}")
+    for kind in STASH_KINDS:
+        if (log_dir / kind).is_dir():
+            _check_writable(log_dir / kind, f"stash folder {log_dir / kind}", found)
+    if len(found.problems) == problems:
+        found.ok(f"log dir {log_dir} is writable")
+
+
+def _check_writable(folder: Path, what: str, found: Findings) -> None:
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".check-")
+    except OSError as error:
+        found.problem(f"{what} is not writable: {error.strerror}")
+        return
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError as error:
+        found.problem(f"{what}: a file written there cannot be removed: {error.strerror}")
+
+
+def _check_creatable(log_dir: Path, found: Findings) -> None:
+    parent = log_dir.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        found.problem(f"log dir {log_dir} cannot be created: {parent} is not a folder (TOROKIKI_LOG_DIR)")
+        return
+    try:
+        probe = tempfile.mkdtemp(dir=parent, prefix=".check-")
+    except OSError as error:
+        found.problem(f"log dir {log_dir} cannot be created in {parent}: {error.strerror}")
+        return
+    try:
+        os.rmdir(probe)
+    except OSError:
+        pass
+    found.ok(f"log dir {log_dir} does not exist yet; it can be created (the pipe does so on the first mail)")

@@ -1,0 +1,443 @@
+"""``torokiki-pipe replay [--config FILE] [--resend] [--dry-run] FILE|DIR ...``
+
+Runs kept mails through the pipe again, with `cli.handle` (so with the same
+journal, records and log line as a delivery from Postfix; nothing is posted or
+answered twice when the journal already knows the mail).  Arguments are
+``.eml`` files or one of the stash folders (``logs/crashed``,
+``logs/failed_https``, ...); in a folder only the ``*.eml`` files are mails,
+and the files beside one with the same stem (``X.http.txt`` beside ``X.eml``)
+go wherever it goes.
+
+A mail whose replay exits 0 moves to ``done/`` inside its own folder (made
+0700); one that exits 75 stays for the next replay.  The replay writes no
+second copy: what the pipe stashes again of the very same mail while being
+replayed is removed (exit 75: the original stays the one waiting copy) or, when
+it landed in the same folder, moved to ``done/`` with it (exit 0).  One line per
+file on stdout: the file, the exit code, the outcome, where it went.
+
+``--resend`` sends the ready replies in ``logs/failed_sends/`` (or the files
+or folders given) with the configured sendmail to the one address in their
+``To:`` header, and moves each one sent to ``done/``.  Only the gateway's own
+replies (X-Loop marker) with exactly one well-formed To address are sent.
+
+``--dry-run`` hands ``dry_run=True`` to `cli.handle` (prints the request and
+reply instead) and moves nothing; with ``--resend`` it says what it would send.
+
+Exit 0 when every file was handled, 75 (EX_TEMPFAIL) when some are left,
+64 for a wrong command line or argument, 78 for a configuration error.
+One replay runs at a time (an exclusive lock on the log dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as configuration
+from .records import FAILED_SENDS, LOG_FILE, STASH_KINDS, make_private_dirs
+
+DONE = "done"
+MAIL_SUFFIX = ".eml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
+
+
+def parse_args(argv):
+    parser = _Parser(prog="torokiki-pipe replay",
+                     description="Run kept mails (.eml files, or a logs/ stash folder) through the pipe "
+                                 "again; those handled move to done/.  With --resend, send the kept "
+                                 "replies of logs/failed_sends/ instead.")
+    parser.add_argument("paths", nargs="*", metavar="FILE|DIR", help=".eml files or stash folders")
+    parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
+    parser.add_argument("--resend", action="store_true",
+                        help="send the ready replies in logs/failed_sends/ (or the files given)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="change nothing: no POST, no mail sent, nothing moved; print what would happen")
+    return parser.parse_args(argv)
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    try:
+        settings = configuration.load(args.config)
+    except configuration.ConfigError as error:
+        print(f"problem: configuration: {error}", file=sys.stderr)
+        return os.EX_CONFIG
+    if not args.paths and not args.resend:
+        print("torokiki-pipe replay: name the .eml files or stash folders to replay "
+              f"(e.g. {settings.log_dir}/crashed)", file=sys.stderr)
+        return os.EX_USAGE
+    paths = [Path(p) for p in args.paths] or [Path(settings.log_dir) / FAILED_SENDS]
+    files, problems = collect(paths, replies=args.resend, default=not args.paths)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        return os.EX_USAGE
+    with _exclusive(Path(settings.log_dir)) as locked:
+        if not locked:
+            print(f"problem: another replay is running on {settings.log_dir}; try again when it is done",
+                  file=sys.stderr)
+            return os.EX_TEMPFAIL
+        if args.resend:
+            left = sum(not resend_one(path, settings, args.dry_run) for path in files)
+        else:
+            left = sum(not replay_one(path, settings, args.dry_run) for path in files)
+    return os.EX_TEMPFAIL if left else os.EX_OK
+
+
+# --------------------------------------------------------------------------- which files
+
+def collect(paths: list[Path], *, replies: bool, default: bool = False) -> tuple[list[Path], list[str]]:
+    """The .eml files named or held by `paths` (not in done/), each once, and what is wrong."""
+    files: list[Path] = []
+    problems: list[str] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if path.is_dir():
+            if not replies and _holds_replies(path):
+                problems.append(f"{path} holds replies, not mails: send them with --resend")
+                continue
+            try:
+                found = sorted(p for p in path.iterdir()
+                               if p.name.endswith(MAIL_SUFFIX) and not p.name.startswith(".") and p.is_file())
+            except OSError as error:
+                problems.append(f"{path}: {error.strerror}")
+                continue
+        elif path.is_file():
+            if not path.name.endswith(MAIL_SUFFIX):
+                problems.append(f"{path} is not a kept mail (.eml)")
+                continue
+            if not replies and _holds_replies(path.parent):
+                problems.append(f"{path} is a reply, not a mail: send it with --resend")
+                continue
+            found = [path]
+        elif default and not path.exists():
+            found = []                    # no logs/failed_sends/ yet: nothing to resend
+        else:
+            problems.append(f"{path}: no such file or folder")
+            continue
+        for item in found:
+            key = item.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(item)
+    return files, problems
+
+
+def _holds_replies(folder: Path) -> bool:
+    folder = folder.resolve()
+    return (folder.parent if folder.name == DONE else folder).name == FAILED_SENDS
+
+
+def companions(mail: Path) -> list[Path]:
+    """The files kept with `mail`: same stem, another suffix (X.http.txt beside X.eml)."""
+    stem = mail.name[: -len(MAIL_SUFFIX)] + "."
+    try:
+        return sorted(p for p in mail.parent.iterdir()
+                      if p.name.startswith(stem) and not p.name.endswith(MAIL_SUFFIX) and p.is_file())
+    except OSError:
+        return []
+
+
+def move_to_done(mail: Path) -> Path:
+    """Move `mail` and its companions into done/ beside it (0700); the mail goes last."""
+    folder = mail.parent if mail.parent.name == DONE else mail.parent / DONE
+    make_private_dirs(folder)
+    for path in [*companions(mail), mail]:
+        target = folder / path.name
+        if target != path:
+            os.replace(path, target)
+    return folder
+
+
+def remove_with_companions(mail: Path) -> None:
+    for path in [*companions(mail), mail]:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextlib.contextmanager
+def _exclusive(log_dir: Path):
+    """An exclusive, non-blocking flock on the log dir for the whole replay (yields False if taken)."""
+    import fcntl
+
+    try:
+        fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield True                        # no log dir: nothing else can be replaying in it
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- replay
+
+@dataclass(frozen=True)
+class Result:
+    code: int | None
+    outcome: str
+    detail: str = ""
+
+
+class _Tee(io.TextIOBase):
+    """Passes writes on (when `through` is given) and keeps a copy."""
+
+    def __init__(self, through=None):
+        self.through, self.kept = through, io.StringIO()
+
+    def write(self, text):
+        self.kept.write(text)
+        if self.through is not None:
+            self.through.write(text)
+        return len(text)
+
+    def flush(self):
+        if self.through is not None:
+            self.through.flush()
+
+
+def replay_one(mail: Path, settings, dry_run: bool) -> bool:
+    """Replay one kept mail; True when it is handled (and, unless dry run, moved to done/)."""
+    from .cli import handle
+    from .pipeline import Envelope
+    from .read import read_mail
+
+    log_dir = Path(settings.log_dir)
+    try:
+        with open(mail, "rb") as stream:
+            raw = read_mail(stream, settings.max_message_bytes)
+    except FileNotFoundError:
+        say(mail, outcome="gone", detail="no longer there (moved or removed meanwhile)")
+        return True
+    except OSError as error:
+        say(mail, outcome="unreadable", detail=error.strerror or str(error))
+        return False
+    message_id = _message_id(raw.data)
+    before = _stashed(log_dir)
+    offset = _size(log_dir / LOG_FILE)
+    out, err = _Tee(sys.stdout if dry_run else None), _Tee()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            # The envelope is not kept with the mail: its headers (Return-Path, From) decide.
+            code = handle(raw, Envelope(), settings, dry_run=dry_run)
+    except Exception as error:   # handle() records its own failures; this is a last guard
+        say(mail, exit=os.EX_TEMPFAIL, outcome="crashed", moved="no (kept for the next replay)",
+            detail=f"{type(error).__name__}: {error}")
+        return False
+    result = _result(code, log_dir, offset, message_id, out.kept.getvalue(), err.kept.getvalue(), dry_run)
+    if dry_run:
+        say(mail, exit=code, outcome=result.outcome, moved="no (dry run)", detail=result.detail)
+        return code == os.EX_OK
+    copies = _new_copies(log_dir, before, raw.data)
+    try:
+        if code == os.EX_OK:
+            for copy in copies:
+                if copy.parent.resolve() == mail.parent.resolve():
+                    move_to_done(copy)      # keep its record, but not as a mail waiting for replay
+            folder = move_to_done(mail)
+            moved = sum(copy.parent.resolve() == mail.parent.resolve() for copy in copies)
+            say(mail, exit=code, outcome=result.outcome, moved=f"{folder}/",
+                copies=f"{moved}-new-moved-to-done" if moved else None, detail=result.detail)
+            return True
+        for copy in copies:
+            remove_with_companions(copy)    # the original stays the one waiting copy
+    except OSError as error:
+        what = ("handled but could not be moved to done/" if code == os.EX_OK
+                else "the copy the pipe kept during the replay could not be removed")
+        say(mail, exit=code, outcome=result.outcome, moved="FAILED",
+            detail=f"{what} ({error.strerror}): see to it by hand before the next replay; {result.detail}")
+        return False
+    say(mail, exit=code, outcome=result.outcome, moved="no (kept for the next replay)",
+        copies=f"{len(copies)}-new-removed" if copies else None, detail=result.detail)
+    return False
+
+
+def _message_id(data: bytes) -> str:
+    try:
+        from .headers import read_head
+
+        return read_head(data).message_id
+    except Exception:   # the pipe itself copes with any header; this is only for finding the log line
+        return ""
+
+
+def _stashed(log_dir: Path) -> dict[str, set[str]]:
+    names = {}
+    for kind in STASH_KINDS:
+        try:
+            names[kind] = set(os.listdir(log_dir / kind))
+        except OSError:
+            names[kind] = set()
+    return names
+
+
+def _new_copies(log_dir: Path, before: dict[str, set[str]], data: bytes) -> list[Path]:
+    """Mails stashed during the replay that are byte for byte the replayed one."""
+    copies = []
+    for kind, names in _stashed(log_dir).items():
+        for name in sorted(names - before.get(kind, set())):
+            path = log_dir / kind / name
+            if not name.endswith(MAIL_SUFFIX) or name.startswith("."):
+                continue
+            try:
+                if path.stat().st_size == len(data) and path.read_bytes() == data:
+                    copies.append(path)
+            except OSError:
+                pass
+    return copies
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+_STATUS = re.compile(r"^\d\.\d\.\d ([a-z][a-z-]*)(?:: (.*))?$")
+_DRY = re.compile(r"^# outcome: ([a-z][a-z-]*) \(exit \d+\): ?(.*)$")
+
+
+def _result(code, log_dir, offset, message_id, out, err, dry_run) -> Result:
+    """The outcome of the replay: from its log line, else from what handle() printed."""
+    if not dry_run:
+        entry = _log_entry(log_dir / LOG_FILE, offset, message_id)
+        if entry is not None:
+            return Result(code, entry.get("outcome"), entry.fields.get("detail", ""))
+    for line in reversed((out if dry_run else "").splitlines() + err.splitlines()):
+        match = _DRY.match(line.strip()) or _STATUS.match(line.strip())
+        if match:
+            return Result(code, match[1], match[2] or "")
+    return Result(code, "handled" if code == os.EX_OK else "unknown", "")
+
+
+def _log_entry(log_file: Path, offset: int, message_id: str):
+    """The last line written for this message since `offset` (the last line at all when none matches)."""
+    from .report import parse_line
+
+    try:
+        with open(log_file, "rb") as stream:
+            if _size(log_file) >= offset:
+                stream.seek(offset)       # else the log was rotated meanwhile: read the new one whole
+            text = stream.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    wanted = _as_logged(message_id)
+    entries = [e for e in map(parse_line, text.splitlines()) if e is not None]
+    mine = [e for e in entries if e.get("message-id") == wanted]
+    return (mine or entries or [None])[-1]
+
+
+def _as_logged(value: str) -> str:
+    # what cli.log_line makes of a value, quotes taken off again
+    return " ".join(str(value).split())[:500].replace('"', "'") or "-"
+
+
+# --------------------------------------------------------------------------- resend
+
+def resend_one(path: Path, settings, dry_run: bool) -> bool:
+    """Send one kept reply; True when it was sent (and moved to done/)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        say(path, outcome="gone", detail="no longer there (moved or removed meanwhile)")
+        return True
+    except OSError as error:
+        say(path, outcome="unreadable", detail=error.strerror or str(error))
+        return False
+    recipient, problem = reply_recipient(data, settings.gateway_address)
+    if problem:
+        say(path, outcome="refused", detail=problem)
+        return False
+    mailer = _mailer(settings)
+    if dry_run:
+        say(path, outcome="would-send", to=recipient, moved="no (dry run)",
+            detail=" ".join(mailer.argv(recipient)))
+        return True
+    result = mailer.send(data, recipient)
+    if not result.sent:
+        say(path, outcome=f"not-sent-{result.status}", to=recipient, moved="no", detail=result.detail)
+        return False
+    try:
+        folder = move_to_done(path)
+    except OSError as error:
+        say(path, outcome="sent", to=recipient, moved="FAILED",
+            detail=f"sent, but could not be moved to done/ ({error.strerror}): move it by hand "
+                   "or it is sent again")
+        return False
+    say(path, outcome="sent", to=recipient, moved=f"{folder}/")
+    return True
+
+
+def reply_recipient(data: bytes, gateway_address: str) -> tuple[str, str]:
+    """(the one To address, "") of a kept reply, or ("", why it must not be sent)."""
+    import email
+    from email.errors import HeaderDefect
+    from email.policy import default
+
+    from .guard import LOOP_MARKER_PREFIX, Sender, reply_sender
+
+    message = email.message_from_bytes(data)      # compat32: header values as they are written
+    if not any(str(v).strip().lower().startswith(LOOP_MARKER_PREFIX) for v in message.get_all("X-Loop") or []):
+        return "", "not a reply of this gateway (no X-Loop marker)"
+    tos = message.get_all("To") or []
+    if len(tos) != 1:
+        return "", f"a reply needs exactly one To header, this one has {len(tos)}"
+    raw = re.sub(r"\r?\n(?=[ \t])", "", str(tos[0])).strip()
+    try:
+        parsed = default.header_factory("to", raw)
+    except (ValueError, TypeError, IndexError):
+        return "", "the To header cannot be read safely"
+    if any(isinstance(d, HeaderDefect) for d in parsed.defects) or len(parsed.addresses) != 1:
+        return "", f"the To header must hold exactly one address, it holds {len(parsed.addresses)}"
+    checked = reply_sender(raw)       # the pipe's own test of an address it may answer
+    if not isinstance(checked, Sender):
+        return "", f"To: {checked.replace('From', 'To')}"
+    if checked.address.lower() == gateway_address.lower():
+        return "", "addressed to the gateway itself"
+    return checked.address, ""
+
+
+def _mailer(settings):
+    from .sendmail import Sendmail
+
+    if hasattr(settings, "null_sender"):
+        try:
+            return Sendmail(settings.sendmail, null_sender=settings.null_sender)
+        except TypeError:
+            pass
+    return Sendmail(settings.sendmail)
+
+
+# --------------------------------------------------------------------------- output
+
+def say(path: Path, **fields) -> None:
+    """One line: the file, then key=value pairs as in the log (values with spaces quoted)."""
+    parts = [str(path)]
+    for key, value in fields.items():
+        if value is None or value == "":
+            continue
+        text = " ".join(str(value).split())[:500]
+        if any(c in text for c in ' "=') or not text:
+            text = '"' + text.replace('"', "'") + '"'
+        parts.append(f"{key}={text}")
+    print(" ".join(parts), flush=True)
