@@ -102,6 +102,7 @@ def test_a_message_that_crashes_three_times_is_answered_and_not_retried(pipe_env
     assert "failed while reading your mail" in reply.message().get_body(("plain",)).get_content()
     log = (pipe_env.log_dir / "torokiki-pipe.log").read_text()
     assert log.count("outcome=crashed") == 2 and "outcome=poisoned" in log
+    assert log.count("message-id=<m1@example.net> sender=") == 3     # crashes say whose mail it was
     assert "RuntimeError: a bug in the gateway" in log          # the traceback is in the log file
     assert len(files_in(pipe_env.log_dir / "crashed")) == 3
 

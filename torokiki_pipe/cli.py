@@ -187,12 +187,26 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
         crashes = effects.journal.count_crash(hashlib.sha256(raw.data).hexdigest(), signature)
     except OSError:
         pass
+    message_id, sender = _identify(raw, envelope)
     if crashes >= POISON_AFTER:
         from .pipeline import answer_poisoned
 
         answered = answer_poisoned(raw, envelope, settings, effects)
-        return Processed(Outcome.POISONED, f"{signature} {crashes} times; {answered}; mail kept as {kept}")
-    return Processed(Outcome.CRASHED, f"internal error ({signature}), mail kept as {kept}")
+        return Processed(Outcome.POISONED, f"{signature} {crashes} times; {answered}; mail kept as {kept}",
+                         message_id=message_id, sender=sender)
+    return Processed(Outcome.CRASHED, f"internal error ({signature}), mail kept as {kept}",
+                     message_id=message_id, sender=sender)
+
+
+def _identify(raw, envelope) -> tuple[str, str]:
+    """Best effort: which message crashed, and from whom, for the log line."""
+    try:
+        from .headers import read_head
+
+        head = read_head(raw.data)
+    except Exception:
+        return "", envelope.sender or ""
+    return head.message_id, (envelope.sender if envelope.sender is not None else head.from_)[:200]
 
 
 def _warn_world_readable(settings, records) -> None:
@@ -203,7 +217,7 @@ def _warn_world_readable(settings, records) -> None:
     try:
         if marker.exists() and marker.stat().st_mtime >= settings.source.stat().st_mtime:
             return
-        records.append_line(f"warning: {settings.source} is readable by every user and holds the API key; "
+        records.append_line(f"{_stamp()} warning: {settings.source} is readable by every user and holds the API key; "
                             f"chmod 600 it")
         marker.touch(mode=0o600)
     except OSError:
@@ -217,8 +231,12 @@ def _to_syslog(line: str, code: int) -> None:
     syslog.syslog(syslog.LOG_INFO if code == os.EX_OK else syslog.LOG_WARNING, line.split(" ", 1)[1])
 
 
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def log_line(done: Processed, code: int, seconds: float) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = _stamp()
     fields = [("message-id", done.message_id), ("sender", done.sender), ("command", done.command),
               ("url", done.url), ("outcome", done.outcome.value), ("exit", str(code)),
               ("duration", f"{seconds:.3f}s"), ("detail", done.detail)]
