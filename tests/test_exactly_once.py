@@ -185,3 +185,12 @@ def test_a_damaged_journal_entry_does_not_wedge_the_message(tmp_path):
     with journal.hold("k2", "e" * 64) as entry:
         assert entry.stage == "received"
     assert (tmp_path / "k2.damaged").exists()
+
+
+def test_the_same_mail_received_twice_over_smtp_is_one_message(run_pipe, website, smtp_sink):
+    # Each SMTP delivery adds its own Received: line; the mail is still the same one.
+    message = mail(CREATE, "text: 'twice'")
+    first = b"Received: from a by mx id AAA; Tue, 14 May 2024 08:12:25 +1200\n" + message
+    second = b"Received: from a by mx id BBB; Tue, 14 May 2024 08:13:40 +1200\n" + message
+    assert run_pipe(first).returncode == 0 and run_pipe(second).returncode == 0
+    assert website.stats()["stored"] == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -34,7 +35,7 @@ class Head:
     references: str
     in_reply_to: str
     body_start: int            # offset of the body in the raw bytes
-    digest: str                # sha256 of the whole raw message
+    digest: str                # sha256 of what the sender wrote (see content_digest)
 
     @property
     def key(self) -> str:
@@ -78,7 +79,7 @@ def read_head(data: bytes) -> Head:
         references=_one_line(text("References")),
         in_reply_to=_one_line(text("In-Reply-To")),
         body_start=body_start,
-        digest=hashlib.sha256(data).hexdigest(),
+        digest=content_digest(message.raw_items(), data[body_start:]),
     )
 
 
@@ -93,6 +94,25 @@ def _unfold(value: str) -> str:
     return eight_bit_as_utf8(value).replace("\r", "").replace("\n", "")
 
 
+# Headers added on the way in, which differ between two deliveries of the very
+# same mail (each SMTP transaction gets its own Received: line, queue id, time).
+_TRACE = frozenset({"received", "return-path", "delivered-to", "x-original-to", "received-spf",
+                    "authentication-results", "x-envelope-from", "x-envelope-to"})
+_TRACE_PREFIXES = ("x-spam", "x-virus", "arc-", "x-ms-exchange-organization")
+
+
+def content_digest(items, body: bytes) -> str:
+    """sha256 of the sender's headers and the body: the same mail delivered twice digests alike."""
+    digest = hashlib.sha256()
+    for name, value in items:
+        lower = name.lower()
+        if lower not in _TRACE and not lower.startswith(_TRACE_PREFIXES):
+            digest.update(f"{lower}:{value}\n".encode("utf-8", "surrogateescape"))
+    digest.update(b"\n")
+    digest.update(body)
+    return digest.hexdigest()
+
+
 def decode_words(value) -> str:
     """Decode RFC 2047 encoded-words."""
     raw = str(value)
@@ -100,7 +120,8 @@ def decode_words(value) -> str:
         return raw
     try:
         return str(make_header(decode_header(raw)))
-    except (LookupError, UnicodeError, ValueError, AssertionError):
+    # MessageError: bad base64 (HeaderParseError) or a charset name Python refuses (CharsetError)
+    except (LookupError, UnicodeError, ValueError, AssertionError, MessageError):
         return raw
 
 
