@@ -1,0 +1,467 @@
+"""A real Postfix end to end.
+
+SMTP in, the `torokiki` pipe transport exactly as postfix/master.cf defines it
+(only the paths and the user swapped), the installed torokiki-pipe running as
+an unprivileged user, the reference website, the reply through msmtp into the
+SMTP sink, and Postfix's own queue when the website is down.
+
+The instance is private: its own configuration, queue and data directories in
+a temporary folder, smtpd on a free loopback port only, its own syslog name
+and log file (maillog_file), and it relays nothing (default_transport and
+relay_transport are `error`), so it neither needs nor disturbs a system
+Postfix on port 25.  It is stopped and removed after the module, also when a
+test fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import site
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+GATEWAY = "gateway@torokiki.net"
+SENDER = "kiri@example.net"
+PIPE_USER = "nobody"        # any unprivileged account will do; pipe(8) refuses root and postfix
+SBIN = Path("/usr/sbin")
+EXAMPLES = Path(__file__).resolve().parent.parent / "postfix"
+# The installation postfix/ describes, and what stands in for it here.
+INSTALLED_PROGRAM = "/opt/torokiki-pipe/bin/torokiki-pipe"
+INSTALLED_CONFIG = "/etc/torokiki-pipe/torokiki-pipe.env"
+INSTALLED_HOME = "/var/lib/torokiki-pipe"
+INSTALLED_USER = "user=torokiki"
+# What Postfix's commands run with: nothing of the test runner's environment.
+ADMIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C"}
+
+# Postfix's own services, all without chroot; {port} is smtpd's.  The torokiki
+# entry is appended from postfix/master.cf.
+MASTER_CF = """\
+# Written by tests/test_postfix.py for a private test instance.
+127.0.0.1:{port} inet n -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+anvil     unix  -       -       n       -       1       anvil
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+# What this instance needs besides the settings of postfix/main.cf.
+TEST_MAIN_CF = """\
+# Written by tests/test_postfix.py: a private instance that relays nothing.
+compatibility_level = 3.6
+queue_directory = {base}/spool
+data_directory = {base}/data
+multi_instance_name = postfix-torokiki-test
+syslog_name = postfix-torokiki-test
+maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
+myhostname = mx.torokiki.test
+mydomain = torokiki.test
+myorigin = $myhostname
+mydestination = torokiki.net
+local_recipient_maps = proxy:unix:passwd.byname $alias_maps hash:{config}/transport
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relayhost =
+relay_domains =
+default_transport = error:5.7.1 this test instance relays nothing
+relay_transport = error:5.7.1 this test instance relays nothing
+local_transport = error:5.1.1 no local delivery on this test instance
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_peername_lookup = no
+biff = no
+notify_classes =
+# Only the test retries (postqueue -f): no automatic queue run gets in between.
+queue_run_delay = 3600s
+minimal_backoff_time = 3600s
+maximal_backoff_time = 7200s
+# Nothing from the test runner's environment reaches the pipe: the master
+# imports only what Postfix needs, and the pipe gets TZ and a UTF-8 locale,
+# not even MAIL_CONFIG (a sendmail it ran would use the system's Postfix).
+import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME
+export_environment = TZ LANG=C.UTF-8
+"""
+
+# The venv's interpreter can live where an unprivileged user cannot go (pyenv
+# under /root, 0700).  Then the pipe user runs the same installed package
+# (the venv's site-packages, editable finder included) with the system's
+# Python of the same version.
+SHIM = """\
+#!{python} -IS
+# torokiki-pipe for the pipe user of tests/test_postfix.py: the venv's packages, this Python.
+import site, sys
+for folder in {folders!r}:
+    site.addsitedir(folder)
+from torokiki_pipe.cli import main
+sys.exit(main())
+"""
+
+
+def _skip_unless_postfix_can_run():
+    if not (SBIN / "postfix").is_file() or not shutil.which("postconf", path=str(SBIN)):
+        pytest.skip("Postfix is not installed (apt-get install postfix; `make test` does it)")
+    if os.geteuid() != 0:
+        pytest.skip("a private Postfix instance needs root (its master runs as root, the pipe switches users)")
+    for account in ("postfix", PIPE_USER):
+        try:
+            pwd.getpwnam(account)
+        except KeyError:
+            pytest.skip(f"there is no {account!r} account for Postfix")
+    daemons = subprocess.run([str(SBIN / "postconf"), "-dh", "daemon_directory"],
+                             capture_output=True, text=True).stdout.strip()
+    if not (Path(daemons) / "pipe").is_file():
+        pytest.skip(f"Postfix's pipe(8) is missing from {daemons}")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _runs_as(user: str, command: list[str]) -> bool:
+    """Does `command` succeed as `user` (as pipe(8) would start it: no shell, bare PATH)?"""
+    try:
+        return subprocess.run(command, user=user, group=pwd.getpwnam(user).pw_gid, extra_groups=[],
+                              cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                              capture_output=True, timeout=60).returncode == 0
+    except OSError:                         # e.g. the interpreter in the #! line is out of reach
+        return False
+
+
+def _program_for(user: str, pipe_program: str, folder: Path) -> str:
+    """A path the pipe user can execute that runs the installed torokiki-pipe."""
+    if _runs_as(user, [pipe_program, "--version"]):
+        return pipe_program
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    folders = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    for python in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if not os.access(python, os.X_OK) or not _runs_as(user, [python, "-IS", "-c", "pass"]):
+            continue
+        shim = folder / "torokiki-pipe"
+        shim.write_text(SHIM.format(python=python, folders=folders))
+        shim.chmod(0o755)
+        if _runs_as(user, [str(shim), "--version"]):
+            return str(shim)
+    pytest.skip(f"user {user} cannot run {pipe_program} (its Python is out of reach) "
+                f"and no python{version} of the system can stand in for it")
+
+
+def _torokiki_service(program: str, config: Path, home: Path) -> str:
+    """The `torokiki` entry of postfix/master.cf, with this test's paths and user."""
+    text = (EXAMPLES / "master.cf").read_text()
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("torokiki "))
+    entry = [lines[start]]
+    entry += [line for line in lines[start + 1:] if line[:1].isspace() and line.strip()]
+    entry = "\n".join(entry) + "\n"
+    for installed, here in ((INSTALLED_PROGRAM, program), (INSTALLED_CONFIG, str(config)),
+                            (INSTALLED_HOME, str(home)), (INSTALLED_USER, f"user={PIPE_USER}")):
+        assert installed in entry, f"postfix/master.cf no longer mentions {installed}"
+        assert not any(c.isspace() for c in here), here
+        entry = entry.replace(installed, here)
+    return entry
+
+
+def _example_settings(config: Path) -> str:
+    """The settings of postfix/main.cf, their /etc/postfix/ maps moved into `config`."""
+    settings = [line for line in (EXAMPLES / "main.cf").read_text().splitlines()
+                if line.strip() and not line.startswith(("#", " ", "\t"))]
+    assert any(s.startswith("torokiki_destination_recipient_limit") for s in settings)
+    return "\n".join(s.replace("/etc/postfix/", f"{config}/") for s in settings) + "\n"
+
+
+@dataclass
+class Postfix:
+    base: Path
+    config: Path
+    home: Path          # the pipe user's folder: env file, msmtprc, logs/
+    port: int = 0
+    log_mark: int = 0   # where the current test's part of the maillog starts
+
+    def command(self, name: str, *args: str, check: bool = True, timeout: float = 30) -> str:
+        done = subprocess.run([str(SBIN / name), "-c", str(self.config), *args], capture_output=True,
+                              text=True, timeout=timeout, env=ADMIN_ENV)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{name} {' '.join(args)} exited {done.returncode}: {done.stderr}"
+                                 f"\n--- maillog:\n{self.maillog()}")
+        return done.stdout
+
+    def _maillog_bytes(self) -> bytes:
+        try:
+            return (self.base / "maillog").read_bytes()
+        except OSError:
+            return b""
+
+    def maillog(self, last: int = 40) -> str:
+        """The end of the instance's log, for messages of failed assertions."""
+        return "\n".join(self._maillog_bytes().decode(errors="replace").splitlines()[-last:]) or "(empty)"
+
+    def mark_log(self) -> None:
+        self.log_mark = len(self._maillog_bytes())
+
+    def new_log(self) -> str:
+        """What Postfix logged since `mark_log()`."""
+        return self._maillog_bytes()[self.log_mark:].decode(errors="replace")
+
+    def queue(self) -> list[dict]:
+        """The queued messages as `postqueue -j` reports them."""
+        return [json.loads(line) for line in self.command("postqueue", "-j").splitlines() if line.strip()]
+
+    def submit(self, message: bytes, sender: str = SENDER, recipient: str = GATEWAY) -> None:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+            smtp.sendmail(sender, [recipient], message)
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.base / "spool" / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _our_master(pid: int, instance: Postfix) -> bool:
+    """Is `pid` still this instance's master (running, in its queue directory)?"""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        where = os.readlink(f"/proc/{pid}/cwd")
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and Path(where) == instance.base / "spool"
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Processes working in `folder`: the gateway runs (and their msmtp) this instance started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                where = Path(os.readlink(entry / "cwd"))
+            except OSError:
+                continue
+            if where == folder or folder in where.parents:
+                found.append(int(entry.name))
+    return found
+
+
+def _let_runs_finish(folder: Path, timeout: float = 15) -> None:
+    """A pipe's command outlives a stopped Postfix; wait for it, and end it if it hangs."""
+    deadline = time.monotonic() + timeout
+    while _processes_in(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in _processes_in(folder):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _start(instance: Postfix, service: str) -> None:
+    """Start the instance; a free port taken meanwhile by someone else means another try."""
+    for _ in range(3):
+        instance.port = _free_port()
+        (instance.config / "master.cf").write_text(MASTER_CF.format(port=instance.port) + service)
+        started = subprocess.run([str(SBIN / "postfix"), "-c", str(instance.config), "start"],
+                                 capture_output=True, text=True, timeout=60,
+                                 env=ADMIN_ENV)
+        if started.returncode == 0:
+            return
+        if "Address already in use" not in instance.maillog():
+            break
+    raise AssertionError(f"postfix start failed: {started.stderr}\n--- maillog:\n{instance.maillog()}")
+
+
+def _stop(instance: Postfix) -> None:
+    pid = instance.master_pid()
+    subprocess.run([str(SBIN / "postfix"), "-c", str(instance.config), "stop"], capture_output=True,
+                   timeout=30, env=ADMIN_ENV)
+    deadline = time.monotonic() + 15
+    while pid is not None and _our_master(pid, instance) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid is not None and _our_master(pid, instance):
+        os.kill(pid, signal.SIGKILL)
+    _let_runs_finish(instance.home)
+
+
+@pytest.fixture(scope="module")
+def postfix(pipe_program):
+    """A private, running Postfix whose gateway address goes to the `torokiki` pipe transport."""
+    _skip_unless_postfix_can_run()
+    user = pwd.getpwnam(PIPE_USER)
+    base = Path(tempfile.mkdtemp(prefix="torokiki-postfix-", dir="/tmp"))
+    instance = Postfix(base=base, config=base / "etc", home=base / "pipe")
+    try:
+        base.chmod(0o755)                   # postfix and the pipe user pass through
+        instance.config.mkdir(mode=0o755)
+        (base / "spool").mkdir(mode=0o755)  # root-owned; Postfix creates what is inside
+        instance.home.mkdir(mode=0o700)
+        os.chown(instance.home, user.pw_uid, user.pw_gid)
+        program = _program_for(PIPE_USER, pipe_program, base)
+        (instance.config / "main.cf").write_text(
+            TEST_MAIN_CF.format(base=base, config=instance.config) + _example_settings(instance.config))
+        shutil.copy(EXAMPLES / "transport", instance.config / "transport")
+        instance.command("postmap", f"hash:{instance.config}/transport")
+        service = _torokiki_service(program, instance.home / "torokiki-pipe.env", instance.home)
+        _start(instance, service)
+        yield instance
+    finally:
+        try:
+            _stop(instance)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Gateway:
+    log_dir: Path
+
+    def log_lines(self) -> list[str]:
+        path = self.log_dir / "torokiki-pipe.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def kept(self, kind: str) -> list[Path]:
+        folder = self.log_dir / kind
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+@pytest.fixture
+def gateway(postfix, pipe_env, msmtp):
+    """The pipe user's env file and msmtprc for this test's website and SMTP sink."""
+    user = pwd.getpwnam(PIPE_USER)
+    rc = postfix.home / "msmtprc"
+    rc.write_text(msmtp.rc.read_text())
+    log_dir = postfix.home / "logs"         # created by the gateway itself, as the pipe user
+    values = {**pipe_env.values, "TOROKIKI_SENDMAIL": shlex.join([msmtp.path, "-C", str(rc)]),
+              "TOROKIKI_LOG_DIR": str(log_dir)}
+    env = postfix.home / "torokiki-pipe.env"
+    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    for path in (rc, env):                  # msmtp insists on owning its 0600 rc file
+        path.chmod(0o600)
+        os.chown(path, user.pw_uid, user.pw_gid)
+    postfix.mark_log()
+    try:
+        yield Gateway(log_dir)
+    finally:                                # nothing left for the next test
+        postfix.command("postsuper", "-d", "ALL", check=False)
+        _let_runs_finish(postfix.home)
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def mail(subject: str, body: str = "", msgid: str = "<pf-1@example.net>") -> bytes:
+    return (f"From: Kiri Tane <{SENDER}>\r\nTo: {GATEWAY}\r\nSubject: {subject}\r\n"
+            f"Message-ID: {msgid}\r\nDate: Tue, 14 May 2024 08:12:24 +1200\r\n\r\n{body}").encode()
+
+
+def wait_until(condition, what: str, postfix: Postfix, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}\n--- maillog:\n{postfix.maillog()}")
+        time.sleep(0.1)
+
+
+def replies_to(sink, msgid: str) -> list:
+    return [m for m in sink.messages if m.message()["In-Reply-To"] == msgid]
+
+
+def test_postfix_hands_mail_to_the_gateway_and_keeps_it_while_the_website_is_down(
+        postfix, gateway, website, smtp_sink):
+    # 1. Website up: SMTP -> pipe transport -> torokiki-pipe -> website, reply -> msmtp -> sink.
+    postfix.submit(mail("create-response-to: 'http://torokiki.net/image/1/response'",
+                        "text: 'Trams ran here until 1964'\r\n", msgid="<pf-1@example.net>"))
+    wait_until(lambda: replies_to(smtp_sink, "<pf-1@example.net>"), "the first reply", postfix)
+    wait_until(lambda: postfix.queue() == [], "an empty queue after delivery", postfix)
+    [item] = website.stats()["items"]
+    assert item["content"]["Text"] == "Trams ran here until 1964"
+    [reply] = smtp_sink.messages
+    assert list(reply.rcpt_tos) == [SENDER]
+    assert item["location"] in reply.message().get_body(("plain",)).get_content()
+    assert re.search(r"to=<gateway@torokiki\.net>, relay=torokiki, .*status=sent", postfix.new_log())
+    [line] = gateway.log_lines()
+    assert "outcome=saved" in line and "exit=0" in line and f"sender={SENDER}" in line
+
+    # 2. Website down: the gateway exits 75, Postfix keeps the message deferred, nobody is answered.
+    website.control("down")
+    postfix.submit(mail("create-response-to: 'http://torokiki.net/image/1/response'",
+                        "text: 'The bank on the corner'\r\n", msgid="<pf-2@example.net>"))
+    [queued] = wait_until(lambda: [q for q in postfix.queue() if q["queue_name"] == "deferred"],
+                          "the message deferred in Postfix's queue", postfix)
+    [recipient] = queued["recipients"]
+    assert recipient["address"] == GATEWAY and "website-unavailable" in recipient["delay_reason"]
+    assert re.search(r"relay=torokiki, .*dsn=4\.4\.2, status=deferred", postfix.new_log())
+    assert "outcome=website-unavailable" in gateway.log_lines()[-1] and "exit=75" in gateway.log_lines()[-1]
+    stats = website.stats()
+    assert stats["stored"] == 1 and stats["faults"] >= 1
+    assert len(smtp_sink.messages) == 1
+    # The kept copy shows what the D and R flags of master.cf prepend.
+    [kept] = [p for p in gateway.kept("failed_https") if p.suffix == ".eml"]
+    head = kept.read_bytes().split(b"\n\n")[0]
+    assert b"\nDelivered-To: gateway@torokiki.net\n" in b"\n" + head
+    assert b"\nReturn-Path: <kiri@example.net>\n" in b"\n" + head
+
+    # 3. Website back, queue flushed: saved once, answered once, queue empty.
+    website.control("ok")
+    postfix.command("postqueue", "-f")
+    wait_until(lambda: replies_to(smtp_sink, "<pf-2@example.net>"), "the reply after the flush", postfix)
+    wait_until(lambda: postfix.queue() == [], "an empty queue after the retry", postfix)
+    stats = website.stats()
+    assert stats["stored"] == 2 and stats["duplicates"] == 0
+    assert sorted(i["content"]["Text"] for i in stats["items"]) == ["The bank on the corner",
+                                                                    "Trams ran here until 1964"]
+    assert len(replies_to(smtp_sink, "<pf-2@example.net>")) == 1 and len(smtp_sink.messages) == 2
+    assert "outcome=saved" in gateway.log_lines()[-1]
+
+
+def test_a_bounce_reaches_the_gateway_with_an_empty_sender_and_is_not_answered(
+        postfix, gateway, website, smtp_sink):
+    postfix.submit(mail("help", msgid="<bounce-1@example.net>"), sender="")
+    wait_until(gateway.log_lines, "the gateway's log line", postfix)
+    wait_until(lambda: postfix.queue() == [], "an empty queue", postfix)
+    [line] = gateway.log_lines()
+    # null_sender= (empty) in master.cf: the gateway gets --sender "" rather than MAILER-DAEMON.
+    assert "outcome=ignored" in line and "null envelope sender" in line and "exit=0" in line
+    [kept] = gateway.kept("ignored")
+    assert b"Return-Path: <>" in kept.read_bytes()
+    assert re.search(r"to=<gateway@torokiki\.net>, relay=torokiki, .*status=sent", postfix.new_log())
+    assert smtp_sink.messages == [] and website.stats()["posts"] == 0
+
+
+def test_the_same_mail_delivered_twice_is_saved_and_answered_once(postfix, gateway, website, smtp_sink):
+    # What a sender's server does when the connection drops after the data was sent: it sends again.
+    message = mail("create-response-to: 'http://torokiki.net/image/1/response'", "text: 'Twice'\r\n",
+                   msgid="<twice@example.net>")
+    postfix.submit(message)
+    wait_until(lambda: len(gateway.log_lines()) == 1, "the first delivery", postfix)
+    postfix.submit(message)
+    wait_until(lambda: len(gateway.log_lines()) == 2, "the second delivery", postfix)
+    wait_until(lambda: postfix.queue() == [], "an empty queue", postfix)
+    assert "outcome=duplicate" in gateway.log_lines()[-1]
+    assert website.stats()["stored"] == 1
+    assert len(smtp_sink.messages) == 1
