@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .cli import UsageParser
 from . import config as configuration
 from .records import LOG_FILE, STASH_KINDS
 
@@ -31,14 +32,8 @@ PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
 PROBE_TIMEOUT = 10.0                  # seconds, at most
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
 def parse_args(argv):
-    parser = _Parser(prog="torokiki-pipe check",
+    parser = UsageParser(prog="torokiki-pipe check",
                      description="Check the configuration, the website API, the sendmail command, the log "
                                  "dir and the config file's permissions; exit 0 when all is well, else 78.")
     parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")

@@ -27,14 +27,16 @@ from .read import drain, read_mail
 from .records import CRASHED, Records
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # wrong usage is EX_USAGE (64), not argparse's 2
+class UsageParser(argparse.ArgumentParser):
+    """argparse, but wrong usage exits EX_USAGE (64), not argparse's 2; for every subcommand too."""
+
+    def error(self, message):
         self.print_usage(sys.stderr)
         self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
 
 
 def parse_args(argv):
-    parser = _Parser(prog="torokiki-pipe",
+    parser = UsageParser(prog="torokiki-pipe",
                      description="Torokiki's email gateway: reads one RFC 822 message (FILE or stdin), "
                                  "saves what it asks for on the website, answers the sender, and exits "
                                  "0 (handled) or 75 (try again later).")

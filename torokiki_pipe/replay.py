@@ -39,6 +39,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli import UsageParser
 from . import config as configuration
 from .records import FAILED_SENDS, LOG_FILE, STASH_KINDS, make_private_dirs
 
@@ -46,14 +47,8 @@ DONE = "done"
 MAIL_SUFFIX = ".eml"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
 def parse_args(argv):
-    parser = _Parser(prog="torokiki-pipe replay",
+    parser = UsageParser(prog="torokiki-pipe replay",
                      description="Run kept mails (.eml files, or a logs/ stash folder) through the pipe "
                                  "again; those handled move to done/.  With --resend, send the kept "
                                  "replies of logs/failed_sends/ instead.")

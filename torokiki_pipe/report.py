@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from .cli import UsageParser
 from .records import LOG_FILE, STASH_KINDS
 
 # Outcomes that say something went wrong with a sender's mail ("poisoned": crashed for good).
@@ -38,14 +39,8 @@ _SINCE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
 def parse_args(argv):
-    parser = _Parser(prog="torokiki-pipe report",
+    parser = UsageParser(prog="torokiki-pipe report",
                      description="Summarise logs/: messages per outcome, command and exit code, the senders "
                                  "with most errors, the last errors, and what waits in each stash folder.")
     parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")

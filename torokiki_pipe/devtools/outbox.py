@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from ..records import write_atomically
 
 EX_OK, EX_USAGE, EX_TEMPFAIL = 0, 64, 75
 _OPTIONS_WITH_VALUE = {"-f", "-F", "-r", "-o", "-O", "-B", "-N", "-R", "-V", "-X", "-C", "-L", "-p", "-q"}
@@ -61,20 +62,8 @@ def store(folder: os.PathLike | str, message: bytes, sender: str | None, recipie
         head += b"X-Outbox-Envelope-From: <" + sender.strip("<>").encode("utf-8", "replace") + b">" + newline
     head += b"X-Outbox-Envelope-To: " + ", ".join(recipients).encode("utf-8", "replace") + newline
     name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.eml"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".eml", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(head + message)
-            stream.flush()
-            os.fsync(stream.fileno())
-        target = folder / name
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    target = folder / name
+    write_atomically(target, head + message)
     return target
 
 

@@ -54,13 +54,14 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from ..records import write_atomically
 
 FIRST_RESPONSE_ID = 101
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -77,20 +78,8 @@ _API_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?
 def write_json_atomic(path: Path, value: Any) -> None:
     """Write `value` as JSON to `path` so that readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(value, stream, ensure_ascii=False, indent=1, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+    write_atomically(path, text.encode("utf-8"))
 
 
 def _read_json(path: Path) -> Any | None:
@@ -650,11 +639,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot start: {error}", file=sys.stderr)
         return 1
     if args.port_file:
-        port_file = Path(args.port_file)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=port_file.parent)
-        with os.fdopen(fd, "w") as stream:
-            stream.write(f"{server.port}\n")
-        os.replace(tmp, port_file)
+        write_atomically(Path(args.port_file), f"{server.port}\n".encode())
     print(f"listening on {_base_url(server)}", flush=True)
 
     def stop(signum, frame):
