@@ -126,8 +126,10 @@ class CreateResponseToCommand:
             problems.append(Problem("the text is empty; write something between the quotes",
                                     tags["text"].line))
         if len(attachments) > 1:
+            # "at least": past MAX_PARTS the count is only of the parts read (5000 parts said 1998)
             problems.append(Problem(f"a response holds one file, but this mail has "
-                                    f"{len(attachments)} ({_names(attachments)}); send one per mail"))
+                                    f"{'at least ' if mail.truncated else ''}{len(attachments)} "
+                                    f"({_names(attachments)}); send one per mail"))
         elif text is not None and attachments:
             problems.append(Problem(f"a response is either text or one file, not both: remove the "
                                     f"text tag or the attachment ({_names(attachments)})",

@@ -108,20 +108,28 @@ def reply_sender(from_header: str) -> Sender | str:
         return "the From header contains control characters"
     try:
         parsed = default.header_factory("from", from_header)
-    except (ValueError, TypeError, IndexError):
-        # e.g. an encoded-word that decodes to a line break: a header injection attempt
+        defects, addresses = parsed.defects, parsed.addresses
+    except Exception:
+        # An encoded-word that decodes to a line break (a header injection
+        # attempt), or input CPython's RFC 5322 parser fails on (AttributeError
+        # on some broken forms, RecursionError on deeply nested comments).
         return "the From header cannot be read safely"
-    if any(isinstance(d, InvalidHeaderDefect) for d in parsed.defects):
+    if any(isinstance(d, InvalidHeaderDefect) for d in defects):
         return f"the From header {from_header[:100]!r} is not well-formed"
-    if len(parsed.addresses) != 1:
-        return f"the From header must hold exactly one address, it holds {len(parsed.addresses)}"
-    address = parsed.addresses[0].addr_spec
-    if not _ADDR.match(address) or ".." in address or address.startswith("-"):
+    if len(addresses) != 1:
+        return f"the From header must hold exactly one address, it holds {len(addresses)}"
+    address = addresses[0].addr_spec
+    # ASCII and printable only: that is what reply.build and sendmail can write (no SMTPUTF8).
+    if (not _ADDR.match(address) or ".." in address or address.startswith("-")
+            or not address.isascii() or not address.isprintable()):
         return f"the From address {address!r} is not a well-formed address"
-    name = " ".join("".join(c for c in parsed.addresses[0].display_name if c.isprintable()).split())
+    name = " ".join("".join(c for c in addresses[0].display_name if c.isprintable()).split())
     return Sender(display_name=name, address=address)
 
 
 def _address_of(from_header: str) -> str:
-    pairs = getaddresses([from_header]) if from_header else []
+    try:
+        pairs = getaddresses([from_header]) if from_header else []
+    except RecursionError:  # thousands of nested comments
+        return ""
     return pairs[0][1] if pairs else ""

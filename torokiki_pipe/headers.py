@@ -125,8 +125,12 @@ def decode_words(value) -> str:
         return raw
 
 
+# C0, DEL and C1 controls: a NUL or ESC in a Message-ID or Subject reached the log line and the reply.
+_CONTROLS = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
 def _one_line(value: str) -> str:
-    return " ".join(value.split())
+    return " ".join(value.translate(_CONTROLS).split())
 
 
 def _content_type(message) -> str:

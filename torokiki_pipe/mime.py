@@ -17,14 +17,19 @@ cannot exhaust the stack or the clock.
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import os
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.message import Message
 from email.parser import BytesParser
-from email.policy import compat32
+from email.policy import Compat32, compat32
 
 from .htmltext import html_to_text
+
+# mail-parser logs undecodable names at ERROR; with no handler Python prints that on stderr.
+logging.getLogger("mailparser").addHandler(logging.NullHandler())
 
 MAX_PARTS = 2000
 MAX_DEPTH = 64
@@ -53,8 +58,29 @@ class Mail:
     truncated: bool = False     # the MIME tree went past our bounds
 
 
+class _Part(Message):
+    """A compat32 part whose parameter look-ups never raise.
+
+    CPython's decode_params raises TypeError when a parameter comes both as
+    ``name*`` and ``name*0`` (``filename*0=a; filename*=''``); the parser asks
+    for the boundary that way, so one such header failed the whole mail.
+    """
+
+    def get_param(self, param, failobj=None, header="content-type", unquote=True):
+        try:
+            return super().get_param(param, failobj, header, unquote)
+        except TypeError:  # the parameters cannot be read: as if they were absent
+            return failobj
+
+    def get_params(self, failobj=None, header="content-type", unquote=True):
+        try:
+            return super().get_params(failobj, header, unquote)
+        except TypeError:  # as above
+            return failobj
+
+
 def parse_mail(data: bytes) -> Mail:
-    message = BytesParser(policy=compat32).parsebytes(data.lstrip(b"\xef\xbb\xbf"))
+    message = BytesParser(_Part, policy=compat32).parsebytes(data.lstrip(b"\xef\xbb\xbf"))
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
@@ -128,7 +154,10 @@ def _text_of(part: Message) -> str:
     from mailparser.utils import ported_string  # imported here: only mail with a body pays for it
 
     # ported_string falls back to UTF-8 when the charset is unknown or lies.
-    text = ported_string(payload, charset, "replace")
+    try:
+        text = ported_string(payload, charset, "replace")
+    except ValueError:  # a NUL in the charset name: str() refuses it before looking the codec up
+        text = payload.decode("utf-8", "replace")
     return text.replace("\x00", "")
 
 
@@ -136,10 +165,30 @@ def _attachment_of(part: Message, ctype: str) -> Attachment:
     if ctype.startswith("message/"):
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else payload
-        data = inner.as_bytes() if isinstance(inner, Message) else (part.get_payload(decode=True) or b"")
+        data = _message_bytes(inner) if isinstance(inner, Message) else (part.get_payload(decode=True) or b"")
     else:
         data = part.get_payload(decode=True) or b""
     return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, data=data)
+
+
+class _AsReceived(Compat32):
+    """Writes headers back as they were read: the stock folding raises on broken ones."""
+
+    def fold_binary(self, name, value):
+        return f"{name}: {value}{self.linesep}".encode("utf-8", "surrogateescape")
+
+
+# 8bit: raw bytes go back out as they came (the 7bit default re-encodes them and can raise).
+_AS_RECEIVED = _AsReceived(cte_type="8bit", linesep="\n")
+
+
+def _message_bytes(inner: Message) -> bytes:
+    # A forwarded mail is kept as received; the default as_bytes() raised HeaderParseError or
+    # UnicodeEncodeError on broken ones (found by tests/test_fuzz.py).
+    try:
+        return inner.as_bytes(policy=_AS_RECEIVED)
+    except (MessageError, ValueError, LookupError, TypeError, AttributeError, IndexError):
+        return b""
 
 
 def _raw_filename(part: Message) -> str:
@@ -155,7 +204,10 @@ def _raw_filename(part: Message) -> str:
     if isinstance(name, tuple):  # an RFC 2231 value the parser left undecoded
         name = name[2]
     # RFC 2047 inside parameters is not standard, yet Yahoo and Apple send it.
-    return decode_header_part(str(name))
+    try:
+        return decode_header_part(str(name))
+    except ValueError:  # a NUL in the encoded-word's charset ("=?\0?Q?x?="): keep the name as written
+        return str(name)
 
 
 def safe_filename(name: str, content_type: str) -> str:

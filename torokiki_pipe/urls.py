@@ -62,7 +62,8 @@ def parse_content_url(text: str, site_url: str) -> ContentUrl:
     site = urlsplit(site_url)
     host = (parts.hostname or "").lower()
     if "@" in parts.netloc or _bare_host(host) != _bare_host((site.hostname or "").lower()) \
-            or port != site.port:
+            or port != site.port \
+            or (not parts.netloc.isascii() and site.netloc.isascii()):  # U+212A (Kelvin) lower-cases to "k"
         raise BadUrl(f"{text!r} is not on {site.hostname}; only Torokiki content can be used, "
                      f"like {example}")
     if parts.query or parts.fragment:
