@@ -246,7 +246,8 @@ def log_line(done: Processed, code: int, seconds: float) -> str:
 
 
 def _quote(value: str) -> str:
-    value = " ".join(str(value).split())[:500] or "-"
+    # One line, printable: whatever a mail or a website put in a detail.
+    value = " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())[:500] or "-"
     return value if not any(c in value for c in ' "=') else '"' + value.replace('"', "'") + '"'
 
 

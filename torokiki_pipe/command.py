@@ -93,10 +93,7 @@ class GetCommand:
 
     @staticmethod
     def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
-        problems: list[Problem] = []
-        url = _url(line, site_url, problems)
-        parsed = parse_body(mail.text, RESPONSE_TAGS)
-        problems += [Problem(e.message, e.line) for e in parsed.errors]
+        url, parsed, problems = _read_url_and_body(line, mail, site_url)
         for tag in parsed.tags:
             problems.append(Problem(f"'get' takes no body tags, but '{tag.name}' is given; "
                                     "remove it, or use create-response-to to answer content", tag.line))
@@ -115,10 +112,7 @@ class CreateResponseToCommand:
 
     @staticmethod
     def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
-        problems: list[Problem] = []
-        url = _url(line, site_url, problems)
-        parsed = parse_body(mail.text, RESPONSE_TAGS)
-        problems += [Problem(e.message, e.line) for e in parsed.errors]
+        url, parsed, problems = _read_url_and_body(line, mail, site_url)
         tags = {t.name: t for t in parsed.tags}
         text = tags["text"].value if "text" in tags else None
         attachments = mail.attachments
@@ -187,12 +181,17 @@ def split_tags(value: str) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _url(line: SubjectLine, site_url: str, problems: list[Problem]) -> ContentUrl | None:
+def _read_url_and_body(line: SubjectLine, mail: Mail, site_url: str):
+    """The URL of the subject and the tags of the body, with every problem of either."""
+    problems: list[Problem] = []
     try:
-        return parse_content_url(line.argument, site_url)
+        url = parse_content_url(line.argument, site_url)
     except BadUrl as error:
+        url = None
         problems.append(Problem(f"in the subject: {error}"))
-        return None
+    parsed = parse_body(mail.text, RESPONSE_TAGS)
+    problems += [Problem(e.message, e.line) for e in parsed.errors]
+    return url, parsed, problems
 
 
 def _value(tag) -> str | None:
