@@ -17,7 +17,7 @@ PYTEST_ARGS ?= -q
 # Postfix, swaks, imapfilter and Dovecot's IMAP server.
 APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
 
-.PHONY: all demo test deps venv install install-test clean
+.PHONY: all demo test bench deps venv install install-test clean
 
 all: test
 
@@ -66,5 +66,15 @@ deps:
 	  service dovecot stop >/dev/null 2>&1 || true;; \
 	esac
 
+# The benchmark times the gateway as production installs it: a plain (not
+# editable) install in its own venv, so no editable-install hook runs at start.
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+bench:
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install --force-reinstall --no-deps .
+	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install .
+	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis $(BENCH_VENV)

@@ -8,8 +8,8 @@ and what to keep in ``logs/``.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .command import CreateResponseRequest, GetRequest, HelpRequest, Invalid, Request
@@ -17,7 +17,9 @@ from .guard import Sender
 from .outcome import Outcome
 from .records import ERRONEOUS, FAILED_HTTPS
 from .reply import Reply, attachment_from_content, problems_text, render
-from .website import WebsiteAnswer
+
+if TYPE_CHECKING:
+    from .website import WebsiteAnswer
 
 SERVICE = f"Torokiki Mailserver {__version__}"
 
@@ -44,8 +46,8 @@ def content_object(request: CreateResponseRequest, sender: Sender, site_url: str
     if request.location:
         content["Location"] = request.location
     if request.attachment is not None:
-        content["Attachment"] = {"name": request.attachment.filename,
-                                 "data": base64.b64encode(request.attachment.data).decode("ascii")}
+        # The file's bytes; the website adapter streams them as the contract's base64.
+        content["Attachment"] = {"name": request.attachment.filename, "data": request.attachment.data}
     content["APICaller"] = {"service": SERVICE, "id": caller_id}
     return content
 

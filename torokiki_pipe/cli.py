@@ -11,12 +11,10 @@ line that starts with an RFC 3463 enhanced status code, which Postfix quotes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import signal
 import sys
 import time
-import traceback
 from datetime import datetime, timezone
 
 from . import __version__, config as configuration
@@ -179,6 +177,9 @@ POISON_AFTER = 3   # the same crash this often on one message: stop retrying it
 
 def _crashed(raw, envelope, settings, effects) -> Processed:
     """Keep the mail and the traceback; defer, unless this message keeps crashing the same way."""
+    import hashlib
+    import traceback
+
     trace = traceback.format_exc()
     where = traceback.extract_tb(sys.exc_info()[2])[-1]
     signature = f"{sys.exc_info()[0].__name__} at {os.path.basename(where.filename)}:{where.lineno}"

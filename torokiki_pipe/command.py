@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from .body import parse_body, unquote
-from .mime import Attachment, Mail
 from .urls import BadUrl, ContentUrl, parse_content_url
+
+if TYPE_CHECKING:
+    from .mime import Attachment, Mail
 
 # Reply and forward prefixes in the languages our senders' phones speak.
 _PREFIXES = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr|rv|antw|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)

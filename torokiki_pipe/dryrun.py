@@ -6,7 +6,6 @@ every write under ``logs/`` are printed instead.
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ from .journal import Entry
 from .ratelimit import SEND, ReplyLimit
 from .pipeline import Effects
 from .sendmail import SendResult
-from .website import Website, WebsiteAnswer
+from .website import JsonBody, Website, WebsiteAnswer
 
 
 class DryRunWebsite(Website):
@@ -24,7 +23,7 @@ class DryRunWebsite(Website):
         self.out = out
 
     def submit(self, url, content, idempotency_key):
-        body = json.dumps(content, ensure_ascii=False).encode("utf-8")
+        body = JsonBody.of(content)
         headers = {"Content-Type": "application/json", "X-API-Key": "<redacted>",
                    "Idempotency-Key": idempotency_key}
         print("# the request it would make:", file=self.out)

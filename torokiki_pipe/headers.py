@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
-from email.policy import compat32
 
 # The first empty line ends the header block, whatever the line endings.
 _HEADER_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
@@ -53,7 +52,7 @@ def read_head(data: bytes) -> Head:
     else:
         head_bytes, body_start = data[:MAX_HEADER_BYTES], len(data)
     head_bytes = head_bytes.lstrip(b"\xef\xbb\xbf")  # a BOM before the first header
-    message = BytesHeaderParser(policy=compat32).parsebytes(head_bytes)
+    message = BytesHeaderParser().parsebytes(head_bytes)   # compat32: the light, lenient policy
     raw: dict[str, list[str]] = {}
     for name, value in message.raw_items():
         raw.setdefault(name.lower(), []).append(_unfold(value))

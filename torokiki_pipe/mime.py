@@ -17,6 +17,8 @@ cannot exhaust the stack or the clock.
 
 from __future__ import annotations
 
+import binascii
+import io
 import logging
 import mimetypes
 import os
@@ -26,7 +28,6 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import Compat32, compat32
 
-from .htmltext import html_to_text
 
 # mail-parser logs undecodable names at ERROR; with no handler Python prints that on stderr.
 logging.getLogger("mailparser").addHandler(logging.NullHandler())
@@ -80,7 +81,10 @@ class _Part(Message):
 
 
 def parse_mail(data: bytes) -> Mail:
-    message = BytesParser(_Part, policy=compat32).parsebytes(data.lstrip(b"\xef\xbb\xbf"))
+    # parse(BytesIO) feeds the parser in chunks; parsebytes() would first decode
+    # the whole mail into one str, four bytes a character once any byte is 8-bit.
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    message = BytesParser(_Part, policy=compat32).parse(io.BytesIO(memoryview(data)[start:]))
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
@@ -115,6 +119,8 @@ def parse_mail(data: bytes) -> Mail:
     if plain:
         text = "\n".join(plain)
     else:
+        from .htmltext import html_to_text   # only HTML-only mail needs it
+
         text = "\n".join(html_to_text(h) for h in html)
     return Mail(text=text, attachments=tuple(attachments), truncated=truncated)
 
@@ -151,12 +157,12 @@ def _text_of(part: Message) -> str:
     payload = part.get_payload(decode=True) or b""
     charset = (part.get_content_charset() or "utf-8").lower()
     charset = CHARSET_ALIASES.get(charset, charset)
-    from mailparser.utils import ported_string  # imported here: only mail with a body pays for it
-
-    # ported_string falls back to UTF-8 when the charset is unknown or lies.
+    # mail-parser's ported_string rule (the declared charset, else UTF-8 when the
+    # name is unknown or the bytes lie), written out: importing mail-parser costs
+    # a plain text mail ~16 ms, which the benchmark's start-up targets cannot spare.
     try:
-        text = ported_string(payload, charset, "replace")
-    except ValueError:  # a NUL in the charset name: str() refuses it before looking the codec up
+        text = payload.decode(charset)
+    except (LookupError, UnicodeError, ValueError):   # ValueError: a NUL in the charset name
         text = payload.decode("utf-8", "replace")
     return text.replace("\x00", "")
 
@@ -167,7 +173,7 @@ def _attachment_of(part: Message, ctype: str) -> Attachment:
         inner = payload[0] if isinstance(payload, list) and payload else payload
         data = _message_bytes(inner) if isinstance(inner, Message) else (part.get_payload(decode=True) or b"")
     else:
-        data = part.get_payload(decode=True) or b""
+        data = _decoded(part)
     return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, data=data)
 
 
@@ -189,6 +195,18 @@ def _message_bytes(inner: Message) -> bytes:
         return inner.as_bytes(policy=_AS_RECEIVED)
     except (MessageError, ValueError, LookupError, TypeError, AttributeError, IndexError):
         return b""
+
+
+def _decoded(part: Message) -> bytes:
+    """The part's bytes; base64 straight through binascii, which is what a big photo needs."""
+    payload = part.get_payload()
+    if (isinstance(payload, str) and payload.isascii()
+            and str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64"):
+        try:
+            return binascii.a2b_base64(payload)
+        except (binascii.Error, ValueError):
+            pass   # broken base64: let the email package salvage what it can
+    return part.get_payload(decode=True) or b""
 
 
 def _raw_filename(part: Message) -> str:

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from .actions import Step, invalid_step, perform
-from .command import HelpRequest, Invalid, Problem, needs_body, read_subject, understand
-from .config import Config
 from .guard import Sender, reason_to_ignore, reply_sender
 from .headers import Head, read_head
 from .outcome import Outcome, is_temporary
-from .ratelimit import LAST, SILENT
 from .read import RawMail
 from .records import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
-from .reply import Reply, ReplyContext, build
+
+if TYPE_CHECKING:
+    from .actions import Step
+    from .config import Config
 
 # Outcomes whose reply is withheld when the same mail was already refused today.
 REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
@@ -63,8 +62,7 @@ class Processed:
 
 def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) -> Processed:
     head = read_head(raw.data)
-    line = read_subject(head.subject)
-    seen = Processed(Outcome.IGNORED, "", message_id=head.message_id, command=line.command)
+    seen = Processed(Outcome.IGNORED, "", message_id=head.message_id)
 
     reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data)
     if reason:
@@ -74,7 +72,14 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
     if not isinstance(sender, Sender):
         effects.records.stash(ERRONEOUS, {".eml": raw.data})
         return replace(seen, outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
-    seen = replace(seen, sender=sender.address)
+
+    # Past the guard the mail will be answered: only now load what answering
+    # takes, so that ignored mail is decided from the headers at the least cost.
+    from .command import read_subject
+    from .reply import build
+
+    line = read_subject(head.subject)
+    seen = replace(seen, sender=sender.address, command=line.command)
 
     journal = effects.journal
     key = journal.key_for(head.key, head.digest)
@@ -106,6 +111,8 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
         if withheld:
             journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
             return replace(seen, detail=f"{step.detail}; {withheld}")
+        from .reply import ReplyContext
+
         context = ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
                                message_id=head.message_id, references=head.references,
                                original_subject=head.subject, now=effects.now())
@@ -118,6 +125,9 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:
+    from .actions import invalid_step, perform
+    from .command import HelpRequest, Invalid, Problem, needs_body, understand
+
     if not needs_body(line):
         request = HelpRequest()
     else:
@@ -136,6 +146,9 @@ def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: st
 
 
 def _too_big(head: Head, config: Config) -> Step:
+    from .actions import Step
+    from .reply import Reply
+
     limit = f"{config.max_message_bytes / (1024 * 1024):g} MB"
     return Step(Outcome.TOO_BIG, f"larger than {config.max_message_bytes} bytes",
                 Reply("too-big.txt", {"subject": head.subject or "(no subject)", "limit": limit}),
@@ -143,6 +156,9 @@ def _too_big(head: Head, config: Config) -> Step:
 
 
 def _give_up(step: Step, head: Head, waited: float) -> Step:
+    from .actions import Step
+    from .reply import Reply
+
     values = {"subject": head.subject or "(no subject)", "detail": step.detail, "waited": _duration_words(waited)}
     return Step(Outcome.GAVE_UP, f"gave up after {_duration_words(waited)}: {step.detail}",
                 Reply("gave-up.txt", values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url)
@@ -150,6 +166,8 @@ def _give_up(step: Step, head: Head, waited: float) -> Step:
 
 def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, effects: Effects) -> tuple[str, bool]:
     """(why no reply goes out although one is due, or ""; whether it is the last one for a while)."""
+    from .ratelimit import LAST, SILENT
+
     if step.outcome in REFUSALS:
         content = head.subject.encode("utf-8", "replace") + b"\0" + raw.data[head.body_start:]
         if not effects.budget.first_time_refused(sender.address, content):
@@ -206,6 +224,8 @@ def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: E
     crash itself, so it only uses the header stages, and says what it did.
     """
     try:
+        from .reply import Reply, ReplyContext, build
+
         head = read_head(raw.data)
         if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):
             return "not answered (automatic mail)"

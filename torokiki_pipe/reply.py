@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import mimetypes
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
@@ -20,11 +19,12 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from string import Template
 
 from .guard import Sender, loop_marker
-from .mime import safe_filename
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 # Local line endings for sendmail; headers are kept short by _header_safe, so folding
 # (which can put a bare line break straight after "Subject:") is not needed.
@@ -53,7 +53,7 @@ class Reply:
 
 @lru_cache(maxsize=None)
 def _template(name: str) -> tuple[Template, Template]:
-    text = resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+    text = (TEMPLATES / name).read_text(encoding="utf-8")
     head, _, body = text.partition("\n\n")
     subject = head.removeprefix("Subject:").strip() if head.startswith("Subject:") else ""
     return Template(subject), Template(body if head.startswith("Subject:") else text)
@@ -92,6 +92,8 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
         message.add_alternative(render(reply.html_template, _html_escaped(values))[1], subtype="html",
                                 charset="utf-8")
     if reply.attachment:
+        import mimetypes
+
         name, data = reply.attachment
         maintype, subtype = (mimetypes.guess_type(name)[0] or "application/octet-stream").split("/", 1)
         message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
@@ -107,6 +109,8 @@ def attachment_from_content(content: dict) -> tuple[str, bytes] | None:
         data = base64.b64decode(attached["data"], validate=False)
     except (binascii.Error, ValueError):
         return None
+    from .mime import safe_filename
+
     name = safe_filename(str(attached.get("name") or ""), "application/octet-stream")
     return name, data
 

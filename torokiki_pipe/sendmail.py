@@ -10,7 +10,6 @@ temporary; any other failure is permanent.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 
 TEMPORARY_CODES = frozenset({os.EX_TEMPFAIL, os.EX_UNAVAILABLE, os.EX_OSERR, os.EX_IOERR})
@@ -40,6 +39,8 @@ class Sendmail:
         return [*self.command, *self.sender_args, "--", recipient]
 
     def send(self, message: bytes, recipient: str) -> SendResult:
+        import subprocess   # here: mail that is never answered does not pay for it
+
         try:
             done = subprocess.run(self.argv(recipient), input=message, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, timeout=SEND_TIMEOUT, close_fds=True)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from . import __version__
-from .urls import ContentUrl
+
+if TYPE_CHECKING:
+    from .urls import ContentUrl
 
 SAVED_STATUSES = (301, 302, 303, 201)
 USER_AGENT = f"torokiki-pipe/{__version__}"
@@ -56,24 +59,24 @@ class Website:
         return self._exchange("GET", url.path, headers={"Accept": "application/json"})
 
     def submit(self, url: ContentUrl, content: dict, idempotency_key: str) -> WebsiteAnswer:
-        body = json.dumps(content, ensure_ascii=False).encode("utf-8")
+        body = JsonBody.of(content)
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "X-API-Key": self._api_key, "Idempotency-Key": idempotency_key}
         return self._exchange("POST", url.collection_path, headers=headers, body=body)
 
-    def describe_request(self, method: str, path: str, headers: dict, body: bytes | None) -> str:
+    def describe_request(self, method: str, path: str, headers: dict, body: JsonBody | None) -> str:
         lines = [f"{method} {self.api_url}{path}"]
         lines += [f"{k}: {self.redact(v)}" for k, v in headers.items()]
         if body is not None:
             # Only the start of the body: a 25 MB attachment has no place in a log.
-            shown = self.redact(body[:4000].decode("utf-8", "replace"))
+            shown = self.redact(body.start(4000).decode("utf-8", "replace"))
             lines += ["", shown + (f"\n… ({len(body) - 4000} more bytes)" if len(body) > 4000 else "")]
         return "\n".join(lines)
 
     def redact(self, text: str) -> str:
         return text.replace(self._api_key, "<redacted>") if self._api_key else text
 
-    def _exchange(self, method: str, path: str, headers: dict, body: bytes | None = None) -> WebsiteAnswer:
+    def _exchange(self, method: str, path: str, headers: dict, body: JsonBody | None = None) -> WebsiteAnswer:
         import requests
 
         request_text = self.describe_request(method, path, headers, body)
@@ -124,6 +127,51 @@ class Website:
         if (parts.scheme, parts.netloc) == (api.scheme, api.netloc):
             return self.site_url + parts.path
         return location
+
+
+class JsonBody:
+    """The content object as JSON, streamed: the attachment is never copied into one big string.
+
+    The content holds the attachment's bytes (``Attachment.data``); on the wire
+    they become the contract's base64 string.  Iterable with a
+    known length, so requests sends it chunk by chunk with a Content-Length.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, parts: list[bytes]):
+        self._parts = parts
+        self._length = sum(len(p) for p in parts)
+
+    @classmethod
+    def of(cls, content: dict) -> "JsonBody":
+        attachment = content.get("Attachment")
+        if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), bytes):
+            return cls([json.dumps(content, ensure_ascii=False).encode("utf-8")])
+        import base64
+
+        rest = {k: v for k, v in content.items() if k != "Attachment"}
+        head = json.dumps(rest, ensure_ascii=False)[:-1] + (", " if rest else "")
+        head += f'"Attachment": {{"name": {json.dumps(attachment.get("name", ""), ensure_ascii=False)}, "data": "'
+        return cls([head.encode("utf-8"), base64.b64encode(attachment["data"]), b'"}}'])
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self):
+        for part in self._parts:
+            view = memoryview(part)
+            for offset in range(0, len(view), self.CHUNK):
+                yield view[offset:offset + self.CHUNK]
+
+    def start(self, size: int) -> bytes:
+        """The first `size` bytes, for logs."""
+        taken = b""
+        for part in self._parts:
+            taken += part[:size - len(taken)]
+            if len(taken) >= size:
+                break
+        return taken
 
 
 def _reason(response) -> str:
