@@ -76,52 +76,62 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
     # Past the guard the mail will be answered: only now load what answering
     # takes, so that ignored mail is decided from the headers at the least cost.
     from .command import read_subject
-    from .reply import build
 
     line = read_subject(head.subject)
     seen = replace(seen, sender=sender.address, command=line.command)
-
     journal = effects.journal
     key = journal.key_for(head.key, head.digest)
     with journal.hold(key, head.digest) as entry:
-        if entry.stage == "done":
-            return replace(seen, outcome=Outcome.DUPLICATE, url=entry.url,
-                           detail=f"already handled ({entry.outcome}: {entry.detail})")
-        if entry.stage == "answered":
-            stored = journal.stored_reply(entry)
-            if stored is not None:   # the website step is done: only the reply is owed
-                resumed = replace(seen, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
-                return _deliver(stored, entry, config, effects, resumed)
+        return _answer(raw, head, line, sender, key, entry, config, effects, seen)
 
-        step = _too_big(head, config) if raw.oversize else _act(raw, head, line, sender, config, key, effects)
-        if is_temporary(step.outcome):
-            entry = journal.failed(entry)
-            if journal.failing_for(entry) < config.give_up_after:
-                if entry.failures == 1:   # keep the evidence once, not at every retry
-                    _keep(effects, step, raw)
-                return replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
-            step = _give_up(step, head, journal.failing_for(entry))
-        _keep(effects, step, raw)
-        seen = replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
-        if step.reply is None:
-            journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
-            return seen
 
-        withheld, last = _allowance(step, sender, head, raw, effects)
-        if withheld:
-            journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
-            return replace(seen, detail=f"{step.detail}; {withheld}")
-        from .reply import ReplyContext
+def _answer(raw, head: Head, line, sender: Sender, key: str, entry, config: Config, effects: Effects,
+            seen: Processed) -> Processed:
+    """Under the message's journal lock: resume, or act, then reply exactly once."""
+    journal = effects.journal
+    if entry.stage == "done":
+        return replace(seen, outcome=Outcome.DUPLICATE, url=entry.url,
+                       detail=f"already handled ({entry.outcome}: {entry.detail})")
+    if entry.stage == "answered":
+        stored = journal.stored_reply(entry)
+        if stored is not None:   # the website step is done: only the reply is owed
+            resumed = replace(seen, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
+            return _deliver(stored, entry, config, effects, resumed)
 
-        context = ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
-                               message_id=head.message_id, references=head.references,
-                               original_subject=head.subject, now=effects.now())
-        note = _duration_words(effects.budget.limit.window) if last else None
-        message = build(step.reply, context, last_before_limit=note).as_bytes()
-        entry = journal.save(replace(entry, stage="answered", outcome=step.outcome.value, detail=step.detail,
-                                     url=step.url, command=line.command, recipient=sender.address))
-        journal.store_reply(entry, message)
-        return _deliver(message, entry, config, effects, seen)
+    step = _too_big(head, config) if raw.oversize else _act(raw, head, line, sender, config, key, effects)
+    if is_temporary(step.outcome):
+        entry = journal.failed(entry)
+        if journal.failing_for(entry) < config.give_up_after:
+            if entry.failures == 1:   # keep the evidence once, not at every retry
+                _keep(effects, step, raw)
+            return replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
+        step = _give_up(step, head, journal.failing_for(entry))
+    _keep(effects, step, raw)
+    seen = replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
+    if step.reply is None:
+        journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
+        return seen
+
+    withheld, last = _allowance(step, sender, head, raw, effects)
+    if withheld:
+        journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
+        return replace(seen, detail=f"{step.detail}; {withheld}")
+    from .reply import build
+
+    note = _duration_words(effects.budget.limit.window) if last else None
+    message = build(step.reply, _context(head, sender, config, effects), last_before_limit=note).as_bytes()
+    entry = journal.save(replace(entry, stage="answered", outcome=step.outcome.value, detail=step.detail,
+                                 url=step.url, command=line.command, recipient=sender.address))
+    journal.store_reply(entry, message)
+    return _deliver(message, entry, config, effects, seen)
+
+
+def _context(head: Head, sender: Sender, config: Config, effects: Effects):
+    from .reply import ReplyContext
+
+    return ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
+                        message_id=head.message_id, references=head.references,
+                        original_subject=head.subject, now=effects.now())
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:
@@ -224,7 +234,7 @@ def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: E
     crash itself, so it only uses the header stages, and says what it did.
     """
     try:
-        from .reply import Reply, ReplyContext, build
+        from .reply import Reply, build
 
         head = read_head(raw.data)
         if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):
@@ -232,11 +242,9 @@ def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: E
         sender = reply_sender(head.from_raw)
         if not isinstance(sender, Sender):
             return f"not answered ({sender})"
-        context = ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
-                               message_id=head.message_id, references=head.references,
-                               original_subject=head.subject, now=effects.now())
         reply = Reply("poisoned.txt", {"subject": head.subject or "(no subject)"})
-        result = effects.mailer.send(build(reply, context).as_bytes(), sender.address)
+        result = effects.mailer.send(build(reply, _context(head, sender, config, effects)).as_bytes(),
+                                     sender.address)
         return "sender answered" if result.sent else f"answer not sent ({result.detail})"
     except Exception as error:  # the last resort must not become the next crash
         return f"not answered ({type(error).__name__})"
