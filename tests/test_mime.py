@@ -95,3 +95,53 @@ def test_hostile_nesting_is_bounded():
 ])
 def test_safe_filename(name, content_type, expected):
     assert safe_filename(name, content_type) == expected
+
+
+# Big base64 bodies are cut out before the email package parses the mail (see mime._Cuts):
+# the results must be exactly what a plain parse gives.
+BIG = bytes(range(256)) * 1200          # 300 KB: well past the 64 KB cut threshold
+
+
+def big_photo_mail(newline=b"\n", body_type=b"image/jpeg", encoding=b"base64", inner=b""):
+    import base64
+
+    encoded = base64.encodebytes(BIG).replace(b"\n", newline)
+    parts = [b"Content-Type: multipart/mixed; boundary=cut", b"", b"--cut", b"Content-Type: text/plain",
+             b"", b"tags: 'big'", b"--cut", b"Content-Type: " + body_type,
+             b"Content-Transfer-Encoding: " + encoding, b"Content-Disposition: attachment; filename=big.jpg",
+             b"", encoded + inner + b"--cut--", b""]
+    return newline.join(parts)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_big_base64_attachment_is_decoded_exactly(newline):
+    parsed = parse_mail(big_photo_mail(newline))
+    [photo] = parsed.attachments
+    assert photo.data == BIG and photo.filename == "big.jpg"
+    assert "tags: 'big'" in parsed.text
+
+
+def test_base64_looking_text_that_is_not_a_base64_body_is_read_whole():
+    # A long run of base64 characters in a 7bit part must come back as it was written.
+    parsed = parse_mail(big_photo_mail(body_type=b"text/plain", encoding=b"7bit").replace(
+        b"filename=big.jpg", b"filename=big.txt"))
+    [text_file] = parsed.attachments
+    import base64
+
+    assert base64.decodebytes(text_file.data) == BIG
+
+
+def test_a_forwarded_mail_with_a_big_photo_is_attached_as_received():
+    inner = big_photo_mail()
+    outer = (b"Content-Type: multipart/mixed; boundary=outer\n\n--outer\nContent-Type: text/plain\n\nhi\n"
+             b"--outer\nContent-Type: message/rfc822\n\n" + inner + b"\n--outer--\n")
+    [forwarded] = parse_mail(outer).attachments
+    assert forwarded.data.replace(b"\n", b"") == inner.replace(b"\n", b"")
+
+
+def test_runs_just_under_the_cut_threshold_do_not_make_the_parse_quadratic():
+    # Each run is 65,000 base64 characters: without the lookbehind in mime._BASE64_RUN every
+    # position would rescan its run (about 6e10 steps here), which is a hang, not a slow test.
+    body = (b"A" * 65000 + b" ") * 30
+    parsed = parse_mail(b"Content-Type: text/plain\n\n" + body)
+    assert parsed.text.count("A") == 65000 * 30

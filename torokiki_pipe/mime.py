@@ -22,6 +22,7 @@ import io
 import logging
 import mimetypes
 import os
+import re
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.message import Message
@@ -80,11 +81,83 @@ class _Part(Message):
             return failobj
 
 
-def parse_mail(data: bytes) -> Mail:
+# A run of base64 lines this long is cut out of the mail before the email
+# package sees it: its feed parser keeps one str per line and then joins them
+# (2.6 times the part in memory, and a Python loop over every line).  The run
+# is decoded straight from the raw bytes instead (see _Cuts).
+# (The lookbehind starts a match only where a run starts: without it every
+# position inside a run just under the threshold would rescan it, quadratically.)
+_BASE64_RUN = re.compile(rb"(?<![A-Za-z0-9+/=\r\n])[A-Za-z0-9+/=\r\n]{65536,}")
+
+
+class _Cuts:
+    """The mail with its big base64 bodies replaced by token lines, and the way back."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.token = f"torokiki-cut-{os.urandom(6).hex()}-"
+        self.runs: list[tuple[int, int]] = []
+        pieces, last = [], 0
+        for found in _BASE64_RUN.finditer(data):
+            start = _next_full_line(data, found.start(), found.end())
+            end = data.rfind(b"\n", found.start(), found.end()) + 1
+            if end - start < 65536:
+                continue
+            pieces += [data[last:start], f"{self.token}{len(self.runs)}\n".encode()]
+            self.runs.append((start, end))
+            last = end
+        self.skeleton = b"".join(pieces) + data[last:] if self.runs else data
+
+    def run_of(self, part: Message) -> memoryview | None:
+        """The raw base64 of a part whose whole body was cut out, else None."""
+        payload = part.get_payload()
+        if not self.runs or not isinstance(payload, str) or not payload.startswith(self.token):
+            return None
+        index = payload.strip()[len(self.token):]
+        if not index.isdigit() or int(index) >= len(self.runs):
+            return None
+        start, end = self.runs[int(index)]
+        return memoryview(self.data)[start:end]
+
+    def all_whole_base64_bodies(self, message: Message) -> bool:
+        """True when every cut is the whole body of a base64 part (then nothing else needs it back)."""
+        for part in message.walk():
+            payload = part.get_payload() if not part.is_multipart() else None
+            if isinstance(payload, str) and self.token in payload:
+                encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+                if encoding != "base64" or self.run_of(part) is None:
+                    return False
+        return True
+
+    def restore(self, raw: bytes) -> bytes:
+        for index, (start, end) in enumerate(self.runs):
+            raw = raw.replace(f"{self.token}{index}\n".encode(), self.data[start:end])
+        return raw
+
+
+def _next_full_line(data: bytes, start: int, end: int) -> int:
+    """The first non-empty line that starts at or after `start` (a run may begin mid-line)."""
+    if start > 0 and data[start - 1:start] != b"\n":
+        start = data.find(b"\n", start, end) + 1 or end
+    while start < end and data[start] in b"\r\n":
+        start += 1
+    return start
+
+
+def _parse(data: bytes) -> Message:
     # parse(BytesIO) feeds the parser in chunks; parsebytes() would first decode
     # the whole mail into one str, four bytes a character once any byte is 8-bit.
-    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    message = BytesParser(_Part, policy=compat32).parse(io.BytesIO(memoryview(data)[start:]))
+    return BytesParser(_Part, policy=compat32).parse(io.BytesIO(data))
+
+
+def parse_mail(data: bytes) -> Mail:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    cuts = _Cuts(data)
+    message = _parse(cuts.skeleton)
+    if cuts.runs and not cuts.all_whole_base64_bodies(message):
+        cuts = _Cuts(b"")          # a cut landed inside something else: read the mail whole
+        message = _parse(data)
     plain: list[str] = []
     html: list[str] = []
     attachments: list[Attachment] = []
@@ -115,7 +188,7 @@ def parse_mail(data: bytes) -> Mail:
             continue
         if ctype in SIGNATURE_TYPES:
             continue
-        attachments.append(_attachment_of(part, ctype))
+        attachments.append(_attachment_of(part, ctype, cuts))
     if plain:
         text = "\n".join(plain)
     else:
@@ -167,13 +240,15 @@ def _text_of(part: Message) -> str:
     return text.replace("\x00", "")
 
 
-def _attachment_of(part: Message, ctype: str) -> Attachment:
+def _attachment_of(part: Message, ctype: str, cuts: _Cuts) -> Attachment:
     if ctype.startswith("message/"):
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else payload
-        data = _message_bytes(inner) if isinstance(inner, Message) else (part.get_payload(decode=True) or b"")
+        data = (cuts.restore(_message_bytes(inner)) if isinstance(inner, Message)
+                else (part.get_payload(decode=True) or b""))
     else:
-        data = _decoded(part)
+        run = cuts.run_of(part)
+        data = _decoded(part) if run is None else _a2b(run, part)
     return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, data=data)
 
 
@@ -207,6 +282,16 @@ def _decoded(part: Message) -> bytes:
         except (binascii.Error, ValueError):
             pass   # broken base64: let the email package salvage what it can
     return part.get_payload(decode=True) or b""
+
+
+def _a2b(run: memoryview, part: Message) -> bytes:
+    try:
+        return binascii.a2b_base64(run)
+    except (binascii.Error, ValueError):   # broken base64: the email package salvages what it can
+        salvage = Message()
+        salvage["Content-Transfer-Encoding"] = "base64"
+        salvage.set_payload(bytes(run).decode("ascii"))
+        return salvage.get_payload(decode=True) or b""
 
 
 def _raw_filename(part: Message) -> str:
