@@ -36,7 +36,6 @@ def parse_args(argv):
     parser = UsageParser(prog="torokiki-pipe check",
                      description="Check the configuration, the website API, the sendmail command, the log "
                                  "dir and the config file's permissions; exit 0 when all is well, else 78.")
-    parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
     return parser.parse_args(argv)
 
 

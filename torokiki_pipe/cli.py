@@ -26,7 +26,11 @@ from .records import CRASHED, Records
 
 
 class UsageParser(argparse.ArgumentParser):
-    """argparse, but wrong usage exits EX_USAGE (64), not argparse's 2; for every subcommand too."""
+    """argparse, but wrong usage exits EX_USAGE (64), not argparse's 2; every command takes --config."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
 
     def error(self, message):
         self.print_usage(sys.stderr)
@@ -39,7 +43,6 @@ def parse_args(argv):
                                  "saves what it asks for on the website, answers the sender, and exits "
                                  "0 (handled) or 75 (try again later).")
     parser.add_argument("file", nargs="?", metavar="FILE", help="the message; default: standard input")
-    parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
     parser.add_argument("--sender", metavar="ADDR", help="envelope sender (Postfix ${sender}); empty for a bounce")
     parser.add_argument("--recipient", metavar="ADDR", help="envelope recipient (Postfix ${recipient})")
     parser.add_argument("--dry-run", action="store_true",

@@ -53,7 +53,6 @@ def parse_args(argv):
                                  "again; those handled move to done/.  With --resend, send the kept "
                                  "replies of logs/failed_sends/ instead.")
     parser.add_argument("paths", nargs="*", metavar="FILE|DIR", help=".eml files or stash folders")
-    parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
     parser.add_argument("--resend", action="store_true",
                         help="send the ready replies in logs/failed_sends/ (or the files given)")
     parser.add_argument("--dry-run", action="store_true",

@@ -43,7 +43,6 @@ def parse_args(argv):
     parser = UsageParser(prog="torokiki-pipe report",
                      description="Summarise logs/: messages per outcome, command and exit code, the senders "
                                  "with most errors, the last errors, and what waits in each stash folder.")
-    parser.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
     parser.add_argument("--log-dir", metavar="DIR",
                         help="read this logs/ folder instead of the configured one (no config needed)")
     parser.add_argument("--since", metavar="WHEN",
