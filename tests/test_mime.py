@@ -145,3 +145,17 @@ def test_runs_just_under_the_cut_threshold_do_not_make_the_parse_quadratic():
     body = (b"A" * 65000 + b" ") * 30
     parsed = parse_mail(b"Content-Type: text/plain\n\n" + body)
     assert parsed.text.count("A") == 65000 * 30
+
+
+def test_a_big_canonical_base64_body_is_kept_as_the_mails_own_text():
+    import base64
+
+    from torokiki_pipe.mime import Base64Text
+
+    [photo] = parse_mail(big_photo_mail(b"\r\n")).attachments
+    assert isinstance(photo.body, Base64Text)
+    assert b"".join(photo.body.chunks()) == base64.b64encode(BIG) and len(photo.body) == len(base64.b64encode(BIG))
+    # Base64 the website would not take as it stands (padding missing) is decoded and re-encoded.
+    ragged = big_photo_mail().replace(b"\n--cut--", b"AAA\n--cut--")
+    [fixed] = parse_mail(ragged).attachments
+    assert isinstance(fixed.body, bytes)

@@ -253,3 +253,18 @@ def test_configuration_error_still_reads_all_input(pipe_program, tmp_path):
     process.stdin.close()
     err = process.stderr.read()
     assert process.wait(timeout=60) == 75 and err.startswith(b"4.3.5")
+
+
+def test_a_big_photo_reaches_the_website_byte_for_byte(run_pipe, smtp_sink, website):
+    import requests
+
+    picture = bytes(range(256)) * 2000          # 500 KB: taken from the mail's own base64
+    body = ("--b\nContent-Type: text/plain\n\ntags: 'big'\n--b\nContent-Type: image/jpeg; name=big.jpg\n"
+            "Content-Transfer-Encoding: base64\n\n" + base64.encodebytes(picture).decode() + "--b--\n")
+    message = mail("create-response-to: 'http://torokiki.net/image/1/response'", body,
+                   "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b")
+    assert run_pipe(message).returncode == 0
+    [item] = website.stats()["items"]
+    content = requests.get(website.url + item["location"].split("torokiki.net")[1], timeout=5).json()
+    assert base64.b64decode(content["Attachment"]["data"], validate=True) == picture
+    smtp_sink.wait_for(1)

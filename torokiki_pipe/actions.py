@@ -46,8 +46,9 @@ def content_object(request: CreateResponseRequest, sender: Sender, site_url: str
     if request.location:
         content["Location"] = request.location
     if request.attachment is not None:
-        # The file's bytes; the website adapter streams them as the contract's base64.
-        content["Attachment"] = {"name": request.attachment.filename, "data": request.attachment.data}
+        # The file (bytes, or the mail's own base64 text); the website adapter
+        # streams it as the contract's base64.
+        content["Attachment"] = {"name": request.attachment.filename, "data": request.attachment.body}
     content["APICaller"] = {"service": SERVICE, "id": caller_id}
     return content
 

@@ -50,7 +50,50 @@ CHARSET_ALIASES = {
 class Attachment:
     filename: str
     content_type: str
-    data: bytes
+    body: "bytes | Base64Text"   # the file, or its base64 as it stands in the mail
+
+    @property
+    def data(self) -> bytes:
+        """The file's bytes (decoded on demand when the mail's base64 is kept)."""
+        return self.body.decode() if isinstance(self.body, Base64Text) else self.body
+
+
+class Base64Text:
+    """A big base64 body as it stands in the raw mail, line breaks included, never copied.
+
+    The website wants the file as base64: streaming the mail's own text (less
+    its line breaks) saves decoding it and encoding it again, two copies of a
+    25 MB photo.  Only text that is valid base64 as it stands is kept so.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, raw: bytes, start: int, end: int):
+        self._raw, self._start, self._end = raw, start, end
+        self._length = end - start - raw.count(b"\n", start, end) - raw.count(b"\r", start, end)
+
+    @classmethod
+    def if_canonical(cls, raw: bytes, start: int, end: int) -> "Base64Text | None":
+        text = cls(raw, start, end)
+        padding = raw.find(b"=", start, end)
+        if len(text) % 4 or (padding >= 0 and raw[padding:end].strip(b"=\r\n")):
+            return None                     # not as the contract wants it: decode and re-encode
+        try:
+            binascii.a2b_base64(memoryview(raw)[start:end])   # validate; the bytes are dropped at once
+        except (binascii.Error, ValueError):
+            return None
+        return text
+
+    def __len__(self) -> int:
+        return self._length
+
+    def chunks(self):
+        view = memoryview(self._raw)[self._start:self._end]
+        for offset in range(0, len(view), self.CHUNK):
+            yield bytes(view[offset:offset + self.CHUNK]).translate(None, b"\r\n")
+
+    def decode(self) -> bytes:
+        return binascii.a2b_base64(memoryview(self._raw)[self._start:self._end])
 
 
 @dataclass(frozen=True)
@@ -108,16 +151,15 @@ class _Cuts:
             last = end
         self.skeleton = b"".join(pieces) + data[last:] if self.runs else data
 
-    def run_of(self, part: Message) -> memoryview | None:
-        """The raw base64 of a part whose whole body was cut out, else None."""
+    def run_of(self, part: Message) -> tuple[int, int] | None:
+        """Where the raw base64 of a part whose whole body was cut out stands, else None."""
         payload = part.get_payload()
         if not self.runs or not isinstance(payload, str) or not payload.startswith(self.token):
             return None
         index = payload.strip()[len(self.token):]
         if not index.isdigit() or int(index) >= len(self.runs):
             return None
-        start, end = self.runs[int(index)]
-        return memoryview(self.data)[start:end]
+        return self.runs[int(index)]
 
     def all_whole_base64_bodies(self, message: Message) -> bool:
         """True when every cut is the whole body of a base64 part (then nothing else needs it back)."""
@@ -248,8 +290,9 @@ def _attachment_of(part: Message, ctype: str, cuts: _Cuts) -> Attachment:
                 else (part.get_payload(decode=True) or b""))
     else:
         run = cuts.run_of(part)
-        data = _decoded(part) if run is None else _a2b(run, part)
-    return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, data=data)
+        data = _decoded(part) if run is None else (Base64Text.if_canonical(cuts.data, *run)
+                                                   or _a2b(memoryview(cuts.data)[run[0]:run[1]]))
+    return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, body=data)
 
 
 class _AsReceived(Compat32):
@@ -284,7 +327,7 @@ def _decoded(part: Message) -> bytes:
     return part.get_payload(decode=True) or b""
 
 
-def _a2b(run: memoryview, part: Message) -> bytes:
+def _a2b(run: memoryview) -> bytes:
     try:
         return binascii.a2b_base64(run)
     except (binascii.Error, ValueError):   # broken base64: the email package salvages what it can

@@ -132,43 +132,50 @@ class Website:
 class JsonBody:
     """The content object as JSON, streamed: the attachment is never copied into one big string.
 
-    The content holds the attachment's bytes (``Attachment.data``); on the wire
-    they become the contract's base64 string.  Iterable with a
-    known length, so requests sends it chunk by chunk with a Content-Length.
+    The content holds the attachment as bytes, or as the mail's own base64 text
+    (`mime.Base64Text`: anything with ``len()`` and ``chunks()``); on the wire it
+    becomes the contract's base64 string.  Iterable with a known length, so
+    requests sends it chunk by chunk with a Content-Length.
     """
 
     CHUNK = 1 << 20
 
-    def __init__(self, parts: list[bytes]):
-        self._parts = parts
+    def __init__(self, parts: list):
+        self._parts = parts            # bytes, or objects with len() and chunks()
         self._length = sum(len(p) for p in parts)
 
     @classmethod
     def of(cls, content: dict) -> "JsonBody":
         attachment = content.get("Attachment")
-        if not isinstance(attachment, dict) or not isinstance(attachment.get("data"), bytes):
+        data = attachment.get("data") if isinstance(attachment, dict) else None
+        if data is None or isinstance(data, str):
             return cls([json.dumps(content, ensure_ascii=False).encode("utf-8")])
-        import base64
+        if isinstance(data, bytes):
+            import base64
 
+            data = base64.b64encode(data)
         rest = {k: v for k, v in content.items() if k != "Attachment"}
         head = json.dumps(rest, ensure_ascii=False)[:-1] + (", " if rest else "")
         head += f'"Attachment": {{"name": {json.dumps(attachment.get("name", ""), ensure_ascii=False)}, "data": "'
-        return cls([head.encode("utf-8"), base64.b64encode(attachment["data"]), b'"}}'])
+        return cls([head.encode("utf-8"), data, b'"}}'])
 
     def __len__(self) -> int:
         return self._length
 
     def __iter__(self):
         for part in self._parts:
-            view = memoryview(part)
-            for offset in range(0, len(view), self.CHUNK):
-                yield view[offset:offset + self.CHUNK]
+            if isinstance(part, bytes):
+                view = memoryview(part)
+                for offset in range(0, len(view), self.CHUNK):
+                    yield view[offset:offset + self.CHUNK]
+            else:
+                yield from part.chunks()
 
     def start(self, size: int) -> bytes:
         """The first `size` bytes, for logs."""
         taken = b""
-        for part in self._parts:
-            taken += part[:size - len(taken)]
+        for chunk in self:
+            taken += bytes(chunk[:size - len(taken)])
             if len(taken) >= size:
                 break
         return taken
