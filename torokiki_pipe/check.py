@@ -17,7 +17,6 @@ leaves a root-owned logs/ the pipe cannot write.  The API key is never sent
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 import sys

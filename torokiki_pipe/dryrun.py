@@ -11,8 +11,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from .journal import Entry
-from .ratelimit import SEND, ReplyLimit
 from .pipeline import Effects
+from .ratelimit import SEND, ReplyLimit
 from .sendmail import SendResult
 from .website import JsonBody, Website, WebsiteAnswer
 

@@ -30,7 +30,6 @@ One replay runs at a time (an exclusive lock on the log dir).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os

@@ -11,7 +11,6 @@ anything torn or foreign) are counted as unparsed, never fatal.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
