@@ -7,6 +7,7 @@ half of the requests and recovers.
 """
 import json
 import re
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -92,3 +93,18 @@ def test_sixteen_pipes_website_failing_half_then_recovering(run_pipe, pipe_env, 
     stems = Counter(name.split(".", 2)[0] + "." + name.split(".", 2)[1] for name in kept)
     # evidence is kept once per deferred message: one .eml and one .http.txt each, no name reused
     assert len(kept) == 2 * len(deferred) and set(stems.values()) == {2}
+
+
+def test_the_reply_budget_holds_under_concurrent_pipes(run_pipe, pipe_env, smtp_sink):
+    # 16 pipes at once, one sender, a budget of 5: exactly 5 replies, the 5th with the note.
+    config = pipe_env.variant(TOROKIKI_REPLY_LIMIT="5/hour")
+    batch = [mail("help", msgid=f"<budget{n}@example.net>") for n in range(PIPES)]
+    results = run_all(run_pipe, config, batch)
+    assert all(done.returncode == 0 for _, done in results)
+    replies = smtp_sink.wait_for(5, timeout=30)
+    time.sleep(1)           # a sixth reply, if the budget leaked, would arrive by now
+    assert len(smtp_sink.messages) == 5
+    notes = [r for r in replies if "PLEASE NOTE" in r.message().get_body(("plain",)).get_content()]
+    assert len(notes) == 1
+    lines = (pipe_env.log_dir / "torokiki-pipe.log").read_text().splitlines()
+    assert sum("reply limit reached" in line for line in lines) == PIPES - 5
