@@ -208,6 +208,18 @@ class _Tee(io.TextIOBase):
             self.through.flush()
 
 
+def _read_kept(path: Path, read):
+    """(read(path), _) or (None, handled): a file gone meanwhile was handled elsewhere."""
+    try:
+        return read(path), False
+    except FileNotFoundError:
+        say(path, outcome="gone", detail="no longer there (moved or removed meanwhile)")
+        return None, True
+    except OSError as error:
+        say(path, outcome="unreadable", detail=error.strerror or str(error))
+        return None, False
+
+
 def replay_one(mail: Path, settings, dry_run: bool) -> bool:
     """Replay one kept mail; True when it is handled (and, unless dry run, moved to done/)."""
     from .cli import handle
@@ -215,15 +227,14 @@ def replay_one(mail: Path, settings, dry_run: bool) -> bool:
     from .read import read_mail
 
     log_dir = Path(settings.log_dir)
-    try:
-        with open(mail, "rb") as stream:
-            raw = read_mail(stream, settings.max_message_bytes)
-    except FileNotFoundError:
-        say(mail, outcome="gone", detail="no longer there (moved or removed meanwhile)")
-        return True
-    except OSError as error:
-        say(mail, outcome="unreadable", detail=error.strerror or str(error))
-        return False
+
+    def read(path):
+        with open(path, "rb") as stream:
+            return read_mail(stream, settings.max_message_bytes)
+
+    raw, handled = _read_kept(mail, read)
+    if raw is None:
+        return handled
     message_id = _message_id(raw.data)
     before = _stashed(log_dir)
     offset = _size(log_dir / LOG_FILE)
@@ -349,14 +360,9 @@ def _as_logged(value: str) -> str:
 
 def resend_one(path: Path, settings, dry_run: bool) -> bool:
     """Send one kept reply; True when it was sent (and moved to done/)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        say(path, outcome="gone", detail="no longer there (moved or removed meanwhile)")
-        return True
-    except OSError as error:
-        say(path, outcome="unreadable", detail=error.strerror or str(error))
-        return False
+    data, handled = _read_kept(path, Path.read_bytes)
+    if data is None:
+        return handled
     recipient, problem = reply_recipient(data, settings.gateway_address)
     if problem:
         say(path, outcome="refused", detail=problem)
