@@ -78,7 +78,7 @@ def read_head(data: bytes) -> Head:
         references=_one_line(text("References")),
         in_reply_to=_one_line(text("In-Reply-To")),
         body_start=body_start,
-        digest=content_digest(message.raw_items(), data[body_start:]),
+        digest=content_digest(message.raw_items(), memoryview(data)[body_start:]),  # no copy of the body
     )
 
 
@@ -100,7 +100,7 @@ _TRACE = frozenset({"received", "return-path", "delivered-to", "x-original-to", 
 _TRACE_PREFIXES = ("x-spam", "x-virus", "arc-", "x-ms-exchange-organization")
 
 
-def content_digest(items, body: bytes) -> str:
+def content_digest(items, body) -> str:
     """sha256 of the sender's headers and the body: the same mail delivered twice digests alike."""
     digest = hashlib.sha256()
     for name, value in items:
