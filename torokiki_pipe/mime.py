@@ -87,10 +87,10 @@ class Base64Text:
     def __len__(self) -> int:
         return self._length
 
-    def chunks(self):
+    def chunks(self, size: int = CHUNK):
         view = memoryview(self._raw)[self._start:self._end]
-        for offset in range(0, len(view), self.CHUNK):
-            yield bytes(view[offset:offset + self.CHUNK]).translate(None, b"\r\n")
+        for offset in range(0, len(view), size):
+            yield bytes(view[offset:offset + size]).translate(None, b"\r\n")
 
     def decode(self) -> bytes:
         return binascii.a2b_base64(memoryview(self._raw)[self._start:self._end])

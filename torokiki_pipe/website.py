@@ -172,12 +172,13 @@ class JsonBody:
                 yield from part.chunks()
 
     def start(self, size: int) -> bytes:
-        """The first `size` bytes, for logs."""
+        """The first `size` bytes, for logs: read no more of a big attachment than that."""
         taken = b""
-        for chunk in self:
-            taken += bytes(chunk[:size - len(taken)])
-            if len(taken) >= size:
-                break
+        for part in self._parts:
+            for chunk in ([part] if isinstance(part, bytes) else part.chunks(size)):
+                taken += chunk[:size - len(taken)]
+                if len(taken) >= size:
+                    return taken
         return taken
 
 
