@@ -153,7 +153,7 @@ def _out_of_time(signum, frame):
 
 def real_effects(settings) -> Effects:
     from .journal import Journal
-    from .ratelimit import ReplyBudget, parse_limit
+    from .ratelimit import ReplyBudget
     from .sendmail import Sendmail
     from .website import Website
 
@@ -163,7 +163,7 @@ def real_effects(settings) -> Effects:
         mailer=Sendmail(settings.sendmail, null_sender=settings.null_sender),
         records=records,
         journal=Journal(records.journal_dir, settings.journal_expire),
-        budget=ReplyBudget(records.counters_dir, parse_limit(settings.reply_limit)),
+        budget=ReplyBudget(records.counters_dir, settings.reply_limit),
         now=lambda: datetime.now(timezone.utc),
     )
 

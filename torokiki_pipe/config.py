@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from .ratelimit import ReplyLimit, parse_limit
+
 DEFAULT_SITE_URL = "http://torokiki.net"
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail -i"
 DEFAULT_LOG_DIR = "./logs"
@@ -56,7 +58,7 @@ class Config:
     api_caller_id: str = "torokiki-pipe"
     give_up_after: float = 2 * 86400          # seconds of temporary failures before answering anyway
     journal_expire: float = 10 * 86400
-    reply_limit: str = DEFAULT_REPLY_LIMIT    # parsed by ratelimit.parse_limit
+    reply_limit: ReplyLimit = parse_limit(DEFAULT_REPLY_LIMIT)
     null_sender: bool = True                  # send replies with the envelope sender <>
     syslog: bool = False                      # also send the summary line to syslog (mail facility)
     source: Path | None = None          # the env file read, if any
@@ -144,13 +146,11 @@ def _build(values: Mapping[str, str], path: Path | None) -> Config:
     if journal_expire < give_up_after:
         raise ConfigError("TOROKIKI_JOURNAL_EXPIRE must be longer than TOROKIKI_GIVE_UP_AFTER, "
                           "or a retried message would be posted again")
-    reply_limit = get("TOROKIKI_REPLY_LIMIT", DEFAULT_REPLY_LIMIT)
-    from .ratelimit import parse_limit
-
     try:
-        parse_limit(reply_limit)
+        reply_limit = parse_limit(get("TOROKIKI_REPLY_LIMIT", DEFAULT_REPLY_LIMIT))
     except ValueError:
-        raise ConfigError(f"TOROKIKI_REPLY_LIMIT must look like 20/hour or off, not {reply_limit!r}") from None
+        raise ConfigError(f"TOROKIKI_REPLY_LIMIT must look like 20/hour or off, "
+                          f"not {get('TOROKIKI_REPLY_LIMIT')!r}") from None
     log_dir = Path(get("TOROKIKI_LOG_DIR", DEFAULT_LOG_DIR))
     if not log_dir.is_absolute() and path is not None and get("TOROKIKI_LOG_DIR"):
         # A relative log dir in a config file means "next to that file", not
