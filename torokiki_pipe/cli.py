@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 
 from . import __version__, config as configuration
 from .outcome import Outcome, exit_code, status_line
-from .journal import JournalBusy
 from .pipeline import Effects, Envelope, Processed, process
 from .read import drain, read_mail
 from .records import CRASHED, Records
@@ -112,8 +111,6 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
         done = process(raw, envelope, settings, effects)
     except RunTimeout:
         done = Processed(Outcome.TIMED_OUT, f"the run took longer than {RUN_TIME_LIMIT} s")
-    except JournalBusy as busy:
-        done = Processed(Outcome.BUSY, str(busy))
     except OSError as error:
         # Writing logs/ failed (disk full, permissions): try again later.
         done = Processed(Outcome.LOGS_UNWRITABLE, f"cannot write {settings.log_dir}: {error.strerror or error}")
@@ -126,7 +123,8 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     line = log_line(done, code, time.monotonic() - started)
     try:
         records.append_line(line)
-        effects.journal.expire()
+        if done.outcome not in DECIDED_BY_HEADERS:   # those runs never load the journal
+            effects.journal.expire()
     except OSError as error:
         print(f"torokiki-pipe: cannot write {settings.log_dir}: {error.strerror}", file=sys.stderr)
     if settings.syslog and not dry_run:
@@ -137,6 +135,9 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
         print(f"# outcome: {done.outcome.value} (exit {code}): {done.detail}")
     return code
 
+
+# Mail the guard settles from its headers: no journal, no website, no reply.
+DECIDED_BY_HEADERS = (Outcome.IGNORED, Outcome.UNANSWERABLE)
 
 # Far below Postfix's command_time_limit (1000 s): a pipe Postfix kills is
 # bounced, not retried, so we stop ourselves first and ask for a retry.
@@ -152,20 +153,45 @@ def _out_of_time(signum, frame):
 
 
 def real_effects(settings) -> Effects:
-    from .journal import Journal
-    from .ratelimit import ReplyBudget
-    from .sendmail import Sendmail
-    from .website import Website
-
     records = Records(settings.log_dir)
-    return Effects(
-        website=Website(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url),
-        mailer=Sendmail(settings.sendmail, null_sender=settings.null_sender),
-        records=records,
-        journal=Journal(records.journal_dir, settings.journal_expire),
-        budget=ReplyBudget(records.counters_dir, settings.reply_limit),
-        now=lambda: datetime.now(timezone.utc),
-    )
+
+    def website():
+        from .website import Website
+        return Website(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url)
+
+    def mailer():
+        from .sendmail import Sendmail
+        return Sendmail(settings.sendmail, null_sender=settings.null_sender)
+
+    def journal():
+        from .journal import Journal
+        return Journal(records.journal_dir, settings.journal_expire)
+
+    def budget():
+        from .ratelimit import ReplyBudget
+        return ReplyBudget(records.counters_dir, settings.reply_limit)
+
+    return Effects(website=Deferred(website), mailer=Deferred(mailer), records=records,
+                   journal=Deferred(journal), budget=Deferred(budget),
+                   now=lambda: datetime.now(timezone.utc))
+
+
+class Deferred:
+    """Stands for an adapter until its first use, then builds it.
+
+    Mail decided from its headers alone (ignored mail above all) so never
+    loads the HTTP client, the journal's lock or the sendmail adapter: at one
+    process per message, every module imported is paid for by every message.
+    """
+
+    def __init__(self, build):
+        self._build = build
+        self._built = None
+
+    def __getattr__(self, name):
+        if self._built is None:
+            self._built = self._build()
+        return getattr(self._built, name)
 
 
 def _read(file, limit):

@@ -12,11 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
-from .body import parse_body, unquote
-from .urls import BadUrl, ContentUrl, parse_content_url
-
 if TYPE_CHECKING:
     from .mime import Attachment, Mail
+    from .urls import ContentUrl
 
 # Reply and forward prefixes in the languages our senders' phones speak.
 _PREFIXES = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr|rv|antw|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
@@ -72,7 +70,11 @@ def read_subject(subject: str) -> SubjectLine:
     if not found:
         return SubjectLine(command="" if not stripped else "?", argument=stripped, raw=subject or "")
     word, argument = found.groups()
-    return SubjectLine(command=word.lower(), argument=unquote(argument or ""), raw=subject or "")
+    if argument:
+        from .body import unquote   # the body grammar's quotes; `help` has no argument to unquote
+
+        argument = unquote(argument)
+    return SubjectLine(command=word.lower(), argument=argument or "", raw=subject or "")
 
 
 def needs_body(line: SubjectLine) -> bool:
@@ -185,6 +187,9 @@ def split_tags(value: str) -> tuple[str, ...]:
 
 def _read_url_and_body(line: SubjectLine, mail: Mail, site_url: str):
     """The URL of the subject and the tags of the body, with every problem of either."""
+    from .body import parse_body
+    from .urls import BadUrl, parse_content_url
+
     problems: list[Problem] = []
     try:
         url = parse_content_url(line.argument, site_url)

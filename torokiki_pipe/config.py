@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from .ratelimit import ReplyLimit, parse_limit
-
 DEFAULT_SITE_URL = "http://torokiki.net"
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail -i"
 DEFAULT_LOG_DIR = "./logs"
@@ -39,6 +37,28 @@ KEYS = (
     "TOROKIKI_GIVE_UP_AFTER", "TOROKIKI_JOURNAL_EXPIRE", "TOROKIKI_REPLY_LIMIT",
     "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG",
 )
+
+
+@dataclass(frozen=True)
+class ReplyLimit:
+    """TOROKIKI_REPLY_LIMIT, read; ratelimit.ReplyBudget enforces it."""
+    count: int        # replies allowed per window; 0 means no limit
+    window: float     # seconds
+
+
+def parse_limit(text: str) -> ReplyLimit:
+    """"20/hour", "100/day", "5/10min", "off"/"0" -> ReplyLimit; ValueError otherwise."""
+    text = text.strip().lower()
+    if text in ("", "0", "off", "none", "no"):
+        return ReplyLimit(0, 3600)
+    count, _, per = text.partition("/")
+    units = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "m": 60,
+             "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+    digits = "".join(c for c in per if c.isdigit()) or "1"
+    unit = per[len(digits):] if per.startswith(digits) else per
+    if not count.strip().isdigit() or unit.strip() not in units:
+        raise ValueError(f"{text!r} is not like 20/hour")
+    return ReplyLimit(int(count), int(digits) * units[unit.strip()])
 
 
 class ConfigError(Exception):

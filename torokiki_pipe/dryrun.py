@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 from .journal import Entry
 from .pipeline import Effects
-from .ratelimit import SEND, ReplyLimit
+from .config import ReplyLimit
+from .ratelimit import SEND
 from .sendmail import SendResult
 from .website import JsonBody, Website, WebsiteAnswer
 

@@ -38,10 +38,12 @@ class Sender:
 
 # Subjects of out-of-office and other automatic answers that carry none of the
 # RFC 3834 headers (Apple's "Auto reply:", older Exchange, many webmails).
-_AUTO_REPLY_SUBJECT = re.compile(
+# Patterns here are strings that `re` compiles (and caches) on first use:
+# most mail never needs them, and each run is a fresh process.
+_AUTO_REPLY_SUBJECT = (
     r"^\s*(auto(matic|matische|matyczna)?[ -]?(reply|antwort|odpowied\w*|svar)|out of (the )?office|"
     r"abwesen\w*|r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|"
-    r"automatisch antwoord|fuera de la oficina|absence)", re.I)
+    r"automatisch antwoord|fuera de la oficina|absence)")
 
 
 def our_message_id_suffix(gateway_address: str) -> str:
@@ -78,7 +80,7 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
     if loop_marker(gateway_address) in head.x_loop:
         return "carries our own X-Loop marker"
     answers_us = our_message_id_suffix(gateway_address) in f"{head.in_reply_to} {head.references}".lower()
-    if answers_us and _AUTO_REPLY_SUBJECT.match(head.subject):
+    if answers_us and re.match(_AUTO_REPLY_SUBJECT, head.subject, re.I):
         return f"an automatic answer to one of our replies ({head.subject[:60]})"
     if answers_us and loop_marker(gateway_address).encode() in raw.lower():
         return "quotes one of our replies whole (an automatic answer)"
@@ -87,7 +89,7 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
 
 # An addr-spec we are willing to hand to sendmail: no white space, no
 # characters that could end the address or start another, one @.
-_ADDR = re.compile(r"^[^\s@<>(),;:\"\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_ADDR = r"^[^\s@<>(),;:\"\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$"
 
 
 def reply_sender(from_header: str) -> Sender | str:
@@ -120,7 +122,7 @@ def reply_sender(from_header: str) -> Sender | str:
         return f"the From header must hold exactly one address, it holds {len(addresses)}"
     address = addresses[0].addr_spec
     # ASCII and printable only: that is what reply.build and sendmail can write (no SMTPUTF8).
-    if (not _ADDR.match(address) or ".." in address or address.startswith("-")
+    if (not re.match(_ADDR, address) or ".." in address or address.startswith("-")
             or not address.isascii() or not address.isprintable()):
         return f"the From address {address!r} is not a well-formed address"
     name = " ".join("".join(c for c in addresses[0].display_name if c.isprintable()).split())

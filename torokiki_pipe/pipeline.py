@@ -79,10 +79,15 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
 
     line = read_subject(head.subject)
     seen = replace(seen, sender=sender.address, command=line.command)
+    from .journal import JournalBusy
+
     journal = effects.journal
     key = journal.key_for(head.key, head.digest)
-    with journal.hold(key, head.digest) as entry:
-        return _answer(raw, head, line, sender, key, entry, config, effects, seen)
+    try:
+        with journal.hold(key, head.digest) as entry:
+            return _answer(raw, head, line, sender, key, entry, config, effects, seen)
+    except JournalBusy as busy:
+        return replace(seen, outcome=Outcome.BUSY, detail=str(busy))
 
 
 def _answer(raw, head: Head, line, sender: Sender, key: str, entry, config: Config, effects: Effects,

@@ -14,19 +14,16 @@ import hashlib
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .records import make_private_dirs, write_atomically
 
+if TYPE_CHECKING:
+    from .config import ReplyLimit
+
 SEND, LAST, SILENT = "send", "last", "silent"
 IDENTICAL_WINDOW = 24 * 3600
-
-
-@dataclass(frozen=True)
-class ReplyLimit:
-    count: int        # replies allowed per window; 0 means no limit
-    window: float     # seconds
 
 
 class ReplyBudget:
@@ -66,21 +63,6 @@ class ReplyBudget:
         make_private_dirs(self.root)
         with FileLock(str(self.root / f"{name}.lock"), timeout=60, mode=0o600):
             yield self.root / f"{name}.json"
-
-
-def parse_limit(text: str) -> ReplyLimit:
-    """"20/hour", "100/day", "5/10min", "off"/"0" -> ReplyLimit; ValueError otherwise."""
-    text = text.strip().lower()
-    if text in ("", "0", "off", "none", "no"):
-        return ReplyLimit(0, 3600)
-    count, _, per = text.partition("/")
-    units = {"s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "m": 60,
-             "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
-    digits = "".join(c for c in per if c.isdigit()) or "1"
-    unit = per[len(digits):] if per.startswith(digits) else per
-    if not count.strip().isdigit() or unit.strip() not in units:
-        raise ValueError(f"{text!r} is not like 20/hour")
-    return ReplyLimit(int(count), int(digits) * units[unit.strip()])
 
 
 def _digest(data) -> str:
