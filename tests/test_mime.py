@@ -159,3 +159,22 @@ def test_a_big_canonical_base64_body_is_kept_as_the_mails_own_text():
     ragged = big_photo_mail().replace(b"\n--cut--", b"AAA\n--cut--")
     [fixed] = parse_mail(ragged).attachments
     assert isinstance(fixed.body, bytes)
+
+
+@pytest.mark.parametrize("text, kept", [
+    (b"QUJD\nREVG\n", True),            # "ABCDEF"
+    (b"QUI=\n", True),                  # one padding character
+    (b"QQ==\r\n", True),                # two, CRLF lines
+    (b"QU*D\nREVG\n", False),           # a character outside the alphabet
+    (b"QQ==\nQUJD\n", False),           # padding in the middle
+    (b"Q===\n", False),                 # three padding characters
+    (b"QUJ\n", False),                  # not a multiple of four
+])
+def test_only_base64_the_website_takes_as_it_stands_is_streamed_as_written(text, kept):
+    from torokiki_pipe.mime import Base64Text
+
+    raw = b"x" + text + b"y"   # the run sits inside a bigger mail
+    found = Base64Text.if_canonical(raw, 1, 1 + len(text))
+    assert (found is not None) == kept
+    if kept:
+        assert b"".join(found.chunks()) == text.replace(b"\r", b"").replace(b"\n", b"")
