@@ -3,14 +3,17 @@
 
     python bench/run.py [--quick] [--json PATH] [--strict] [--wait-quiet SECONDS [--retries N]]
 
-Starts the reference website (torokiki_pipe.devtools.website) on a loopback
-port and uses the outbox stand-in (torokiki_pipe.devtools.outbox) as sendmail,
-then runs the installed ``torokiki-pipe --config ENV`` as a whole process, one
-mail on a pipe on stdin, many times, and reports per mail: wall time, CPU time
-(user+sys of the child and the sendmail it waited for) and peak RSS, all from
+Starts the reference website (torokiki_pipe.devtools.website) and an SMTP sink
+(torokiki_pipe.devtools.smtpsink) on loopback ports and uses the real msmtp,
+delivering to that sink, as sendmail (as production does; without msmtp, the
+Python outbox stand-in, torokiki_pipe.devtools.outbox, and a loud warning), then
+runs the installed ``torokiki-pipe --config ENV`` as a whole process, one mail on
+a pipe on stdin, many times, and reports per mail: wall time, CPU time (user+sys
+of the child and the sendmail it waited for) and peak RSS, all from
 ``os.wait4``; the same for the interpreter floor (``-c pass``, ``-c "import
 mailparser"``, ``-c "import requests, mailparser"``, same interpreter as the
-installed command); the ratios to those floors, and the throughput of 8
+installed command) and for the libraries each path cannot do without
+(LIBRARY_FLOORS); the ratios to those floors, and the throughput of 8
 concurrent pipes against a website that answers in a fixed 200 ms.
 
 Standard library plus the project's devtools only; it never imports the
@@ -61,6 +64,7 @@ def _ensure_project_importable() -> None:
 
 _ensure_project_importable()
 
+from torokiki_pipe.devtools import smtpsink  # noqa: E402
 from torokiki_pipe.devtools import website as reference  # noqa: E402
 
 SITE_URL = "http://torokiki.net"
@@ -91,6 +95,23 @@ TARGETS = [
 ]
 THROUGHPUT_TARGET = 0.80
 FOREIGN_CORES_WARNING = 0.10       # other work above this share of a core makes a run suspect
+
+# The libraries each path of the gateway cannot do without, imported alone (label, python -c
+# code): informational floors, measured like the others.  A path whose row is already near
+# or above its wall target cannot meet that target with these libraries.  Edit them here
+# when a path's imports change.
+LIBRARY_FLOORS = [
+    ("libraries: ignored path",
+     "import dataclasses, argparse, json, email.parser, email.policy, email.utils, dotenv"),
+    ("libraries: help path",
+     "import dataclasses, argparse, json, subprocess, email.parser, email.policy, email.utils, "
+     "email.message, email.generator, dotenv, filelock"),
+    ("libraries: media path",
+     "import dataclasses, argparse, json, subprocess, email.parser, email.policy, email.utils, "
+     "email.message, email.generator, dotenv, filelock, requests"),
+]
+SINK_MSMTP = "sink: msmtp to the loopback sink, 1 KB reply"
+SINK_STAND_IN = "sink: outbox stand-in, 1 KB reply"
 
 
 # --------------------------------------------------------------------------- locating the pipe
@@ -505,6 +526,7 @@ class Bench:
         self.failures: list[str] = []
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self.http = HttpLog()
+        self.sink: smtpsink.SmtpSink | None = None     # None: the outbox stand-in is the sendmail
         # Children get a Postfix-like environment: no TOROKIKI_* (nor PYTHON*) of the caller.
         self.env = {"PATH": "/usr/bin:/bin"}
         for key in ("LANG", "LC_ALL", "TZ"):
@@ -518,7 +540,7 @@ class Bench:
         self.server, self.base_url = reference.serve_in_thread(self.work / "store", SITE_URL, api_key=API_KEY)
         instrument(self.server, self.http)
         self.env_file = self.work / "torokiki.env"
-        sendmail = shlex.join([self.python, "-m", "torokiki_pipe.devtools.outbox", str(self.outbox)])
+        sendmail, sink_row = self.start_sendmail()
         values = {
             "TOROKIKI_SITE_URL": SITE_URL,
             "TOROKIKI_API_URL": self.base_url,
@@ -551,17 +573,50 @@ class Bench:
             ("floor: -c pass", [self.python, "-c", "pass"], b""),
             ("floor: import mailparser", [self.python, "-c", "import mailparser"], b""),
             ("floor: import requests, mailparser", [self.python, "-c", "import requests, mailparser"], b""),
-            # Not a floor of the targets: what the sendmail stand-in alone costs per reply, so
-            # that the pipe's own share of a replied mail can be told (wall - this).
-            ("sink: outbox stand-in, 1 KB reply", [*shlex.split(sendmail), "--", "bench@example.net"],
-             SMALL_REPLY),
+            # Not floors of the targets, for reading them: what the libraries of each path
+            # cost alone, and what the sendmail alone costs per reply.
+            *((label, [self.python, "-c", code], b"") for label, code in LIBRARY_FLOORS),
+            sink_row,
         ]
+
+    def start_sendmail(self) -> tuple[str, tuple[str, list[str], bytes]]:
+        """TOROKIKI_SENDMAIL and the floor row of the sendmail alone: msmtp into an SMTP sink in
+        this process when msmtp is installed (as production), else the outbox stand-in."""
+        msmtp = shutil.which("msmtp")
+        if msmtp:
+            self.sink = smtpsink.serve_in_thread()
+            rc = self.work / "msmtprc"
+            fd = os.open(rc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # msmtp refuses others' read
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write("\n".join([
+                    "# written by bench/run.py", "defaults", "auth off", "tls off", "syslog off",
+                    "logfile", "timeout 15", "", "account sink", f"host {self.sink.host}",
+                    f"port {self.sink.port}", f"from {GATEWAY}", "", "account default : sink", ""]))
+            sendmail = shlex.join([msmtp, "-C", str(rc)])
+            self.sendmail_info = {"kind": "msmtp", "command": sendmail}
+            # The gateway runs `COMMAND -f <> -- RECIPIENT` (null envelope sender): the same here.
+            row = (SINK_MSMTP, [*shlex.split(sendmail), "-f", "<>", "--", "bench@example.net"], SMALL_REPLY)
+        else:
+            sendmail = shlex.join([self.python, "-m", "torokiki_pipe.devtools.outbox", str(self.outbox)])
+            self.sendmail_info = {"kind": "outbox stand-in", "command": sendmail}
+            # What the stand-in alone costs per reply, so that the pipe's share can be told (wall - this).
+            row = (SINK_STAND_IN, [*shlex.split(sendmail), "--", "bench@example.net"], SMALL_REPLY)
+            print("WARNING: msmtp is not installed (`make deps` installs it): the sendmail is the Python "
+                  "outbox stand-in,\nWARNING: ~27 ms a reply that production does not pay; the wall "
+                  "targets are judged without it (-sendmail)", file=sys.stderr, flush=True)
+        return sendmail, row
+
+    @property
+    def stand_in(self) -> bool:
+        return self.sink is None
 
     def stop(self) -> None:
         try:
             self.spawner.close()
             if hasattr(self, "server"):
                 self.server.shutdown()
+            if self.sink is not None:
+                self.sink.shutdown()
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
             shutil.rmtree(self.scratch, ignore_errors=True)
@@ -570,8 +625,19 @@ class Bench:
     def pipe_argv(self) -> list[str]:
         return [str(self.pipe), "--config", str(self.env_file)]
 
-    def replies(self) -> list[Path]:
-        return [p for p in self.outbox.iterdir() if p.suffix == ".eml" and not p.name.startswith(".")]
+    def replies(self) -> int:
+        """How many replies were handed over: messages at the sink (or files in the outbox)."""
+        if self.sink is not None:
+            return self.sink.count()
+        return len([p for p in self.outbox.iterdir() if p.suffix == ".eml" and not p.name.startswith(".")])
+
+    def clear_replies(self) -> None:
+        if self.sink is not None:
+            self.sink.clear()
+            return
+        for old in self.outbox.iterdir():
+            if old.suffix == ".eml" and not old.name.startswith("."):
+                old.unlink()
 
     def spawn(self, argv: list[str], data: bytes) -> Run:
         run = self.spawner.run(argv, data, self.env)
@@ -583,8 +649,7 @@ class Bench:
         print(f"\n!!! FAILURE: {text}", file=sys.stderr, flush=True)
 
     def one_mail(self, name: str, template: bytes, expected_http: list, reply: bool) -> Run:
-        for old in self.replies():
-            old.unlink()
+        self.clear_replies()
         run = self.spawn(self.pipe_argv(), with_fresh_id(template))
         requests = self.http.during(run.start, run.end)
         run.web = sum(e[1] - e[0] for e in requests)
@@ -594,9 +659,10 @@ class Bench:
         elif got != expected_http:
             self.fail(f"{name}: expected API requests {expected_http}, the website saw {got}")
         else:
-            sent = len(self.replies())
+            sent = self.replies()
             if sent != (1 if reply else 0):
-                self.fail(f"{name}: expected {'one reply' if reply else 'no reply'}, the outbox got {sent}")
+                where = "the outbox" if self.stand_in else "the SMTP sink"
+                self.fail(f"{name}: expected {'one reply' if reply else 'no reply'}, {where} got {sent}")
         return run
 
     # ---- the per-mail and floor measurements
@@ -634,7 +700,7 @@ class Bench:
             work.put(with_fresh_id(template))
         runs: list[Run] = []
         lock = threading.Lock()
-        before = len(self.replies())
+        before = self.replies()
         set_mode(self.base_url, {"mode": "slow", "delay": SLOW_DELAY})
         print(f"throughput: {mails} mails, {CONCURRENCY} concurrent pipes, website answering in "
               f"{SLOW_DELAY * 1000:.0f} ms ...", flush=True)
@@ -678,7 +744,7 @@ class Bench:
         if statuses.count(201) != mails:
             self.fail(f"throughput: the website stored {statuses.count(201)} of {mails} mails "
                       f"(statuses seen: {sorted(set(map(str, statuses)))})")
-        sent = len(self.replies()) - before
+        sent = self.replies() - before
         if sent != mails:
             self.fail(f"throughput: {sent} replies for {mails} mails")
         return {
@@ -717,15 +783,19 @@ class Bench:
         floor_import = statistics.median(r.wall for r in floors["floor: import mailparser"])
         floor_rss_kb = statistics.median(r.maxrss_kb for r in floors["floor: import requests, mailparser"])
 
-        report: dict = {"floors": {}, "mails": {}, "targets": []}
+        report: dict = {"sendmail": dict(self.sendmail_info), "floors": {}, "mails": {}, "targets": []}
         for name, runs in floors.items():
+            wall = summary([r.wall for r in runs])
             report["floors"][name] = {
-                "wall_s": summary([r.wall for r in runs]), "cpu_s": summary([r.cpu for r in runs]),
+                "wall_s": wall, "cpu_s": summary([r.cpu for r in runs]),
                 "maxrss_kb": summary([r.maxrss_kb for r in runs]),
+                "wall_over_import_mailparser_floor": wall["median"] / floor_import,
             }
-        # The sendmail stand-in is the MTA's cost, not the gateway's: it is a Python
-        # process here, where production hands the reply to a C sendmail or msmtp.
-        sink_wall = statistics.median(r.wall for r in floors["sink: outbox stand-in, 1 KB reply"])
+        # With msmtp the reply costs what it costs in production and the wall is judged whole.
+        # The stand-in is a Python process (~27 ms) where production runs a C sendmail or
+        # msmtp: it is the MTA's cost, not the gateway's, so then the targets are judged
+        # without it.
+        sink_wall = (statistics.median(r.wall for r in floors[SINK_STAND_IN]) if self.stand_in else None)
         sizes = {}
         for name, template, _, replies, payload, _ in self.cases:
             runs = cases[name]
@@ -743,15 +813,19 @@ class Bench:
                 "maxrss_kb": rss,
                 "wall_over_import_mailparser_floor": wall["median"] / floor_import,
                 "wall_without_sendmail_over_import_mailparser_floor":
-                    (wall["median"] - (sink_wall if replies else 0.0)) / floor_import,
+                    ((wall["median"] - (sink_wall if replies else 0.0)) / floor_import
+                     if sink_wall is not None else None),
                 "rss_above_requests_mailparser_floor_bytes": above,
                 "rss_above_floor_per_message_byte": above / size,
                 "rss_above_floor_per_payload_byte": (above / payload) if payload else None,
             }
         for metric, case, limit in TARGETS:
             entry = report["mails"][case]
-            value = (entry["wall_without_sendmail_over_import_mailparser_floor"] if metric == "wall"
-                     else entry["rss_above_floor_per_message_byte"])
+            if metric == "wall":
+                value = entry["wall_over_import_mailparser_floor" if sink_wall is None
+                              else "wall_without_sendmail_over_import_mailparser_floor"]
+            else:
+                value = entry["rss_above_floor_per_message_byte"]
             report["targets"].append({"metric": metric, "case": case, "value": value, "limit": limit,
                                       "pass": value <= limit})
 
@@ -851,42 +925,65 @@ def print_report(report: dict, meta: dict) -> None:
     print(f"machine: {m['nproc']} cores, {m['cpu_model']}, {m['memory_mb']} MB, Python {m['python']}")
     print(f"pipe: {meta['pipe']}  ({meta['pipe_version'] or 'version unknown'})")
     print()
-    header = (f"{'case':<36}{'size':>9}{'n':>4}  {'wall ms (±½IQR)':<17}{'web ms':>8}{'CPU ms':>8}"
-              f"{'RSS MB':>8}  {'wall/floor':>10} {'-sendmail':>9}  {'ΔRSS/size':>9}")
+    stand_in = report["sendmail"]["kind"] != "msmtp"
+    print(f"sendmail: {report['sendmail']['kind']}: {report['sendmail']['command']}")
+    if stand_in:
+        print("WARNING: msmtp is not installed: the sendmail is the Python outbox stand-in; the wall "
+              "targets are judged without it (-sendmail)")
+    print()
+    # With the stand-in a second ratio column: the wall without the stand-in, which is judged.
+    ratio_head = f"{'wall/floor':>10} {'-sendmail':>9}" if stand_in else f"{'wall/floor':>10}"
+    ratio_width = 27 if stand_in else 21
+    # The case column fits the longest label (the msmtp sink row's is 44 characters).
+    w = max([36] + [len(name) + 1 for name in (*report["floors"], *report["mails"])])
+    header = (f"{'case':<{w}}{'size':>9}{'n':>4}  {'wall ms (±½IQR)':<17}{'web ms':>8}{'CPU ms':>8}"
+              f"{'RSS MB':>8}  {ratio_head:<{ratio_width - 2}}{'ΔRSS/size':>9}")
     print(header)
     print("-" * len(header))
     for name, entry in report["floors"].items():
-        print(f"{name:<36}{'':>9}{entry['wall_s']['n']:>4}  {_ms(entry['wall_s']):<17}{'':>8}"
-              f"{entry['cpu_s']['median'] * 1000:8.1f}{entry['maxrss_kb']['median'] / KB:8.1f}")
+        ratio = entry["wall_over_import_mailparser_floor"]
+        print(f"{name:<{w}}{'':>9}{entry['wall_s']['n']:>4}  {_ms(entry['wall_s']):<17}{'':>8}"
+              f"{entry['cpu_s']['median'] * 1000:8.1f}{entry['maxrss_kb']['median'] / KB:8.1f}  "
+              f"{ratio:5.2f}x")
     targets = {(t["metric"], t["case"]): t for t in report["targets"]}
     for name, entry in report["mails"].items():
         wall_t, rss_t = targets.get(("wall", name)), targets.get(("rss", name))
-        ratio = (f"{entry['wall_over_import_mailparser_floor']:5.2f}x "
-                 f"{entry['wall_without_sendmail_over_import_mailparser_floor']:5.2f}x")
+        ratio = f"{entry['wall_over_import_mailparser_floor']:5.2f}x"
+        if stand_in:
+            ratio += f" {entry['wall_without_sendmail_over_import_mailparser_floor']:5.2f}x"
         ratio += f" {verdict(wall_t['pass'])}≤{wall_t['limit']:g}" if wall_t else ""
         per = entry["rss_above_floor_per_message_byte"]
         rss = f"{per:6.2f}x" if entry["message_bytes"] >= 50 * KB else f"{'-':>7}"
         rss += f" {verdict(rss_t['pass'])}≤{rss_t['limit']:g}" if rss_t else ""
-        print(f"{name:<36}{_size(entry['message_bytes']):>9}{entry['wall_s']['n']:>4}  "
+        print(f"{name:<{w}}{_size(entry['message_bytes']):>9}{entry['wall_s']['n']:>4}  "
               f"{_ms(entry['wall_s']):<17}{entry['website_s']['median'] * 1000:8.1f}"
               f"{entry['cpu_s']['median'] * 1000:8.1f}{entry['maxrss_kb']['median'] / KB:8.1f}  "
-              f"{ratio:<27}{rss}")
+              f"{ratio:<{ratio_width}}{rss}")
     get = report["mails"].get("get-5MB")
     if get:
-        print(f"{'':<36}get-5MB: ΔRSS {get['rss_above_requests_mailparser_floor_bytes'] / MB:.1f} MB = "
+        print(f"{'':<{w}}get-5MB: ΔRSS {get['rss_above_requests_mailparser_floor_bytes'] / MB:.1f} MB = "
               f"{get['rss_above_floor_per_payload_byte']:.2f}x the 5 MB it fetches")
-    sink = report["floors"].get("sink: outbox stand-in, 1 KB reply")
-    if sink:
-        print(f"{'':<36}every mail but 'ignored' includes one run of the sendmail stand-in "
+    libraries = [label for label, _ in LIBRARY_FLOORS if label in report["floors"]]
+    if libraries:
+        print(f"{'':<{w}}libraries: rows import alone what a path cannot do without; a wall target "
+              f"below its row's ratio\n{'':<{w}}is out of reach with those libraries")
+    sink = report["floors"].get(SINK_STAND_IN if stand_in else SINK_MSMTP)
+    if sink and stand_in:
+        print(f"{'':<{w}}every mail but 'ignored' includes one run of the sendmail stand-in "
               f"({sink['wall_s']['median'] * 1000:.0f} ms wall, {sink['cpu_s']['median'] * 1000:.0f} ms CPU);\n"
-              f"{'':<36}the wall targets are judged without it (-sendmail): it is the MTA's cost")
+              f"{'':<{w}}the wall targets are judged without it (-sendmail): it is the MTA's cost")
+    elif sink:
+        print(f"{'':<{w}}every mail but 'ignored' includes one run of msmtp to the loopback sink "
+              f"({sink['wall_s']['median'] * 1000:.0f} ms wall, {sink['cpu_s']['median'] * 1000:.0f} ms CPU),\n"
+              f"{'':<{w}}as in production; the wall targets are judged on the whole wall")
     tp = report["throughput"]
     print()
     print(f"throughput: {tp['mails']} text responses, {tp['concurrency']} concurrent pipes, website "
           f"answering in {tp['website_delay_s'] * 1000:.0f} ms")
     print(f"  {tp['messages_per_s']:.2f} msg/s in {tp['elapsed_s']:.1f} s; per pipe under load: wall "
           f"{tp['wall_s']['median'] * 1000:.0f} ms, CPU {tp['cpu_s']['median'] * 1000:.0f} ms (median); "
-          f"bench process (website) CPU {tp['bench_process_cpu_s_per_message'] * 1000:.1f} ms/msg")
+          f"bench process ({'website' if stand_in else 'website, SMTP sink'}) CPU "
+          f"{tp['bench_process_cpu_s_per_message'] * 1000:.1f} ms/msg")
     print(f"  bound = min({tp['concurrency']} / ({tp['website_delay_s']:.3f} + "
           f"{tp['single_pipe_wall_without_website_s']:.3f}) = {tp['latency_bound_per_s']:.2f}, "
           f"{tp['cores']} cores / {tp['single_pipe_cpu_s']:.3f} s = {tp['cpu_bound_per_s']:.2f}) "
@@ -938,8 +1035,12 @@ def main(argv: list[str] | None = None) -> int:
         report = bench.run()
     finally:
         bench.stop()
+    stand_in = report["sendmail"]["kind"] != "msmtp"
     report = {**meta, "targets_definition": {
-        "wall": "median wall / median wall of `python -c 'import mailparser'`",
+        "wall": ("(median wall - median wall of the outbox stand-in alone, for mails that get a reply) "
+                 "/ median wall of `python -c 'import mailparser'`" if stand_in else
+                 "median wall (msmtp delivering the reply included) / median wall of "
+                 "`python -c 'import mailparser'`"),
         "rss": "(median peak RSS - median peak RSS of `python -c 'import requests, mailparser'`) "
                "/ message size in bytes",
         "throughput": "messages per second / min(8 / (0.200 s + single pipe wall without website), "

@@ -1,4 +1,4 @@
-"""The development tools: the reference website and the outbox stand-in."""
+"""The development tools: the reference website, the outbox stand-in and the SMTP sink."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import email
 import email.policy
 import json
 import os
+import random
+import select
+import shlex
+import shutil
+import smtplib
 import subprocess
 import sys
 import threading
@@ -15,8 +20,9 @@ import time
 import pytest
 import requests
 
-from torokiki_pipe.devtools import outbox
+from torokiki_pipe.devtools import outbox, smtpsink
 from torokiki_pipe.devtools.website import make_png, serve_in_thread
+from torokiki_pipe.sendmail import Sendmail
 
 SITE = "http://torokiki.net"
 KEY = "test-api-key"
@@ -265,6 +271,153 @@ def test_outbox_unwritable_folder_is_temporary(tmp_path):
     done = subprocess.run([sys.executable, "-m", "torokiki_pipe.devtools.outbox", str(blocker / "box"),
                            "--", "a@x"], input=b"x", capture_output=True, timeout=30)
     assert done.returncode == 75
+
+
+# --------------------------------------------------------------------------- SMTP sink (stdlib)
+
+@pytest.fixture
+def sink(tmp_path):
+    """The standard-library SMTP sink, also writing each message into tmp_path/"sink"."""
+    server = smtpsink.serve_in_thread(tmp_path / "sink")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def sink_msmtp(sink, tmp_path):
+    """The TOROKIKI_SENDMAIL value for the real msmtp delivering to `sink` (as conftest's msmtp)."""
+    path = shutil.which("msmtp")
+    if path is None:
+        pytest.skip("msmtp is not installed (apt-get install msmtp; `make deps` does it)")
+    rc = tmp_path / "msmtprc-sink"
+    rc.write_text("\n".join([
+        "defaults", "auth off", "tls off", "syslog off", "logfile", "timeout 15", "",
+        "account sink", f"host {sink.host}", f"port {sink.port}", "from gateway@torokiki.net", "",
+        "account default : sink", "",
+    ]))
+    rc.chmod(0o600)                     # msmtp refuses a config others can read
+    return shlex.join([path, "-C", str(rc)])
+
+
+def send_as_the_gateway(command: str, message: bytes, recipient: str = "kiri@example.net"):
+    """Run the mailer with exactly the argv the gateway builds (null sender, `-- recipient`)."""
+    argv = Sendmail(tuple(shlex.split(command))).argv(recipient)
+    return subprocess.run(argv, input=message, capture_output=True, timeout=60)
+
+
+# Date and Message-ID present, so that msmtp adds no header and the bytes can be compared.
+HEAD = (b"From: Torokiki <gateway@torokiki.net>\nTo: kiri@example.net\nSubject: sink\n"
+        b"Date: Tue, 14 May 2024 08:02:05 +1200\nMessage-ID: <sink-test@torokiki.net>\n\n")
+
+
+def test_msmtp_delivers_a_reply_with_the_null_sender(sink, sink_msmtp):
+    done = send_as_the_gateway(sink_msmtp, HEAD + b"Kia ora\n")
+    assert done.returncode == 0, done.stderr
+    [received] = sink.wait_for(1, timeout=10)
+    assert received.mail_from == "<>"
+    assert received.rcpt_tos == ("kiri@example.net",)
+    assert received.data == (HEAD + b"Kia ora\n").replace(b"\n", b"\r\n")
+    assert email.message_from_bytes(received.data, policy=email.policy.default)["Subject"] == "sink"
+
+
+def test_msmtp_dot_stuffing_is_undone(sink, sink_msmtp):
+    body = b".a line that starts with a dot\n..two dots\n.\nthe line above is a lone dot\n"
+    done = send_as_the_gateway(sink_msmtp, HEAD + body)
+    assert done.returncode == 0, done.stderr
+    assert sink.wait_for(1)[0].data == (HEAD + body).replace(b"\n", b"\r\n")
+
+
+def test_msmtp_a_5mb_message_arrives_byte_exact(sink, sink_msmtp):
+    rng = random.Random(5)
+    lines = [base64.b64encode(rng.randbytes(57)) for _ in range(5 * 1024 * 1024 // 78)]
+    lines[1::1000] = [b"." + line for line in lines[1::1000]]
+    message = HEAD + b"\n".join(lines) + b"\n"
+    done = send_as_the_gateway(sink_msmtp, message)
+    assert done.returncode == 0, done.stderr
+    [received] = sink.wait_for(1)
+    assert len(received.data) > 5 * 1024 * 1024
+    assert received.data == message.replace(b"\n", b"\r\n")
+
+
+def test_msmtp_messages_are_written_into_the_folder(sink, sink_msmtp, tmp_path):
+    for n in range(3):
+        done = send_as_the_gateway(sink_msmtp, HEAD + f"message {n}\n".encode())
+        assert done.returncode == 0, done.stderr
+    assert sink.count() == 3
+    files = sorted((tmp_path / "sink").iterdir())
+    assert [p.suffix for p in files] == [".eml"] * 3          # no temporary file left
+    parsed = email.message_from_bytes(files[2].read_bytes(), policy=email.policy.default)
+    assert parsed["X-Sink-Envelope-From"] == "<>"
+    assert parsed["X-Sink-Envelope-To"] == "kiri@example.net"
+    assert files[2].read_bytes().endswith(b"\r\n\r\nmessage 2\r\n")
+    sink.clear()
+    assert sink.count() == 0 and sink.messages == []
+
+
+def test_sink_speaks_enough_smtp(sink):
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        code, features = client.ehlo("bench.example.net")
+        assert code == 250 and b"8BITMIME" in features and b"SIZE" in features
+        assert b"PIPELINING" not in features
+        assert client.noop()[0] == 250
+        assert client.docmd("VRFY", "kiri")[0] == 502
+        assert client.docmd("DATA")[0] == 503                  # no MAIL, no RCPT yet
+        assert client.docmd("RCPT TO:<kiri@example.net>")[0] == 503
+        assert client.docmd("MAIL FROM:<> SIZE=120 BODY=8BITMIME")[0] == 250
+        assert client.docmd("MAIL FROM:<> SIZE=120")[0] == 503   # nested
+        assert client.docmd("RCPT TO:<>")[0] == 501
+        assert client.docmd("RCPT TO:<kiri@example.net>")[0] == 250
+        assert client.rset()[0] == 250
+        assert client.docmd("RCPT TO:<kiri@example.net>")[0] == 503   # RSET forgot MAIL
+        client.sendmail("gw@torokiki.net", ["a@example.net", "b@example.net"], b"Subject: x\r\n\r\n.hi\r\n")
+        assert client.docmd(f"MAIL FROM:<gw@torokiki.net> SIZE={smtpsink.DEFAULT_MAX_SIZE + 1}")[0] == 552
+        assert client.helo()[0] == 250
+    [received] = sink.wait_for(1)
+    assert received == smtpsink.Received("gw@torokiki.net", ("a@example.net", "b@example.net"),
+                                         b"Subject: x\r\n\r\n.hi\r\n")
+
+
+def test_sink_refuses_data_above_its_limit_and_goes_on(tmp_path):
+    small = smtpsink.serve_in_thread(max_size=10_000)
+    try:
+        with smtplib.SMTP(small.host, small.port, timeout=10) as client:
+            for command in ("MAIL FROM:<gw@torokiki.net>", "RCPT TO:<kiri@example.net>", "DATA"):
+                client.putcmd(command)
+                assert client.getreply()[0] in (250, 354)
+            client.send((b"y" * 76 + b"\r\n") * 500 + b".\r\n")      # 39 KB, no SIZE= announced
+            assert client.getreply()[0] == 552
+            # the session goes on: an empty message (the final "." right after 354) is kept
+            for command in ("MAIL FROM:<>", "RCPT TO:<kiri@example.net>", "DATA"):
+                client.putcmd(command)
+                assert client.getreply()[0] in (250, 354)
+            client.send(b".\r\n")
+            assert client.getreply()[0] == 250
+        assert small.wait_for(1) == [smtpsink.Received("<>", ("kiri@example.net",), b"")]
+        with pytest.raises(TimeoutError):
+            small.wait_for(2, timeout=0.2)
+    finally:
+        small.shutdown()
+
+
+def test_sink_command_line_prints_its_port_and_writes_messages(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "torokiki_pipe.devtools.smtpsink", "--port", "0",
+                                str(tmp_path / "box")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert select.select([process.stdout], [], [], 10)[0], "the sink printed nothing within 10 s"
+        line = process.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:")
+        port = int(line.strip().rsplit(":", 1)[1])
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("", ["kiri@example.net"], b"Subject: cli\r\n\r\nhello\r\n")
+        [stored] = list((tmp_path / "box").iterdir())
+        assert stored.read_bytes().endswith(b"Subject: cli\r\n\r\nhello\r\n")
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    assert "1 message(s) received" in process.stderr.read()
 
 
 # --------------------------------------------------------------------------- fixtures
