@@ -7,9 +7,9 @@ need nothing but the headers, so this stage parses them alone, with the light
 
 from __future__ import annotations
 
-import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
@@ -34,11 +34,22 @@ class Head:
     references: str
     in_reply_to: str
     body_start: int            # offset of the body in the raw bytes
-    digest: str                # sha256 of what the sender wrote (see content_digest)
+    # The parsed header items and the raw mail, from which `digest` is computed.
+    source: tuple = field(repr=False, compare=False)
 
-    @property
+    # The digests are computed on first use, by mail that gets past the guard:
+    # ignored mail then never loads hashlib (OpenSSL) nor reads its body again.
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of what the sender wrote (see content_digest)."""
+        items, data = self.source
+        return content_digest(items, memoryview(data)[self.body_start:])   # no copy of the body
+
+    @cached_property
     def key(self) -> str:
         """Stable identity of this message, for journals and Idempotency-Key."""
+        import hashlib
+
         source = self.message_id.strip().encode("utf-8", "replace") if self.message_id.strip() else None
         return hashlib.sha256(source).hexdigest()[:32] if source else self.digest[:32]
 
@@ -78,7 +89,7 @@ def read_head(data: bytes) -> Head:
         references=_one_line(text("References")),
         in_reply_to=_one_line(text("In-Reply-To")),
         body_start=body_start,
-        digest=content_digest(message.raw_items(), memoryview(data)[body_start:]),  # no copy of the body
+        source=(tuple(message.raw_items()), data),
     )
 
 
@@ -102,6 +113,8 @@ _TRACE_PREFIXES = ("x-spam", "x-virus", "arc-", "x-ms-exchange-organization")
 
 def content_digest(items, body) -> str:
     """sha256 of the sender's headers and the body: the same mail delivered twice digests alike."""
+    import hashlib
+
     digest = hashlib.sha256()
     for name, value in items:
         lower = name.lower()
