@@ -117,7 +117,7 @@ SHIM = """\
 import site, sys
 for folder in {folders!r}:
     site.addsitedir(folder)
-from torokiki_pipe.cli import main
+from torokiki_pipe.__main__ import main
 sys.exit(main())
 """
 
