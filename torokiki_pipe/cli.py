@@ -60,7 +60,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
+            import gc
             from importlib import import_module
+
+            gc.enable()   # off for a one-message pipe run (see __main__); replay handles many
 
             return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
         return _run(parse_args(argv))
