@@ -168,6 +168,7 @@ class Store:
         self.root = Path(root)
         self.site_url = site_url.rstrip("/")
         self.lock = threading.Lock()
+        self._last_id: int | None = None
         self.root.mkdir(parents=True, exist_ok=True)
 
     # paths
@@ -220,8 +221,13 @@ class Store:
 
     # writing (call with self.lock held)
     def _next_id(self) -> int:
-        ids = [int(p.stem) for p in (self.root / "image").glob("*/responses/*.json") if p.stem.isdigit()]
-        return max(ids, default=FIRST_RESPONSE_ID - 1) + 1
+        # One scan of the store, then a counter: only this process adds responses, and a
+        # scan per POST grew with the store (the benchmark's website adds a thousand).
+        if self._last_id is None:
+            ids = [int(p.stem) for p in (self.root / "image").glob("*/responses/*.json") if p.stem.isdigit()]
+            self._last_id = max(ids, default=FIRST_RESPONSE_ID - 1)
+        self._last_id += 1
+        return self._last_id
 
     def add_response(self, seed: int, content: dict, key: str | None) -> dict:
         rid = self._next_id()
