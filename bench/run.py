@@ -94,6 +94,9 @@ TARGETS = [
     ("rss", "media-25MB", 3.0),
 ]
 THROUGHPUT_TARGET = 0.80
+# What the machine itself adds per process with every core busy: this floor's CPU, alone
+# and CONCURRENCY at a time (informational, printed beside the throughput).
+SCALING_PROBE = "import requests, mailparser"
 FOREIGN_CORES_WARNING = 0.10       # other work above this share of a core makes a run suspect
 
 # The libraries each path of the gateway cannot do without, imported alone (label, python -c
@@ -572,7 +575,7 @@ class Bench:
         self.floors = [
             ("floor: -c pass", [self.python, "-c", "pass"], b""),
             ("floor: import mailparser", [self.python, "-c", "import mailparser"], b""),
-            ("floor: import requests, mailparser", [self.python, "-c", "import requests, mailparser"], b""),
+            (f"floor: {SCALING_PROBE}", [self.python, "-c", SCALING_PROBE], b""),
             # Not floors of the targets, for reading them: what the libraries of each path
             # cost alone, and what the sendmail alone costs per reply.
             *((label, [self.python, "-c", code], b"") for label, code in LIBRARY_FLOORS),
@@ -698,41 +701,20 @@ class Bench:
         work: queue.Queue = queue.Queue()
         for _ in range(mails):
             work.put(with_fresh_id(template))
-        runs: list[Run] = []
-        lock = threading.Lock()
         before = self.replies()
         set_mode(self.base_url, {"mode": "slow", "delay": SLOW_DELAY})
         print(f"throughput: {mails} mails, {CONCURRENCY} concurrent pipes, website answering in "
               f"{SLOW_DELAY * 1000:.0f} ms ...", flush=True)
 
-        spawners = [Spawner(self.scratch) for _ in range(CONCURRENCY)]
-
-        def worker(spawner):
-            while True:
-                try:
-                    data = work.get_nowait()
-                except queue.Empty:
-                    return
-                run = spawner.run(self.pipe_argv(), data, self.env)
-                with lock:
-                    runs.append(run)
-                    watch.add(run)
-
         watch = Watch(self.cores)
         started = time.monotonic()
         http_before = len(self.http.entries)
-        threads = [threading.Thread(target=worker, args=(spawner,)) for spawner in spawners]
         try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            runs = self.concurrently(self.pipe_argv(), work, watch)
         finally:
             elapsed = time.monotonic() - started
             load = watch.result("throughput run")
             bench_cpu = _self_cpu() - watch.self_cpu
-            for spawner in spawners:
-                spawner.close()
         set_mode(self.base_url, {"mode": "ok"})
         entries = self.http.entries[http_before:]
         bad = [r for r in runs if r.code != 0]
@@ -757,6 +739,48 @@ class Bench:
             "bench_process_cpu_s_per_message": bench_cpu / mails,
             "failed_runs": len(bad),
         }
+
+    def concurrently(self, argv: list[str], work: queue.Queue, watch: "Watch") -> list[Run]:
+        """Run `argv` once per stdin in `work`, CONCURRENCY at a time; every run, in end order."""
+        runs: list[Run] = []
+        lock = threading.Lock()
+        spawners = [Spawner(self.scratch) for _ in range(CONCURRENCY)]
+
+        def worker(spawner):
+            while True:
+                try:
+                    data = work.get_nowait()
+                except queue.Empty:
+                    return
+                run = spawner.run(argv, data, self.env)
+                with lock:
+                    runs.append(run)
+                    watch.add(run)
+
+        threads = [threading.Thread(target=worker, args=(spawner,)) for spawner in spawners]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            for spawner in spawners:
+                spawner.close()
+        return runs
+
+    def machine_scaling(self, count: int) -> dict:
+        """CPU of a process that only imports the libraries, alone and CONCURRENCY at a time.
+
+        Not a target: it tells how much CPU the machine itself adds per process when
+        every core is busy, which the throughput bound (from one pipe's CPU alone)
+        does not allow for.
+        """
+        work: queue.Queue = queue.Queue()
+        for _ in range(count):
+            work.put(b"")
+        runs = self.concurrently([self.python, "-c", SCALING_PROBE], work, Watch(self.cores))
+        return {"probe": f"python -c {SCALING_PROBE!r}", "runs": count,
+                "cpu_s": summary([r.cpu for r in runs]), "wall_s": summary([r.wall for r in runs])}
 
     # ---- everything
     def retried(self, phase: str, measure, load_of):
@@ -843,6 +867,12 @@ class Bench:
             "bound_per_s": bound, "bound_by": "latency" if latency_bound <= cpu_bound else "cpu",
             "fraction_of_bound": tp["messages_per_s"] / bound,
         })
+        scaling = self.machine_scaling(16 if self.quick else 64)
+        alone = statistics.median(r.cpu for r in floors[f"floor: {SCALING_PROBE}"])
+        scaling["cpu_alone_s"] = alone
+        scaling["cpu_increase_under_load"] = scaling["cpu_s"]["median"] / alone - 1
+        tp["cpu_increase_under_load"] = tp["cpu_s"]["median"] / single_cpu - 1
+        tp["machine_scaling"] = scaling
         report["throughput"] = tp
         report["targets"].append({"metric": "throughput", "case": "text x8", "value": tp["fraction_of_bound"],
                                   "limit": THROUGHPUT_TARGET, "pass": tp["fraction_of_bound"] >= THROUGHPUT_TARGET})
@@ -991,6 +1021,13 @@ def print_report(report: dict, meta: dict) -> None:
     ok = tp["fraction_of_bound"] >= THROUGHPUT_TARGET
     print(f"  throughput / bound = {tp['fraction_of_bound'] * 100:.0f}%   "
           f"{verdict(ok)} (target ≥ {THROUGHPUT_TARGET * 100:.0f}%)")
+    scaling = tp.get("machine_scaling")
+    if scaling:
+        print(f"  CPU per process with all cores busy: the pipe {tp['single_pipe_cpu_s'] * 1000:.0f} -> "
+              f"{tp['cpu_s']['median'] * 1000:.0f} ms ({tp['cpu_increase_under_load'] * 100:+.0f}%); "
+              f"the machine alone, {scaling['probe']} x{tp['concurrency']}: "
+              f"{scaling['cpu_alone_s'] * 1000:.0f} -> {scaling['cpu_s']['median'] * 1000:.0f} ms "
+              f"({scaling['cpu_increase_under_load'] * 100:+.0f}%)")
     print()
     others = [f"{load['foreign_cores']:.2f} cores during the {phase}"
               for phase, load in (("per-mail runs", report["load"]), ("throughput run", tp["load"]))
