@@ -89,7 +89,8 @@ class Journal:
         try:
             entry = self.read(key)
             if entry is None:
-                entry = self.save(Entry(key=key, digest=digest, created=self.now()))
+                # Not waited onto the disk: lost in a power cut, the message simply starts afresh.
+                entry = self.save(Entry(key=key, digest=digest, created=self.now()), durable=False)
             yield entry
         finally:
             lock.release()
@@ -106,10 +107,11 @@ class Journal:
             os.replace(damaged, damaged.with_suffix(".damaged"))
             return None
 
-    def save(self, entry: Entry) -> Entry:
+    def save(self, entry: Entry, durable: bool = True) -> Entry:
         entry = replace(entry, updated=self.now())
         make_private_dirs(self.root)
-        write_atomically(self._entry(entry.key), json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8"))
+        write_atomically(self._entry(entry.key), json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8"),
+                         durable=durable)
         return entry
 
     def store_reply(self, entry: Entry, message: bytes) -> None:
@@ -124,7 +126,8 @@ class Journal:
     def failed(self, entry: Entry) -> Entry:
         """Count a temporary failure; the first one starts the give-up clock."""
         first = entry.first_failure if entry.first_failure is not None else self.now()
-        return self.save(replace(entry, first_failure=first, failures=entry.failures + 1))
+        # A failure count lost in a power cut only restarts the give-up clock.
+        return self.save(replace(entry, first_failure=first, failures=entry.failures + 1), durable=False)
 
     def failing_for(self, entry: Entry) -> float:
         return 0.0 if entry.first_failure is None else self.now() - entry.first_failure

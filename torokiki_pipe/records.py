@@ -90,7 +90,13 @@ def unique_stem() -> str:
     return f"{stamp}.{int(now % 1 * 1e6):06d}Z-{os.getpid()}-{os.urandom(4).hex()}"
 
 
-def write_atomically(target: Path, data: bytes) -> None:
+def write_atomically(target: Path, data: bytes, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never half of one.
+
+    `durable` also waits for the disk, so that the file outlives a power cut:
+    for what the MTA's exit 0 hands over to us (kept mail, the journal's
+    answered/done stages); counters whose loss is harmless skip the wait.
+    """
     # A fresh, private temporary name beside the target (what tempfile.mkstemp
     # does, without its import cost on every run).
     temporary = target.parent / f".tmp-{os.getpid()}-{os.urandom(8).hex()}"
@@ -98,8 +104,9 @@ def write_atomically(target: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(temporary, target)
     except BaseException:
         try:
