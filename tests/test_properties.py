@@ -250,7 +250,7 @@ def _reply_to(sender: Sender) -> email.message.EmailMessage:
     context = ReplyContext(to=sender, gateway_address=GATEWAY, site_url=SITE,
                            message_id="<m1@example.net>", references="", original_subject="help",
                            now=datetime(2024, 5, 14, 8, 12, tzinfo=timezone.utc))
-    data = build(Reply("help.txt", html_template="help.html"), context).as_bytes()
+    data = build(Reply("help.txt", html_template="help.html"), context)
     return email.message_from_bytes(data, policy=email.policy.default)
 
 

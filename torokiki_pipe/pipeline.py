@@ -124,7 +124,7 @@ def _answer(raw, head: Head, line, sender: Sender, key: str, entry, config: Conf
     from .reply import build
 
     note = _duration_words(effects.budget.limit.window) if last else None
-    message = build(step.reply, _context(head, sender, config, effects), last_before_limit=note).as_bytes()
+    message = build(step.reply, _context(head, sender, config, effects), last_before_limit=note)
     entry = journal.save(replace(entry, stage="answered", outcome=step.outcome.value, detail=step.detail,
                                  url=step.url, command=line.command, recipient=sender.address))
     journal.store_reply(entry, message)
@@ -248,7 +248,7 @@ def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: E
         if not isinstance(sender, Sender):
             return f"not answered ({sender})"
         reply = Reply("poisoned.txt", {"subject": head.subject or "(no subject)"})
-        result = effects.mailer.send(build(reply, _context(head, sender, config, effects)).as_bytes(),
+        result = effects.mailer.send(build(reply, _context(head, sender, config, effects)),
                                      sender.address)
         return "sender answered" if result.sent else f"answer not sent ({result.detail})"
     except Exception as error:  # the last resort must not become the next crash

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
@@ -64,9 +65,9 @@ def render(name: str, values: dict) -> tuple[str, str]:
     return subject.safe_substitute(values), body.safe_substitute(values)
 
 
-def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> EmailMessage:
-    """The reply as a message.  `last_before_limit` (e.g. "an hour") adds the note that
-    no more answers follow for that long."""
+def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> bytes:
+    """The reply, as the bytes sendmail reads.  `last_before_limit` (e.g. "an hour") adds
+    the note that no more answers follow for that long."""
     values = {"site": context.site_url, "gateway": context.gateway_address,
               "name": context.to.display_name or context.to.address, **reply.values}
     subject, body = render(reply.template, values)
@@ -91,13 +92,20 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     if reply.html_template:
         message.add_alternative(render(reply.html_template, _html_escaped(values))[1], subtype="html",
                                 charset="utf-8")
-    if reply.attachment:
-        import mimetypes
+    if not reply.attachment:
+        return message.as_bytes()
+    import mimetypes
 
-        name, data = reply.attachment
-        maintype, subtype = (mimetypes.guess_type(name)[0] or "application/octet-stream").split("/", 1)
-        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return message
+    name, data = reply.attachment
+    maintype, subtype = (mimetypes.guess_type(name)[0] or "application/octet-stream").split("/", 1)
+    # The file's part gets a one-line stand-in for its body, replaced once the message is
+    # bytes: the email package writes a body one line at a time (100 ms and 29 MB for a
+    # 5 MB file), and to this policy's 998-character lines where RFC 2045 wants 76;
+    # base64.encodebytes writes 76-character lines, at once.
+    message.add_attachment(b"", maintype=maintype, subtype=subtype, filename=name)
+    stand_in = f"torokiki-attachment-{os.urandom(8).hex()}\n"
+    message.get_payload()[-1].set_payload(stand_in)
+    return message.as_bytes().replace(stand_in.encode(), base64.encodebytes(data), 1)
 
 
 def attachment_from_content(content: dict) -> tuple[str, bytes] | None:
