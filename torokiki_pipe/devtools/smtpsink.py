@@ -33,11 +33,12 @@ import signal
 import socket
 import socketserver
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..records import write_atomically
 
 DEFAULT_MAX_SIZE = 100 * 1024 * 1024      # above any reply the gateway can send (40 MB mails)
 MAX_COMMAND_LINE = 4096                   # RFC 5321 asks for 512; be lenient, but bounded
@@ -308,18 +309,7 @@ class SmtpSink(socketserver.ThreadingTCPServer):
         head = (f"X-Sink-Envelope-From: <{message.mail_from.strip('<>')}>\r\n"
                 f"X-Sink-Envelope-To: {', '.join(message.rcpt_tos)}\r\n").encode("utf-8", "replace")
         name = f"{time.time_ns():020d}-{next(self._numbers):06d}.eml"
-        fd, temporary = tempfile.mkstemp(prefix=".tmp-", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(head)
-                stream.write(message.data)
-            os.replace(temporary, self.directory / name)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
+        write_atomically(self.directory / name, head + message.data, durable=False)
 
     # ---- running
     def start(self) -> "SmtpSink":
