@@ -353,42 +353,32 @@ def _a2b(run: memoryview) -> bytes:
 
 
 def _raw_filename(part: Message) -> str:
-    plain = _plain_filename(part)
-    if plain is not None:
-        return plain
-    from mailparser.utils import decode_header_part, mime_header_view
+    # mail-parser (about 20 ms to import) is loaded only for names that need it.  Its
+    # view re-reads raw 8-bit parameters as UTF-8, which compat32 would turn into
+    # replacement characters (Yahoo sends Cyrillic names that way); ASCII headers
+    # read the same without it, and most phones name files so.
+    view = part
+    if not all(str(value).isascii() for key, value in part.raw_items()
+               if key.lower() in ("content-type", "content-disposition")):
+        from mailparser.utils import mime_header_view
 
-    # The view re-reads raw 8-bit parameters as UTF-8, which compat32 would
-    # turn into replacement characters (Yahoo sends Cyrillic names that way).
-    view, _ = mime_header_view(part)
+        view, _ = mime_header_view(part)
     try:
         name = view.get_filename() or view.get_param("name") or ""
     except Exception:
         return ""
     if isinstance(name, tuple):  # an RFC 2231 value the parser left undecoded
         name = name[2]
+    name = str(name)
+    if "=?" not in name:
+        return name.strip()
     # RFC 2047 inside parameters is not standard, yet Yahoo and Apple send it.
+    from mailparser.utils import decode_header_part
+
     try:
-        return decode_header_part(str(name))
+        return decode_header_part(name)
     except ValueError:  # a NUL in the encoded-word's charset ("=?\0?Q?x?="): keep the name as written
-        return str(name)
-
-
-def _plain_filename(part: Message) -> str | None:
-    """The file name when nothing in its headers needs mail-parser's decoding, else None.
-
-    ASCII headers and a name without encoded-words read the same with and
-    without mail-parser's view; most phones name files so, and importing
-    mail-parser costs a run about 20 ms.
-    """
-    if not all(str(value).isascii() for key, value in part.raw_items()
-               if key.lower() in ("content-type", "content-disposition")):
-        return None
-    try:
-        name = part.get_filename() or part.get_param("name") or ""
-    except Exception:
-        return None
-    return name if isinstance(name, str) and "=?" not in name else None
+        return name
 
 
 def safe_filename(name: str, content_type: str) -> str:
