@@ -26,6 +26,7 @@ SERVICE = f"Torokiki Mailserver {__version__}"
 
 @dataclass(frozen=True)
 class Step:
+    """What acting on a request came to: the outcome, the reply and what to keep."""
     outcome: Outcome
     detail: str
     reply: Reply | None = None

@@ -30,6 +30,7 @@ __all__ = ["Tag", "BodyError", "ParsedBody", "parse_body", "unquote", "QUOTE_PAI
 
 @dataclass(frozen=True)
 class Tag:
+    """One `name: 'value'` tag of the body."""
     name: str  # lower-cased tag name
     value: str  # the value, unescaped, line breaks inside kept as "\n"
     line: int  # 1-based line of the body where the tag starts
@@ -37,12 +38,14 @@ class Tag:
 
 @dataclass(frozen=True)
 class BodyError:
+    """A body line the grammar could not read, in plain words."""
     line: int
     message: str  # plain words: what was wrong and what was expected
 
 
 @dataclass(frozen=True)
 class ParsedBody:
+    """Every tag of a body, and every problem found while reading it."""
     tags: tuple[Tag, ...]
     errors: tuple[BodyError, ...]
 

@@ -24,6 +24,7 @@ RESPONSE_TAGS = frozenset({"text", "tags", "objective", "location"})
 
 @dataclass(frozen=True)
 class SubjectLine:
+    """The command word of the subject and its argument."""
     command: str        # lower-cased command word; "" when the subject is empty
     argument: str       # what follows the colon, unquoted
     raw: str
@@ -31,22 +32,26 @@ class SubjectLine:
 
 @dataclass(frozen=True)
 class Problem:
+    """One thing wrong with a mail, said so that the sender can fix it."""
     message: str
     line: int | None = None     # body line, for body errors
 
 
 @dataclass(frozen=True)
 class HelpRequest:
+    """`help`: the sender asks how the gateway is used."""
     pass
 
 
 @dataclass(frozen=True)
 class GetRequest:
+    """`get: 'URL'`: send me this content."""
     url: ContentUrl
 
 
 @dataclass(frozen=True)
 class CreateResponseRequest:
+    """`create-response-to: 'URL'`: save this text or file as a response."""
     url: ContentUrl                 # what is answered
     text: str | None
     tags: tuple[str, ...]
@@ -57,6 +62,7 @@ class CreateResponseRequest:
 
 @dataclass(frozen=True)
 class Invalid:
+    """A mail the gateway cannot act on, with every problem it has."""
     command: str
     problems: tuple[Problem, ...]
 

@@ -67,6 +67,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Config:
+    """The gateway's settings, read and checked once."""
     site_url: str
     api_url: str
     api_key: str

@@ -29,6 +29,7 @@ def loop_marker(gateway_address: str) -> str:
 
 @dataclass(frozen=True)
 class Sender:
+    """The one address a reply may go to, with the name written beside it."""
     display_name: str
     address: str
 

@@ -21,6 +21,7 @@ MAX_HEADER_BYTES = 1 << 20   # a megabyte of headers is already hostile
 
 @dataclass(frozen=True)
 class Head:
+    """What the headers say, read before (and often instead of) the body."""
     message_id: str
     from_: str                 # decoded, for logs
     from_raw: str              # as written: addresses are parsed before words are decoded

@@ -38,6 +38,7 @@ class JournalBusy(Exception):
 
 @dataclass(frozen=True)
 class Entry:
+    """How far one message got, as kept in the journal."""
     key: str
     digest: str
     stage: str = "received"            # "received" | "answered" | "done"

@@ -48,6 +48,7 @@ CHARSET_ALIASES = {
 
 @dataclass(frozen=True)
 class Attachment:
+    """One file the sender attached."""
     filename: str
     content_type: str
     body: "bytes | Base64Text"   # the file, or its base64 as it stands in the mail
@@ -113,6 +114,7 @@ class Base64Text:
 
 @dataclass(frozen=True)
 class Mail:
+    """The text a person wrote, and the files they attached."""
     text: str
     attachments: tuple[Attachment, ...]
     truncated: bool = False     # the MIME tree went past our bounds

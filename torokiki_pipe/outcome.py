@@ -49,6 +49,7 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class ExitRule:
+    """The exit code an outcome gives the MTA, and its enhanced status."""
     code: int
     status: str  # RFC 3463 enhanced status code, for the stderr line
 

@@ -35,6 +35,7 @@ REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
 
 @dataclass(frozen=True)
 class Envelope:
+    """What the MTA says about the delivery, besides the message."""
     sender: Optional[str] = None      # Postfix ${sender}; "" is the null sender
     recipient: Optional[str] = None   # Postfix ${recipient}
 
@@ -52,6 +53,7 @@ class Effects:
 
 @dataclass(frozen=True)
 class Processed:
+    """What became of one message: the outcome and the lines for the log."""
     outcome: Outcome
     detail: str
     message_id: str = ""

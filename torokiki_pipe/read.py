@@ -17,6 +17,7 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class RawMail:
+    """The message as read from stdin, up to the size limit."""
     data: bytes          # the message, at most limit + 1 bytes of it
     oversize: bool       # more than the limit arrived; data is only the start
 

@@ -34,6 +34,7 @@ REPLY_COUNTERS = "replies"
 
 @dataclass(frozen=True)
 class Records:
+    """The layout of ``logs/``: every path the gateway writes is named here."""
     root: Path
 
     @property

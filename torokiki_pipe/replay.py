@@ -186,6 +186,7 @@ def _exclusive(log_dir: Path):
 
 @dataclass(frozen=True)
 class Result:
+    """What replaying one kept mail came to."""
     code: int | None
     outcome: str
     detail: str = ""

@@ -46,6 +46,7 @@ class ReplyContext:
 
 @dataclass(frozen=True)
 class Reply:
+    """Which reply to send: its templates, their values and a file to attach."""
     template: str
     values: dict = field(default_factory=dict)
     html_template: str | None = None

@@ -54,6 +54,7 @@ def parse_args(argv):
 
 @dataclass(frozen=True)
 class Entry:
+    """One line of the gateway's log, read back."""
     time: datetime
     fields: dict
 
@@ -135,6 +136,7 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 
 @dataclass
 class Summary:
+    """What the report tells, gathered over the log lines read."""
     log_dir: str
     since: datetime | None
     files: list = field(default_factory=list)

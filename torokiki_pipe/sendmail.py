@@ -18,6 +18,7 @@ SEND_TIMEOUT = 120  # seconds; far below Postfix's command_time_limit
 
 @dataclass(frozen=True)
 class SendResult:
+    """Whether sendmail took the reply, and why not."""
     status: str      # "sent" | "temporary" | "permanent"
     detail: str = ""
 

@@ -21,6 +21,7 @@ class BadUrl(ValueError):
 
 @dataclass(frozen=True)
 class ContentUrl:
+    """A piece of content on the website: a seed image or one of its responses."""
     kind: str               # the seed's content type: only "image" exists
     seed: int
     response: int | None    # None: the seed itself

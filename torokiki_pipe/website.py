@@ -26,6 +26,7 @@ USER_AGENT = f"torokiki-pipe/{__version__}"
 
 @dataclass(frozen=True)
 class WebsiteAnswer:
+    """The website's answer, sorted into what the gateway does next."""
     status: str                 # "saved" | "found" | "not-found" | "refused" | "unavailable"
     detail: str = ""            # one line for people and logs
     location: str | None = None # the new response's URL, when saved
