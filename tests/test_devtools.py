@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from torokiki_pipe.devtools import outbox, smtpsink
-from torokiki_pipe.devtools.website import make_png, serve_in_thread
+from torokiki_pipe.devtools.website import is_base64, make_png, serve_in_thread
 from torokiki_pipe.sendmail import Sendmail
 
 SITE = "http://torokiki.net"
@@ -88,6 +88,8 @@ def test_post_stores_and_answers_201_with_the_public_location(website):
     ({**text_response(), "Attachment": {"name": "a.png", "data": "aGk="}}, "exactly one"),
     ({"InspiredBy": SITE + "/image/1/response", "Attachment": {"name": "a.png", "data": "not base64!"}}, "base64"),
     ({"InspiredBy": SITE + "/image/1/response", "Attachment": {"name": "a.png", "data": "aGVs\nbG8="}}, "base64"),
+    ({"InspiredBy": SITE + "/image/1/response", "Attachment": {"name": "a.png", "data": "aGVsbG8"}}, "base64"),
+    ({"InspiredBy": SITE + "/image/1/response", "Attachment": {"name": "a.png", "data": "=="}}, "empty"),
     ({"InspiredBy": SITE + "/image/1/response", "Attachment": {"data": "aGk="}}, "Attachment"),
     (text_response(Tags="bus, tram"), "Tags"),
     (text_response(Tags=["bus", 3]), "Tags"),
@@ -99,6 +101,19 @@ def test_invalid_content_is_refused_with_400(website, content, why):
     assert answer.status_code == 400
     assert why in answer.json()["error"]
     assert website.stats()["stored"] == 0
+
+
+@pytest.mark.parametrize("text, valid", [
+    ("aGVsbG8=", True), ("aGk=", True), ("aA==", True), ("aGVs", True), ("+/+/", True),
+    ("aGVsbG8", False),            # not whole quanta
+    ("aA===", False), ("a===", False), ("aG=s", False),
+    ("aGVs\nbG8=", False), ("aGVs bG8=", False), ("aGVs-_8=", False),   # breaks, spaces, URL-safe
+    ("aGVsbG\u00e9=", False),
+])
+def test_the_reference_website_checks_base64_without_decoding_it(text, valid):
+    assert is_base64(text) is valid
+    if valid:
+        base64.b64decode(text, validate=True)
 
 
 def test_not_json_and_unknown_seed_are_4xx(website):
