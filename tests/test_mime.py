@@ -140,11 +140,29 @@ def test_a_forwarded_mail_with_a_big_photo_is_attached_as_received():
 
 
 def test_runs_just_under_the_cut_threshold_do_not_make_the_parse_quadratic():
-    # Each run is 65,000 base64 characters: without the lookbehind in mime._BASE64_RUN every
-    # position would rescan its run (about 6e10 steps here), which is a hang, not a slow test.
+    # Each run is 65,000 base64 characters: a search that began again at every position
+    # inside a run would rescan it (about 6e10 steps here), a hang, not a slow test.
     body = (b"A" * 65000 + b" ") * 30
     parsed = parse_mail(b"Content-Type: text/plain\n\n" + body)
     assert parsed.text.count("A") == 65000 * 30
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_base64_runs_are_the_longest_runs_of_base64_text_across_windows(seed):
+    # Small thresholds and windows put runs across window edges, at the very start and
+    # end of the mail, and exactly at the threshold; a regular expression is the reference.
+    import random
+    import re
+
+    from torokiki_pipe.mime import base64_runs
+
+    rng = random.Random(seed)
+    pieces = [rng.choice([b"QUJD", b"==", b"\n", b"\r\n", b" ", b"-", b"\xe9", b"<p>", b"A" * rng.randint(1, 40)])
+              for _ in range(rng.randint(0, 60))]
+    data = b"".join(pieces)
+    least, window = rng.randint(1, 30), rng.randint(1, 50)
+    expected = [m.span() for m in re.finditer(rb"[A-Za-z0-9+/=\r\n]+", data) if m.end() - m.start() >= least]
+    assert base64_runs(data, least=least, window=window) == expected
 
 
 def test_a_big_canonical_base64_body_is_kept_as_the_mails_own_text():

