@@ -84,7 +84,7 @@ class NoLimit:
     def take(self, address):
         return SEND
 
-    def first_time_refused(self, address, content):
+    def first_time_refused(self, address, subject, body):
         return True
 
 

@@ -47,7 +47,7 @@ class Effects:
     mailer: object                    # .send(bytes, recipient) -> SendResult
     records: object                   # .stash(kind, files), .append_line(text)
     journal: object                   # .hold(key, digest), .save/.finish/.failed (journal.Journal)
-    budget: object                    # .take(address), .first_time_refused(address, content)
+    budget: object                    # .take(address), .first_time_refused(address, subject, body)
     now: Callable[[], datetime]
 
 
@@ -186,8 +186,8 @@ def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, effects: Ef
     from .ratelimit import LAST, SILENT
 
     if step.outcome in REFUSALS:
-        content = head.subject.encode("utf-8", "replace") + b"\0" + raw.data[head.body_start:]
-        if not effects.budget.first_time_refused(sender.address, content):
+        body = memoryview(raw.data)[head.body_start:]   # no copy of the body
+        if not effects.budget.first_time_refused(sender.address, head.subject, body):
             return "reply withheld: the same mail was refused and answered today", False
     decision = effects.budget.take(sender.address)
     if decision == SILENT:

@@ -45,9 +45,9 @@ class ReplyBudget:
             write_atomically(path, json.dumps(times).encode(), durable=False)   # a lost count is harmless
             return LAST if len(times) == self.limit.count else SEND
 
-    def first_time_refused(self, address: str, content: bytes) -> bool:
-        """True the first time (per day) this sender sends this refused content."""
-        key = "same-" + _digest(address.lower().encode() + b"\0" + content)
+    def first_time_refused(self, address: str, subject: str, body) -> bool:
+        """True the first time (per day) this sender sends this refused mail (its subject and body)."""
+        key = "same-" + _digest(address.lower(), b"\0", subject.encode("utf-8", "replace"), b"\0", body)
         with self._locked(key) as path:
             now = self.now()
             seen = _read_list(path)
@@ -65,8 +65,12 @@ class ReplyBudget:
             yield self.root / f"{name}.json"
 
 
-def _digest(data) -> str:
-    return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()[:32]
+def _digest(*parts) -> str:
+    # Fed piece by piece: the body of a refused 40 MB mail is hashed where it stands, not copied.
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+    return digest.hexdigest()[:32]
 
 
 def _read_list(path: Path) -> list:
