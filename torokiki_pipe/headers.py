@@ -65,8 +65,9 @@ def read_head(data: bytes) -> Head:
         head_bytes, body_start = data[:MAX_HEADER_BYTES], len(data)
     head_bytes = head_bytes.lstrip(b"\xef\xbb\xbf")  # a BOM before the first header
     message = BytesHeaderParser().parsebytes(head_bytes)   # compat32: the light, lenient policy
+    items = tuple(message.raw_items())
     raw: dict[str, list[str]] = {}
-    for name, value in message.raw_items():
+    for name, value in items:
         raw.setdefault(name.lower(), []).append(_unfold(value))
 
     def text(name: str) -> str:
@@ -90,7 +91,7 @@ def read_head(data: bytes) -> Head:
         references=_one_line(text("References")),
         in_reply_to=_one_line(text("In-Reply-To")),
         body_start=body_start,
-        source=(tuple(message.raw_items()), data),
+        source=(items, data),
     )
 
 
