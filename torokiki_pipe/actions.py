@@ -33,6 +33,7 @@ class Step:
     keep: str | None = None          # a records.* stash kind for the raw mail
     exchange: str = ""               # HTTP exchange to keep beside it
     url: str = ""
+    maybe_saved: bool = False        # a POST whose unclear answer may mean it was stored
 
 
 def content_object(request: CreateResponseRequest, sender: Sender, site_url: str,

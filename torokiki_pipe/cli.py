@@ -15,11 +15,13 @@ import os
 import signal
 import sys
 import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from . import __version__, config as configuration
 from .outcome import Outcome, exit_code, status_line
-from .pipeline import Effects, Envelope, Processed, process
+from .pipeline import Effects, Envelope, Processed, Stopped, process
 from .read import drain, read_mail
 from .records import CRASHED, Records
 
@@ -69,6 +71,9 @@ def main(argv=None) -> int:
         return _run(parse_args(argv))
     except SystemExit as done:   # --help, --version, usage errors
         return done.code if isinstance(done.code, int) else os.EX_USAGE
+    except Stopped as stop:
+        _say(stop.outcome, stop.detail)
+        return exit_code(stop.outcome)
     except BaseException as error:  # the last guard: never a traceback on stderr
         _say(Outcome.CRASHED, f"{type(error).__name__} before the message was read")
         return exit_code(Outcome.CRASHED)
@@ -76,64 +81,78 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     started = time.monotonic()
+    signals = RunSignals()
+    signals.install()          # from the first byte read: a stop always ends with a status line
     try:
-        settings = configuration.load(args.config)
-    except configuration.ConfigError as error:
-        if not args.file or args.file == "-":
-            drain(sys.stdin.buffer)   # so the MTA's write does not fail with a broken pipe
-        _say(Outcome.CONFIG_ERROR, str(error))
-        return exit_code(Outcome.CONFIG_ERROR)
-    try:
-        raw = _read(args.file, settings.max_message_bytes)
-    except OSError as error:
-        _say(Outcome.USAGE if args.file else Outcome.CRASHED, f"cannot read the message: {error.strerror}")
-        return os.EX_NOINPUT if args.file else exit_code(Outcome.CRASHED)
-    envelope = Envelope(sender=args.sender, recipient=args.recipient)
-    return handle(raw, envelope, settings, dry_run=args.dry_run, started=started)
+        try:
+            settings = configuration.load(args.config)
+        except configuration.ConfigError as error:
+            if not args.file or args.file == "-":
+                drain(sys.stdin.buffer)   # so the MTA's write does not fail with a broken pipe
+            _say(Outcome.CONFIG_ERROR, str(error))
+            return exit_code(Outcome.CONFIG_ERROR)
+        try:
+            raw = _read(args.file, settings.max_message_bytes)
+        except OSError as error:
+            _say(Outcome.USAGE if args.file else Outcome.CRASHED, f"cannot read the message: {error.strerror}")
+            return os.EX_NOINPUT if args.file else exit_code(Outcome.CRASHED)
+        envelope = Envelope(sender=args.sender, recipient=args.recipient)
+        return handle(raw, envelope, settings, dry_run=args.dry_run, started=started, signals=signals)
+    except Stopped as stop:    # before the message was read whole: nothing was done
+        _say(stop.outcome, stop.detail)
+        return exit_code(stop.outcome)
+    finally:
+        signals.restore()
 
 
 def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started: float | None = None,
-           effects: Effects | None = None) -> int:
+           effects: Effects | None = None, force: bool = False, signals: RunSignals | None = None) -> int:
     """Process one message already read, record it, and return its exit code.
 
     The one path for the pipe and for `replay`; `effects` replaces the real
-    adapters (the dry run's, or a test's).
+    adapters (the dry run's, or a test's); `force` is `replay --force`.
     """
     started = time.monotonic() if started is None else started
+    own_signals = signals is None
+    signals = RunSignals() if own_signals else signals
     if effects is None and dry_run:
         from .dryrun import dry_run_effects
 
         effects = dry_run_effects(settings, sys.stdout)
     elif effects is None:
-        effects = real_effects(settings)
+        effects = real_effects(settings, signals.uninterrupted)
     records = effects.records
     _warn_world_readable(settings, records)
-    previous = signal.signal(signal.SIGALRM, _out_of_time)
-    signal.alarm(RUN_TIME_LIMIT)
+    if own_signals:
+        signals.install()
     try:
-        done = process(raw, envelope, settings, effects)
-    except RunTimeout:
-        done = Processed(Outcome.TIMED_OUT, f"the run took longer than {RUN_TIME_LIMIT} s")
+        done = process(raw, envelope, settings, effects, force=force)
+    except Stopped as stop:
+        done = Processed(stop.outcome, stop.detail, message_id=_identify(raw, envelope)[0])
     except OSError as error:
         # Writing logs/ failed (disk full, permissions): try again later.
         done = Processed(Outcome.LOGS_UNWRITABLE, f"cannot write {settings.log_dir}: {error.strerror or error}")
     except Exception:
         done = _crashed(raw, envelope, settings, effects)
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+        signals.finishing = True   # recording what happened is never cut off
+        if own_signals:
+            signals.restore()
+    if signals.noted:
+        done = replace(done, detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
     line = log_line(done, code, time.monotonic() - started)
+    unrecorded = ""
     try:
         records.append_line(line)
-        if done.outcome not in DECIDED_BY_HEADERS:   # those runs never load the journal
-            effects.journal.expire()
     except OSError as error:
-        print(f"torokiki-pipe: cannot write {settings.log_dir}: {error.strerror}", file=sys.stderr)
-    if settings.syslog and not dry_run:
-        _to_syslog(line, code)
+        unrecorded = f"cannot write the log in {settings.log_dir}: {error.strerror or error}"
+    if settings.syslog and not dry_run or unrecorded:
+        _to_syslog(line, code)     # also the one record left when logs/ cannot be written
+    if done.outcome not in DECIDED_BY_HEADERS and not dry_run:   # those runs never load the journal
+        _sweep(settings, effects)
     if code != os.EX_OK:
-        _say(done.outcome, done.detail)
+        _say(done.outcome, f"{done.detail}; {unrecorded}" if unrecorded else done.detail)
     elif dry_run:
         print(f"# outcome: {done.outcome.value} (exit {code}): {done.detail}")
     return code
@@ -147,15 +166,49 @@ DECIDED_BY_HEADERS = (Outcome.IGNORED, Outcome.UNANSWERABLE)
 RUN_TIME_LIMIT = 600
 
 
-class RunTimeout(Exception):
-    pass
+class RunSignals:
+    """SIGTERM, SIGINT and the run's time limit (SIGALRM) end the run as `Stopped`.
+
+    Once the reply's hand-over has begun (`uninterrupted`), the run only
+    finishes: a signal then is noted for the log line, never raised, so
+    nothing is cut off between "sendmail took it" and "the journal knows".
+    """
+
+    STOPS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+    def __init__(self):
+        self.finishing = False
+        self.noted = ""
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        for number in (*self.STOPS, signal.SIGALRM):
+            self._previous[number] = signal.signal(number, self._arrived)
+        signal.alarm(RUN_TIME_LIMIT)
+
+    def restore(self) -> None:
+        signal.alarm(0)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()
+
+    @contextmanager
+    def uninterrupted(self):
+        self.finishing = True       # from here on the run finishes, whatever arrives
+        yield
+
+    def _arrived(self, number, frame):
+        if number == signal.SIGALRM:
+            outcome, detail = Outcome.TIMED_OUT, f"the run took longer than {RUN_TIME_LIMIT} s"
+        else:
+            outcome, detail = Outcome.INTERRUPTED, f"stopped by {self.STOPS[number]} before the work was done"
+        if self.finishing:
+            self.noted = f"{detail.split(' before')[0]} while the reply was handed over: finished first"
+            return
+        raise Stopped(outcome, detail)
 
 
-def _out_of_time(signum, frame):
-    raise RunTimeout()
-
-
-def real_effects(settings) -> Effects:
+def real_effects(settings, uninterrupted=None) -> Effects:
     records = Records(settings.log_dir)
 
     def website():
@@ -176,7 +229,18 @@ def real_effects(settings) -> Effects:
 
     return Effects(website=Deferred(website), mailer=Deferred(mailer), records=records,
                    journal=Deferred(journal), budget=Deferred(budget),
-                   now=lambda: datetime.now(timezone.utc))
+                   now=lambda: datetime.now(timezone.utc), uninterrupted=uninterrupted or nullcontext)
+
+
+def _sweep(settings, effects: Effects) -> None:
+    """Housekeeping, at most once an hour across all runs: expired state and leftovers go."""
+    try:
+        if effects.records.sweep_due():
+            effects.journal.expire()
+            effects.budget.expire()
+            effects.records.sweep()
+    except OSError:
+        pass   # the next run's sweep tries again
 
 
 class Deferred:
@@ -208,26 +272,38 @@ POISON_AFTER = 3   # the same crash this often on one message: stop retrying it
 
 
 def _crashed(raw, envelope, settings, effects) -> Processed:
-    """Keep the mail and the traceback; defer, unless this message keeps crashing the same way."""
+    """Keep the mail (once) and the traceback; defer, unless this message keeps crashing the same way."""
     import hashlib
     import traceback
 
     trace = traceback.format_exc()
     where = traceback.extract_tb(sys.exc_info()[2])[-1]
     signature = f"{sys.exc_info()[0].__name__} at {os.path.basename(where.filename)}:{where.lineno}"
-    records, kept, crashes = effects.records, "(not kept)", 0
+    message_id, sender = _identify(raw, envelope)
+    digest = hashlib.sha256(raw.data).hexdigest()
+    records, kept = effects.records, "(not kept)"
     try:
-        kept = str(records.stash(CRASHED, {".eml": raw.data}))
+        crash = effects.journal.crashed(digest, signature)
+    except OSError:
+        crash = None
+    if crash is not None and crash.answered:
+        # Told once already that it cannot be processed: finished, not answered again.
+        return Processed(Outcome.DUPLICATE, f"{signature} again; the sender was already told it cannot be processed",
+                         message_id=message_id, sender=sender)
+    try:
+        kept = str(records.stash(CRASHED, {".eml": raw.data}, key=digest[:32]))
         records.append_line(f"crash traceback follows ({signature})\n" + trace.rstrip())
-        crashes = effects.journal.count_crash(hashlib.sha256(raw.data).hexdigest(), signature)
     except OSError:
         pass
-    message_id, sender = _identify(raw, envelope)
-    if crashes >= POISON_AFTER:
+    if crash is not None and crash.count >= POISON_AFTER:
         from .pipeline import answer_poisoned
 
-        answered = answer_poisoned(raw, envelope, settings, effects)
-        return Processed(Outcome.POISONED, f"{signature} {crashes} times; {answered}; mail kept as {kept}",
+        answered = answer_poisoned(raw, envelope, settings, effects, key=digest[:32])
+        try:
+            effects.journal.crash_answered(digest)
+        except OSError:
+            pass
+        return Processed(Outcome.POISONED, f"{signature} {crash.count} times; {answered}; mail kept as {kept}",
                          message_id=message_id, sender=sender)
     return Processed(Outcome.CRASHED, f"internal error ({signature}), mail kept as {kept}",
                      message_id=message_id, sender=sender)

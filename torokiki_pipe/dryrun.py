@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from .journal import Entry
+from .journal import ANSWERED, DONE, SENDING, Crash, Entry
 from .pipeline import Effects
 from .config import ReplyLimit
 from .ratelimit import SEND
@@ -46,21 +46,21 @@ class PrintMailer:
 class MemoryJournal:
     """A journal that remembers nothing: the dry run always starts from scratch."""
 
-    def key_for(self, message_key, digest):
-        return message_key
-
     @contextmanager
-    def hold(self, key, digest):
-        yield Entry(key=key, digest=digest)
+    def hold(self, message_key, digest, force=False):
+        yield Entry(key=message_key, digest=digest)
 
-    def save(self, entry):
+    def save(self, entry, durable=True):
         return entry
 
-    def store_reply(self, entry, message):
-        pass
+    def answer(self, entry, reply, **changes):
+        return replace(entry, stage=ANSWERED, **changes)
 
     def stored_reply(self, entry):
         return None
+
+    def sending(self, entry):
+        return replace(entry, stage=SENDING)
 
     def failed(self, entry):
         return replace(entry, failures=entry.failures + 1, first_failure=0.0)
@@ -69,10 +69,13 @@ class MemoryJournal:
         return 0.0
 
     def finish(self, entry, **changes):
-        return replace(entry, stage="done", **changes)
+        return replace(entry, stage=DONE, **changes)
 
-    def count_crash(self, digest, signature):
-        return 1
+    def crashed(self, digest, signature):
+        return Crash(count=1, first=True, answered=False)
+
+    def crash_answered(self, digest):
+        pass
 
     def expire(self):
         return 0
@@ -81,19 +84,28 @@ class MemoryJournal:
 class NoLimit:
     limit = ReplyLimit(0, 3600)
 
-    def take(self, address):
+    def take(self, address, key=""):
         return SEND
 
-    def first_time_refused(self, address, subject, body):
+    def first_time_refused(self, address, subject, body, key=""):
         return True
+
+    def expire(self):
+        return 0
 
 
 class NoRecords:
-    def stash(self, kind, files):
+    def stash(self, kind, files, key=""):
         return f"(dry run: would keep in logs/{kind}/)"
 
     def append_line(self, text):
         pass
+
+    def sweep_due(self):
+        return False
+
+    def sweep(self):
+        return 0
 
 
 def dry_run_effects(settings, out) -> Effects:

@@ -6,14 +6,22 @@ how far each message got, keyed by its Message-ID (or a digest of the raw
 message when there is none, or when the same Message-ID comes with other
 content):
 
-    received  ->  answered (the website's answer, and the reply built from it)  ->  done
+    received -> answered (the website's answer, and the reply built from it, stored)
+             -> sending (the reply is being handed to sendmail) -> done
 
 A message delivered again resumes where it stopped: a ``done`` one is not
-touched again, an ``answered`` one only has its stored reply sent.  Each
-message is processed under an exclusive `filelock` on its key, so two
-deliveries of the same message never run side by side.  Entries are JSON
-files written atomically; old ones expire during ordinary runs (at most once
-an hour), so no daemon is needed.
+touched again; an ``answered`` or ``sending`` one only has its stored reply
+sent, byte for byte the same (same Message-ID), so that the one case where a
+second hand-over cannot be excluded (killed while sendmail ran) gives the
+sender a copy their mail client collapses, never a second, different answer.
+
+Each message is processed under an exclusive `filelock` on its Message-ID key,
+held for the whole run; the choice between that key and the content digest is
+made under the lock, so two different mails that share a Message-ID and
+arrive at the same moment are two messages, one after the other.  Entries are
+JSON files written atomically; old ones expire during ordinary runs (at most
+once an hour), so no daemon is needed.  A lock file is removed only by the
+sweep, while the sweep holds it.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -29,7 +37,14 @@ from typing import Iterator
 from .records import make_private_dirs, write_atomically
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
-EXPIRY_INTERVAL = 3600      # seconds between two expiry sweeps
+
+# Stages, in order.  "answered" and "sending" both hold a stored reply that is still owed.
+RECEIVED, ANSWERED, SENDING, DONE = "received", "answered", "sending", "done"
+
+# Outcomes that `replay --force` may submit again: the website or the gateway
+# did not take the mail, and a fix on either side may make it succeed.  Saved
+# and answered mail is never forced: that would answer the sender twice.
+FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "poisoned", "reply-failed"})
 
 
 class JournalBusy(Exception):
@@ -41,7 +56,7 @@ class Entry:
     """How far one message got, as kept in the journal."""
     key: str
     digest: str
-    stage: str = "received"            # "received" | "answered" | "done"
+    stage: str = RECEIVED
     outcome: str = ""                  # outcome of the website step, once answered
     detail: str = ""
     url: str = ""
@@ -51,6 +66,18 @@ class Entry:
     failures: int = 0
     created: float = 0.0
     updated: float = 0.0
+
+    @property
+    def owes_reply(self) -> bool:
+        return self.stage in (ANSWERED, SENDING)
+
+
+@dataclass(frozen=True)
+class Crash:
+    """What the journal knows of one raw mail that crashed the gateway."""
+    count: int           # crashes in a row with the same signature
+    first: bool          # the first crash of this mail: keep a copy of it
+    answered: bool       # the sender was already told it cannot be processed
 
 
 class Journal:
@@ -69,16 +96,32 @@ class Journal:
     def _lock(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.lock"
 
-    def key_for(self, message_key: str, digest: str) -> str:
-        """The Message-ID key, unless that ID was already seen with other content."""
-        known = self.read(message_key)
-        if known is not None and known.digest != digest:
-            return digest[:32]
-        return message_key
+    @contextmanager
+    def hold(self, message_key: str, digest: str, force: bool = False) -> Iterator[Entry]:
+        """Lock the message for the whole run and yield its entry (new or resumed).
+
+        The Message-ID's lock is taken first and kept: if its entry belongs to
+        other content, the content digest's key is locked too and used.  Always
+        in that order, so two runs never wait for each other in a circle.
+        `force` starts a finished, forceable entry afresh (`replay --force`).
+        """
+        with ExitStack() as held:
+            held.enter_context(self._locked(message_key))
+            entry = self.read(message_key)
+            key = message_key
+            if entry is not None and entry.digest != digest:
+                key = digest[:32]
+                held.enter_context(self._locked(key))
+                entry = self.read(key)
+            if entry is not None and force and entry.stage == DONE and entry.outcome in FORCEABLE:
+                entry = None
+            if entry is None:
+                # Not waited onto the disk: lost in a power cut, the message simply starts afresh.
+                entry = self.save(Entry(key=key, digest=digest, created=self.now()), durable=False)
+            yield entry
 
     @contextmanager
-    def hold(self, key: str, digest: str) -> Iterator[Entry]:
-        """Lock the message's key for the whole run and yield its entry (new or resumed)."""
+    def _locked(self, key: str):
         from filelock import FileLock, Timeout
 
         make_private_dirs(self.root / "locks")
@@ -88,11 +131,7 @@ class Journal:
         except Timeout:
             raise JournalBusy(f"another delivery of this message has been running for {LOCK_TIMEOUT} s") from None
         try:
-            entry = self.read(key)
-            if entry is None:
-                # Not waited onto the disk: lost in a power cut, the message simply starts afresh.
-                entry = self.save(Entry(key=key, digest=digest, created=self.now()), durable=False)
-            yield entry
+            yield
         finally:
             lock.release()
 
@@ -115,14 +154,20 @@ class Journal:
                          durable=durable)
         return entry
 
-    def store_reply(self, entry: Entry, message: bytes) -> None:
-        write_atomically(self._reply(entry.key), message)
+    def answer(self, entry: Entry, reply: bytes, **changes) -> Entry:
+        """Store the reply that is owed, then record it as owed: both on the disk before it is sent."""
+        write_atomically(self._reply(entry.key), reply)
+        return self.save(replace(entry, stage=ANSWERED, **changes))
 
     def stored_reply(self, entry: Entry) -> bytes | None:
         try:
             return self._reply(entry.key).read_bytes()
         except FileNotFoundError:
             return None
+
+    def sending(self, entry: Entry) -> Entry:
+        """Record, on the disk, that the hand-over to sendmail starts now."""
+        return self.save(replace(entry, stage=SENDING))
 
     def failed(self, entry: Entry) -> Entry:
         """Count a temporary failure; the first one starts the give-up clock."""
@@ -134,45 +179,51 @@ class Journal:
         return 0.0 if entry.first_failure is None else self.now() - entry.first_failure
 
     def finish(self, entry: Entry, **changes) -> Entry:
-        saved = self.save(replace(entry, stage="done", **changes))
+        saved = self.save(replace(entry, stage=DONE, **changes))
         try:
             self._reply(entry.key).unlink()
         except FileNotFoundError:
             pass
         return saved
 
-    def count_crash(self, digest: str, signature: str) -> int:
-        """Count crashes of one raw message (by content digest) with the same signature."""
-        from filelock import FileLock
+    # -- crashes: counted per raw mail (its content digest), whatever its Message-ID says
+    def _crash_key(self, digest: str) -> str:
+        return f"crash-{digest[:32]}"
 
-        key = f"crash-{digest[:32]}"
-        make_private_dirs(self.root / "locks")
-        with FileLock(str(self._lock(key)), timeout=LOCK_TIMEOUT, mode=0o600):
-            try:
-                known = json.loads(self._entry(key).read_text(encoding="utf-8"))
-            except (FileNotFoundError, ValueError):
-                known = {}
+    def crashed(self, digest: str, signature: str) -> Crash:
+        """Count one more crash of this raw mail with this signature."""
+        key = self._crash_key(digest)
+        with self._locked(key):
+            known = self._read_crash(key)
             count = known.get("count", 0) + 1 if known.get("signature") == signature else 1
-            write_atomically(self._entry(key), json.dumps({"signature": signature, "count": count}).encode())
-        return count
+            answered = bool(known.get("answered"))
+            write_atomically(self._entry(key), json.dumps(
+                {"signature": signature, "count": count, "answered": answered}).encode())
+        return Crash(count=count, first=not known, answered=answered)
+
+    def crash_answered(self, digest: str) -> None:
+        """The sender was told: later deliveries of this mail are finished, not answered again."""
+        key = self._crash_key(digest)
+        with self._locked(key):
+            known = self._read_crash(key)
+            write_atomically(self._entry(key), json.dumps({**known, "answered": True}).encode())
+
+    def _read_crash(self, key: str) -> dict:
+        try:
+            known = json.loads(self._entry(key).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+        return known if isinstance(known, dict) else {}
 
     def expire(self) -> int:
-        """Remove entries older than expire_after; cheap, and at most once an hour."""
-        marker = self.root / ".last-expiry"
+        """Remove entries (and their stored replies and locks) older than expire_after."""
+        if not self.root.is_dir():
+            return 0
         now = self.now()
-        try:
-            if now - marker.stat().st_mtime < EXPIRY_INTERVAL:
-                return 0
-        except FileNotFoundError:
-            pass
-        make_private_dirs(self.root)
-        marker.touch(mode=0o600)
-        os.utime(marker, (now, now))
         removed = 0
         for item in os.scandir(self.root):
             if item.is_file() and not item.name.startswith(".") and now - item.stat().st_mtime > self.expire_after:
-                key = item.name.split(".", 1)[0]
-                removed += self._remove_unlocked(key, item.path)
+                removed += self._remove_unlocked(item.name.split(".", 1)[0], item.path)
         return removed
 
     def _remove_unlocked(self, key: str, path: str) -> int:
@@ -182,10 +233,13 @@ class Journal:
         try:
             with lock:
                 os.unlink(path)
+                # Removed while held: a run waiting on the old file finds the entry gone and
+                # starts afresh, which is what an expired message does anyway.
+                for other in (self._entry(key), self._reply(key), self._lock(key)):
+                    try:
+                        os.unlink(other)
+                    except FileNotFoundError:
+                        pass
         except (Timeout, FileNotFoundError):
             return 0
-        try:
-            os.unlink(self._lock(key))   # no one holds it: safe to drop with its entry
-        except FileNotFoundError:
-            pass
         return 1

@@ -43,6 +43,7 @@ class Outcome(enum.Enum):
     CRASHED = "crashed"
     BUSY = "busy"                      # another delivery of the same message is still running
     TIMED_OUT = "timed-out"            # the run took too long as a whole
+    INTERRUPTED = "interrupted"        # stopped by SIGTERM before the work was done
     # The command line itself was wrong.
     USAGE = "usage"
 
@@ -73,6 +74,7 @@ EXIT_POLICY: dict[Outcome, ExitRule] = {
     Outcome.CRASHED: ExitRule(os.EX_TEMPFAIL, "4.3.0"),
     Outcome.BUSY: ExitRule(os.EX_TEMPFAIL, "4.3.0"),
     Outcome.TIMED_OUT: ExitRule(os.EX_TEMPFAIL, "4.4.7"),
+    Outcome.INTERRUPTED: ExitRule(os.EX_TEMPFAIL, "4.3.2"),
     Outcome.USAGE: ExitRule(os.EX_USAGE, "5.3.5"),
 }
 

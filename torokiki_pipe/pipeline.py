@@ -11,13 +11,24 @@ the headers alone.
 Exactly once: everything after the guard runs under the message's journal
 lock.  A message already handled is a duplicate; one whose website step is
 done but whose reply was not handed over only has its stored reply sent.
+The reply is stored, and its allowance (reply limit, once-a-day refusal)
+taken for this message, before it is handed over; the start of the hand-over
+and its end are recorded on the disk, and no signal stops the run between
+them (`Effects.uninterrupted`).  Once sendmail took the reply, the message is
+handled, whatever fails to be written afterwards.
+
+A run is stopped early only by `Stopped`, which the process's signal handlers
+raise (SIGTERM, the run's time limit): outside the hand-over it ends the run
+with its outcome (exit 75); the time limit counts as a failure of the message,
+so that a website that never answers is given up on like one that is down.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, ContextManager, Optional
 
 from .guard import Sender, reason_to_ignore, reply_sender
 from .headers import Head, read_head
@@ -45,10 +56,24 @@ class Effects:
     """The adapters the pipeline may touch; the dry run hands harmless ones."""
     website: object                   # .fetch(url), .submit(url, content, key) -> WebsiteAnswer
     mailer: object                    # .send(bytes, recipient) -> SendResult
-    records: object                   # .stash(kind, files), .append_line(text)
-    journal: object                   # .hold(key, digest), .save/.finish/.failed (journal.Journal)
-    budget: object                    # .take(address), .first_time_refused(address, subject, body)
+    records: object                   # .stash(kind, files, key), .append_line(text)
+    journal: object                   # journal.Journal: .hold, .answer, .sending, .failed, .finish, ...
+    budget: object                    # ratelimit.ReplyBudget: .take, .first_time_refused, .limit
     now: Callable[[], datetime]
+    # A section no signal may cut short (the reply's hand-over); a stop asked
+    # for meanwhile takes effect when it ends.
+    uninterrupted: Callable[[], ContextManager] = field(default=nullcontext)
+
+
+class Stopped(BaseException):
+    """Raised by the process's signal handlers to end the run early (never by the pipeline).
+
+    A BaseException, so that no ``except Exception`` mistakes it for a crash.
+    """
+
+    def __init__(self, outcome: Outcome, detail: str):
+        super().__init__(detail)
+        self.outcome, self.detail = outcome, detail
 
 
 @dataclass(frozen=True)
@@ -62,17 +87,19 @@ class Processed:
     url: str = ""
 
 
-def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) -> Processed:
+def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
+            force: bool = False) -> Processed:
+    """`force`: submit again a mail the journal finished without success (`replay --force`)."""
     head = read_head(raw.data)
     seen = Processed(Outcome.IGNORED, "", message_id=head.message_id)
 
     reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data)
     if reason:
-        effects.records.stash(IGNORED, {".eml": raw.data})
+        effects.records.stash(IGNORED, {".eml": raw.data}, key=head.digest[:32])
         return replace(seen, detail=reason, sender=_who(head, envelope))
     sender = reply_sender(head.from_raw)
     if not isinstance(sender, Sender):
-        effects.records.stash(ERRONEOUS, {".eml": raw.data})
+        effects.records.stash(ERRONEOUS, {".eml": raw.data}, key=head.digest[:32])
         return replace(seen, outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
 
     # Past the guard the mail will be answered: only now load what answering
@@ -83,43 +110,47 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) 
     seen = replace(seen, sender=sender.address, command=line.command)
     from .journal import JournalBusy
 
-    journal = effects.journal
-    key = journal.key_for(head.key, head.digest)
     try:
-        with journal.hold(key, head.digest) as entry:
-            return _answer(raw, head, line, sender, key, entry, config, effects, seen)
+        with effects.journal.hold(head.key, head.digest, force=force) as entry:
+            return _answer(raw, head, line, sender, entry, config, effects, seen)
     except JournalBusy as busy:
         return replace(seen, outcome=Outcome.BUSY, detail=str(busy))
+    except Stopped as stop:
+        return replace(seen, outcome=stop.outcome, detail=stop.detail)
 
 
-def _answer(raw, head: Head, line, sender: Sender, key: str, entry, config: Config, effects: Effects,
+def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effects: Effects,
             seen: Processed) -> Processed:
     """Under the message's journal lock: resume, or act, then reply exactly once."""
     journal = effects.journal
     if entry.stage == "done":
         return replace(seen, outcome=Outcome.DUPLICATE, url=entry.url,
                        detail=f"already handled ({entry.outcome}: {entry.detail})")
-    if entry.stage == "answered":
+    if entry.owes_reply:
         stored = journal.stored_reply(entry)
-        if stored is not None:   # the website step is done: only the reply is owed
+        if stored is not None:   # the website step is done: only the reply is owed, byte for byte
             resumed = replace(seen, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
             return _deliver(stored, entry, config, effects, resumed)
 
-    step = _too_big(head, config) if raw.oversize else _act(raw, head, line, sender, config, key, effects)
+    try:
+        step = _too_big(head, config) if raw.oversize else _act(raw, head, line, sender, config, entry.key, effects)
+    except Stopped as stop:
+        if stop.outcome is not Outcome.TIMED_OUT:
+            raise
+        step = _out_of_time(stop, line, config)
     if is_temporary(step.outcome):
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
-            if entry.failures == 1:   # keep the evidence once, not at every retry
-                _keep(effects, step, raw)
+            _keep(effects, step, raw, entry.key)   # once per message: the same name at every retry
             return replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
-        step = _give_up(step, head, journal.failing_for(entry))
-    _keep(effects, step, raw)
+        step = _give_up(step, head, journal.failing_for(entry), config.site_url)
+    _keep(effects, step, raw, entry.key)
     seen = replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
     if step.reply is None:
         journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
         return seen
 
-    withheld, last = _allowance(step, sender, head, raw, effects)
+    withheld, last = _allowance(step, sender, head, raw, entry.key, effects)
     if withheld:
         journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
         return replace(seen, detail=f"{step.detail}; {withheld}")
@@ -127,9 +158,8 @@ def _answer(raw, head: Head, line, sender: Sender, key: str, entry, config: Conf
 
     note = _duration_words(effects.budget.limit.window) if last else None
     message = build(step.reply, _context(head, sender, config, effects), last_before_limit=note)
-    entry = journal.save(replace(entry, stage="answered", outcome=step.outcome.value, detail=step.detail,
-                                 url=step.url, command=line.command, recipient=sender.address))
-    journal.store_reply(entry, message)
+    entry = journal.answer(entry, message, outcome=step.outcome.value, detail=step.detail,
+                           url=step.url, command=line.command, recipient=sender.address)
     return _deliver(message, entry, config, effects, seen)
 
 
@@ -162,6 +192,19 @@ def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: st
                    caller_id=config.api_caller_id)
 
 
+def _out_of_time(stop: Stopped, line, config: Config) -> Step:
+    """Out of time while acting: a failure like any other, so the give-up clock runs."""
+    from .actions import Step
+    from .urls import BadUrl, parse_content_url
+
+    try:
+        url = parse_content_url(line.argument, config.site_url).canonical(config.site_url)
+    except BadUrl:
+        url = ""
+    # A POST cut short may have reached the website.
+    return Step(Outcome.TIMED_OUT, stop.detail, url=url, maybe_saved=line.command == "create-response-to")
+
+
 def _too_big(head: Head, config: Config) -> Step:
     from .actions import Step
     from .reply import Reply
@@ -172,24 +215,32 @@ def _too_big(head: Head, config: Config) -> Step:
                 keep=ERRONEOUS)
 
 
-def _give_up(step: Step, head: Head, waited: float) -> Step:
+def _give_up(step: Step, head: Head, waited: float, site_url: str) -> Step:
     from .actions import Step
     from .reply import Reply
 
-    values = {"subject": head.subject or "(no subject)", "detail": step.detail, "waited": _duration_words(waited)}
+    # Say what is known: a POST whose answer was unclear may have been stored.
+    template = "gave-up-unsure.txt" if step.maybe_saved else "gave-up.txt"
+    values = {"subject": head.subject or "(no subject)", "detail": step.detail, "waited": _duration_words(waited),
+              "url": step.url or site_url}
     return Step(Outcome.GAVE_UP, f"gave up after {_duration_words(waited)}: {step.detail}",
-                Reply("gave-up.txt", values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url)
+                Reply(template, values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url,
+                maybe_saved=step.maybe_saved)
 
 
-def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, effects: Effects) -> tuple[str, bool]:
-    """(why no reply goes out although one is due, or ""; whether it is the last one for a while)."""
+def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, key: str,
+               effects: Effects) -> tuple[str, bool]:
+    """(why no reply goes out although one is due, or ""; whether it is the last one for a while).
+
+    Taken for message `key`: asked again after a kill, it gives the same answer.
+    """
     from .ratelimit import LAST, SILENT
 
     if step.outcome in REFUSALS:
         body = memoryview(raw.data)[head.body_start:]   # no copy of the body
-        if not effects.budget.first_time_refused(sender.address, head.subject, body):
+        if not effects.budget.first_time_refused(sender.address, head.subject, body, key):
             return "reply withheld: the same mail was refused and answered today", False
-    decision = effects.budget.take(sender.address)
+    decision = effects.budget.take(sender.address, key)
     if decision == SILENT:
         return "reply withheld: reply limit reached for this address", False
     return "", decision == LAST
@@ -197,27 +248,33 @@ def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, effects: Ef
 
 def _deliver(message: bytes, entry, config: Config, effects: Effects, seen: Processed) -> Processed:
     journal = effects.journal
-    result = effects.mailer.send(message, entry.recipient)
-    if result.sent:
-        journal.finish(entry)
-        return seen
+    with effects.uninterrupted():
+        entry = journal.sending(entry)
+        result = effects.mailer.send(message, entry.recipient)
+        if result.sent:
+            try:
+                journal.finish(entry)
+            except OSError as error:
+                # Sendmail has the reply: the message is handled.  A retry would answer twice.
+                return replace(seen, detail=f"{seen.detail}; journal not updated ({error.strerror or error})")
+            return seen
     if result.status == "temporary":
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
             return replace(seen, outcome=Outcome.SEND_DEFERRED,
                            detail=f"reply not handed over ({result.detail}); {seen.detail}")
-    effects.records.stash(FAILED_SENDS, {".eml": message})
+    effects.records.stash(FAILED_SENDS, {".eml": message}, key=entry.key)
     journal.finish(entry, detail=f"{entry.detail}; reply kept in {FAILED_SENDS}/")
     return replace(seen, outcome=Outcome.REPLY_FAILED,
                    detail=f"reply could not be sent ({result.detail}); {seen.detail}")
 
 
-def _keep(effects: Effects, step: Step, raw: RawMail) -> None:
+def _keep(effects: Effects, step: Step, raw: RawMail, key: str) -> None:
     if step.keep:
         files = {".eml": raw.data}
         if step.exchange:
             files[".http.txt"] = step.exchange.encode("utf-8", "replace")
-        effects.records.stash(step.keep, files)
+        effects.records.stash(step.keep, files, key=key)
 
 
 def _who(head: Head, envelope: Envelope) -> str:
@@ -234,13 +291,15 @@ def _duration_words(seconds: float) -> str:
     return f"{int(seconds)} seconds"
 
 
-def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: Effects) -> str:
+def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: Effects, key: str) -> str:
     """Tell the sender that their mail keeps failing, if they may be answered at all.
 
     Called after the gateway crashed on this mail again and again; it must not
     crash itself, so it only uses the header stages, and says what it did.
+    The answer counts against the sender's reply limit, for message `key`.
     """
     try:
+        from .ratelimit import SILENT
         from .reply import Reply, build
 
         head = read_head(raw.data)
@@ -249,9 +308,12 @@ def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: E
         sender = reply_sender(head.from_raw)
         if not isinstance(sender, Sender):
             return f"not answered ({sender})"
+        if effects.budget.take(sender.address, key) == SILENT:
+            return "not answered (reply limit reached for this address)"
         reply = Reply("poisoned.txt", {"subject": head.subject or "(no subject)"})
-        result = effects.mailer.send(build(reply, _context(head, sender, config, effects)),
-                                     sender.address)
+        with effects.uninterrupted():
+            result = effects.mailer.send(build(reply, _context(head, sender, config, effects)),
+                                         sender.address)
         return "sender answered" if result.sent else f"answer not sent ({result.detail})"
     except Exception as error:  # the last resort must not become the next crash
         return f"not answered ({type(error).__name__})"

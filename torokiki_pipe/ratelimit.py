@@ -6,12 +6,19 @@ cannon.  Each address has a window of reply times in a small JSON file under
 window says that no more will follow for a while; past it, mail is still
 processed, but not answered.  Separately, the same refused mail sent again
 (same sender, same subject and body) is answered once a day only.
+
+Every allowance is taken for one message (its journal key) and is idempotent:
+a run killed after taking it and before storing the reply asks again on the
+next delivery and gets the same answer, so a reply that is owed is never
+withheld, and a retry never counts twice.  Files whose window has passed are
+removed by `expire`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +31,7 @@ if TYPE_CHECKING:
 
 SEND, LAST, SILENT = "send", "last", "silent"
 IDENTICAL_WINDOW = 24 * 3600
+SAME_PREFIX = "same-"
 
 
 class ReplyBudget:
@@ -32,29 +40,63 @@ class ReplyBudget:
         self.limit = limit
         self.now = now
 
-    def take(self, address: str) -> str:
-        """SEND, LAST (send, and say it is the last one for a while) or SILENT."""
+    def take(self, address: str, key: str = "") -> str:
+        """SEND, LAST (send, and say it is the last one for a while) or SILENT, for message `key`."""
         if self.limit.count <= 0:
             return SEND
         with self._locked(_digest(address.lower())) as path:
             now = self.now()
-            times = [t for t in _read_list(path) if now - t < self.limit.window]
-            if len(times) >= self.limit.count:
+            granted = [(t, k) for t, k in _read_list(path) if now - t < self.limit.window]
+            for position, (_, known) in enumerate(granted, 1):
+                if key and known == key:          # asked again for the same message: same answer
+                    return LAST if position == self.limit.count else SEND
+            if len(granted) >= self.limit.count:
                 return SILENT
-            times.append(now)
-            write_atomically(path, json.dumps(times).encode(), durable=False)   # a lost count is harmless
-            return LAST if len(times) == self.limit.count else SEND
+            granted.append((now, key))
+            write_atomically(path, json.dumps(granted).encode(), durable=False)   # a lost count is harmless
+            return LAST if len(granted) == self.limit.count else SEND
 
-    def first_time_refused(self, address: str, subject: str, body) -> bool:
-        """True the first time (per day) this sender sends this refused mail (its subject and body)."""
-        key = "same-" + _digest(address.lower(), b"\0", subject.encode("utf-8", "replace"), b"\0", body)
-        with self._locked(key) as path:
+    def first_time_refused(self, address: str, subject: str, body, key: str = "") -> bool:
+        """True the first time (per day) this sender sends this refused mail (its subject and body),
+        and again whenever the message that was first (`key`) asks."""
+        name = SAME_PREFIX + _digest(address.lower(), b"\0", subject.encode("utf-8", "replace"), b"\0", body)
+        with self._locked(name) as path:
             now = self.now()
             seen = _read_list(path)
-            if seen and now - seen[-1] < IDENTICAL_WINDOW:
-                return False
-            write_atomically(path, json.dumps([now]).encode(), durable=False)
+            if seen and now - seen[-1][0] < IDENTICAL_WINDOW:
+                return bool(key) and seen[-1][1] == key
+            write_atomically(path, json.dumps([(now, key)]).encode(), durable=False)
             return True
+
+    def expire(self) -> int:
+        """Remove the files of addresses and refused mails whose window has passed."""
+        try:
+            items = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        oldest = self.now() - max(self.limit.window, IDENTICAL_WINDOW)
+        for item in items:
+            name, dot, suffix = item.name.rpartition(".")
+            if suffix not in ("json", "lock") or not dot or item.stat().st_mtime > oldest:
+                continue
+            removed += self._remove_if_stale(name, oldest)
+        return removed
+
+    def _remove_if_stale(self, name: str, oldest: float) -> int:
+        from filelock import FileLock, Timeout
+
+        path, lock_path = self.root / f"{name}.json", self.root / f"{name}.lock"
+        try:
+            with FileLock(str(lock_path), timeout=0):
+                times = _read_list(path)
+                if times and max(t for t, _ in times) > oldest:
+                    return 0
+                path.unlink(missing_ok=True)
+                lock_path.unlink(missing_ok=True)     # removed while held (see journal.py)
+        except (Timeout, FileNotFoundError):
+            return 0
+        return 1
 
     @contextmanager
     def _locked(self, name: str):
@@ -73,9 +115,19 @@ def _digest(*parts) -> str:
     return digest.hexdigest()[:32]
 
 
-def _read_list(path: Path) -> list:
+def _read_list(path: Path) -> list[tuple[float, str]]:
+    """[(time, message key)]; files written before keys were kept hold bare times."""
     try:
         value = json.loads(path.read_text())
-        return [float(t) for t in value] if isinstance(value, list) else []
     except (FileNotFoundError, ValueError, TypeError):
         return []
+    if not isinstance(value, list):
+        return []
+    found = []
+    for item in value:
+        try:
+            when, key = (item, "") if isinstance(item, (int, float)) else (item[0], item[1])
+            found.append((float(when), str(key)))
+        except (TypeError, ValueError, IndexError):
+            continue
+    return found

@@ -11,7 +11,9 @@
 
 Every file is written to a temporary name and renamed into place, so a reader
 never sees half a file; names are made from the time, the process and a random
-part, never from anything in the mail.  Files are 0600, folders 0700.
+part, or (for a mail kept once per message) from the message's key, a hex
+digest: never from anything the mail says.  Files are 0600, folders 0700.
+A temporary file left by a killed write is removed by `sweep`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ CRASHED = "crashed"
 STASH_KINDS = (ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED, CRASHED)
 JOURNAL = "journal"
 REPLY_COUNTERS = "replies"
+TEMPORARY_PREFIX = ".tmp-"
+SWEEP_INTERVAL = 3600         # seconds between two housekeeping sweeps
+STALE_TEMPORARY = 3600        # a temporary file this old was left by a killed write
 
 
 @dataclass(frozen=True)
@@ -54,20 +59,58 @@ class Records:
             raise ValueError(f"unknown stash kind {kind!r}")
         return self.root / kind
 
-    def stash(self, kind: str, files: dict[str, bytes]) -> Path:
-        """Keep related files under one fresh name: ``{stem}{suffix}`` for each suffix.
+    def stash(self, kind: str, files: dict[str, bytes], key: str = "") -> Path:
+        """Keep related files under one name: ``{stem}{suffix}`` for each suffix.
 
-        Returns the path of the first file.  Each is written atomically.
+        With a `key` (a message's hex key) the stem is the key: the first
+        file (the mail) is written once, however often the message is
+        delivered, and the files beside it (an HTTP exchange) are replaced by
+        the latest, so they tell how it ended.  Without a key the stem is
+        fresh.  Returns the path of the first file.  Each is written atomically.
         """
         folder = self.folder(kind)
         make_private_dirs(folder)
-        stem = unique_stem()
+        stem = key if key and key.isalnum() else unique_stem()
         written = []
         for suffix, data in files.items():
             target = folder / f"{stem}{suffix}"
-            write_atomically(target, data)
+            if not (key and not written and target.exists()):
+                write_atomically(target, data)
             written.append(target)
         return written[0]
+
+    def sweep_due(self, interval: float = SWEEP_INTERVAL) -> bool:
+        """True at most once per `interval` across all runs: time for the housekeeping sweep."""
+        marker = self.root / ".last-sweep"
+        now = time.time()
+        try:
+            if now - marker.stat().st_mtime < interval:
+                return False
+        except FileNotFoundError:
+            pass
+        make_private_dirs(self.root)
+        marker.touch(mode=0o600)
+        os.utime(marker, (now, now))
+        return True
+
+    def sweep(self, older_than: float = STALE_TEMPORARY) -> int:
+        """Remove temporary files that killed writes left behind, anywhere under logs/."""
+        removed = 0
+        cutoff = time.time() - older_than
+        folders = [self.root, self.journal_dir, self.counters_dir, *(self.root / k for k in STASH_KINDS)]
+        for folder in folders:
+            try:
+                items = list(os.scandir(folder))
+            except OSError:
+                continue
+            for item in items:
+                try:
+                    if item.name.startswith(TEMPORARY_PREFIX) and item.stat().st_mtime < cutoff:
+                        os.unlink(item.path)
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
 
     def append_line(self, text: str) -> None:
         """Append to the log file with one write(2) on an O_APPEND descriptor.
@@ -100,7 +143,7 @@ def write_atomically(target: Path, data: bytes, durable: bool = True) -> None:
     """
     # A fresh, private temporary name beside the target (what tempfile.mkstemp
     # does, without its import cost on every run).
-    temporary = target.parent / f".tmp-{os.getpid()}-{os.urandom(8).hex()}"
+    temporary = target.parent / f"{TEMPORARY_PREFIX}{os.getpid()}-{os.urandom(8).hex()}"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as stream:

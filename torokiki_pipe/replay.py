@@ -20,6 +20,13 @@ or folders given) with the configured sendmail to the one address in their
 ``To:`` header, and moves each one sent to ``done/``.  Only the gateway's own
 replies (X-Loop marker) with exactly one well-formed To address are sent.
 
+``--force`` submits again mail that the journal already finished without
+success (refused, gave up, not understood, too big, crashed for good, reply
+failed): for the day a fix on either side (a new API key, a website bug
+fixed) makes it succeed.  The same Idempotency-Key goes with it, so a website
+that did store it answers with what it stored.  Saved or answered mail is
+never forced: that would answer the sender twice.
+
 ``--dry-run`` hands ``dry_run=True`` to `cli.handle` (prints the request and
 reply instead) and moves nothing; with ``--resend`` it says what it would send.
 
@@ -54,9 +61,15 @@ def parse_args(argv):
     parser.add_argument("paths", nargs="*", metavar="FILE|DIR", help=".eml files or stash folders")
     parser.add_argument("--resend", action="store_true",
                         help="send the ready replies in logs/failed_sends/ (or the files given)")
+    parser.add_argument("--force", action="store_true",
+                        help="submit again mail the journal finished without success (refused, gave up, ...); "
+                             "saved or answered mail is never sent twice")
     parser.add_argument("--dry-run", action="store_true",
                         help="change nothing: no POST, no mail sent, nothing moved; print what would happen")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.force and args.resend:
+        parser.error("--force replays mails; --resend sends kept replies: choose one")
+    return args
 
 
 def main(argv) -> int:
@@ -84,7 +97,7 @@ def main(argv) -> int:
         if args.resend:
             left = sum(not resend_one(path, settings, args.dry_run) for path in files)
         else:
-            left = sum(not replay_one(path, settings, args.dry_run) for path in files)
+            left = sum(not replay_one(path, settings, args.dry_run, args.force) for path in files)
     return os.EX_TEMPFAIL if left else os.EX_OK
 
 
@@ -221,7 +234,7 @@ def _read_kept(path: Path, read):
         return None, False
 
 
-def replay_one(mail: Path, settings, dry_run: bool) -> bool:
+def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool:
     """Replay one kept mail; True when it is handled (and, unless dry run, moved to done/)."""
     from .cli import handle
     from .pipeline import Envelope
@@ -243,7 +256,7 @@ def replay_one(mail: Path, settings, dry_run: bool) -> bool:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             # The envelope is not kept with the mail: its headers (Return-Path, From) decide.
-            code = handle(raw, Envelope(), settings, dry_run=dry_run)
+            code = handle(raw, Envelope(), settings, dry_run=dry_run, force=force)
     except Exception as error:   # handle() records its own failures; this is a last guard
         say(mail, exit=os.EX_TEMPFAIL, outcome="crashed", moved="no (kept for the next replay)",
             detail=f"{type(error).__name__}: {error}")
