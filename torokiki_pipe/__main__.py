@@ -1,6 +1,8 @@
 """The `torokiki-pipe` command (and ``python -m torokiki_pipe``): one process per message."""
 
 import gc
+import os
+import signal
 import sys
 
 
@@ -13,6 +15,17 @@ def main() -> int:
     # HTML.  What loading built is frozen out of any collection; the
     # administrator's commands, which may handle many messages, turn it back on.
     gc.disable()
+    # Until the run installs its own handlers (cli.RunSignals), a stop finds
+    # nothing done: say so in the one status line and ask for a retry.
+    from .outcome import Outcome, exit_code, status_line
+
+    def stopped_while_starting(number, frame):
+        line = status_line(Outcome.INTERRUPTED, f"stopped by {signal.Signals(number).name} while starting")
+        os.write(2, line.encode() + b"\n")
+        os._exit(exit_code(Outcome.INTERRUPTED))
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stopped_while_starting)
     from .cli import main as run
 
     gc.freeze()

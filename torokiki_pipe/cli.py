@@ -66,6 +66,8 @@ def main(argv=None) -> int:
             from importlib import import_module
 
             gc.enable()   # off for a one-message pipe run (see __main__); replay handles many
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)          # no pipe run's stop handlers
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
             return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
         return _run(parse_args(argv))
