@@ -353,3 +353,27 @@ def test_report_reads_rotated_logs_and_since_filters(admin, run_pipe, pipe_env, 
     day = (now - timedelta(days=10)).strftime("%Y-%m-%d")
     assert json.loads(admin("report", pipe_env, "--since", day, "--json").stdout)["messages"] == 3
     assert admin("report", pipe_env, "--since", "yesterday").returncode == os.EX_USAGE
+
+
+def test_replay_force_submits_again_what_was_refused_and_never_what_was_saved(admin, run_pipe, pipe_env, website,
+                                                                             smtp_sink):
+    website.control("refuse", status=422)
+    refused = mail(CREATE, "text: 'try again'", msgid="<refused@example.net>")
+    assert run_pipe(refused).returncode == 0
+    folder = pipe_env.log_dir / "failed_https"
+    [kept] = [p for p in files_in(folder) if p.name.endswith(".eml")]
+    website.control("ok")
+    plain = admin("replay", pipe_env, kept)
+    assert plain.returncode == 0 and "outcome=duplicate" in plain.stdout       # the journal says finished
+    assert website.stats()["stored"] == 0
+    again = folder / kept.name
+    again.write_bytes((folder / "done" / kept.name).read_bytes())
+    forced = admin("replay", pipe_env, "--force", again)
+    assert forced.returncode == 0 and "outcome=saved" in forced.stdout, forced.stdout + forced.stderr
+    assert website.stats()["stored"] == 1
+
+    again.write_bytes((folder / "done" / kept.name).read_bytes())
+    once_more = admin("replay", pipe_env, "--force", again)
+    assert "outcome=duplicate" in once_more.stdout          # saved mail is never forced a second time
+    assert website.stats()["stored"] == 1 and website.stats()["posts"] == 2
+    assert len(smtp_sink.wait_for(2)) == 2                   # the refusal, then the saved answer

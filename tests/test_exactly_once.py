@@ -196,3 +196,61 @@ def test_the_same_mail_received_twice_over_smtp_is_one_message(run_pipe, website
     second = b"Received: from a by mx id BBB; Tue, 14 May 2024 08:13:40 +1200\n" + message
     assert run_pipe(first).returncode == 0 and run_pipe(second).returncode == 0
     assert website.stats()["stored"] == 1
+
+
+def test_the_sweep_removes_stale_counters_and_leftover_temporary_files(tmp_path):
+    from torokiki_pipe.config import ReplyLimit
+    from torokiki_pipe.ratelimit import ReplyBudget
+    from torokiki_pipe.records import Records
+
+    clock = [1_000_000.0]
+    records = Records(tmp_path / "logs")
+    budget = ReplyBudget(records.counters_dir, ReplyLimit(2, 3600), now=lambda: clock[0])
+    assert budget.take("kiri@example.net", "m1") == "send"
+    assert budget.first_time_refused("kiri@example.net", "nonsense", b"hello", "m1")
+    leftover = records.counters_dir / ".tmp-123-abc"
+    leftover.write_bytes(b"half a file")
+    old = clock[0] - 3 * 86400
+    for path in records.counters_dir.iterdir():
+        os.utime(path, (old, old))
+    clock[0] += 2 * 86400
+    assert budget.expire() == 2
+    assert records.sweep() == 1
+    assert sorted(p.name for p in records.counters_dir.iterdir()) == []
+
+
+def test_an_allowance_asked_again_for_the_same_message_gives_the_same_answer(tmp_path):
+    from torokiki_pipe.config import ReplyLimit
+    from torokiki_pipe.ratelimit import LAST, SEND, SILENT, ReplyBudget
+
+    budget = ReplyBudget(tmp_path, ReplyLimit(2, 3600))
+    assert [budget.take("a@example.net", k) for k in ("m1", "m1", "m2", "m2", "m3")] == [SEND, SEND, LAST, LAST,
+                                                                                           SILENT]
+    assert budget.first_time_refused("a@example.net", "x", b"body", "m1")
+    assert budget.first_time_refused("a@example.net", "x", b"body", "m1")       # the same message, retried
+    assert not budget.first_time_refused("a@example.net", "x", b"body", "m2")   # the same mail sent again
+
+
+def test_the_time_limit_counts_as_a_failure_and_gives_up_in_the_end(pipe_env, smtp_sink, website):
+    """SIGALRM (the run's time limit) while the website is asked: a real signal on this process."""
+    import signal as signals
+
+    class Trickling:
+        def submit(self, url, content, key):
+            os.kill(os.getpid(), signals.SIGALRM)
+            time.sleep(5)
+            raise AssertionError("the alarm should have ended the exchange")
+
+        fetch = submit
+
+    settings = config.load(os.fspath(pipe_env.variant(TOROKIKI_GIVE_UP_AFTER="1s")), {})
+    raw = RawMail(mail(CREATE, "text: 'slowly'", msgid="<alarm@example.net>"), oversize=False)
+    effects = dataclasses.replace(cli.real_effects(settings), website=Trickling())
+    assert cli.handle(raw, Envelope(), settings, effects=effects) == 75
+    line = log_lines(pipe_env)[-1]
+    assert "outcome=timed-out" in line and "message-id=<alarm@example.net>" in line
+    time.sleep(1.2)
+    assert cli.handle(raw, Envelope(), settings, effects=effects) == 0
+    assert "outcome=gave-up" in log_lines(pipe_env)[-1]
+    [reply] = replies(smtp_sink, 1)
+    assert "may have been saved" in reply.message().get_body(("plain",)).get_content()

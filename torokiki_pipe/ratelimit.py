@@ -78,12 +78,16 @@ class ReplyBudget:
         oldest = self.now() - max(self.limit.window, IDENTICAL_WINDOW)
         for item in items:
             name, dot, suffix = item.name.rpartition(".")
-            if suffix not in ("json", "lock") or not dot or item.stat().st_mtime > oldest:
+            try:
+                if suffix not in ("json", "lock") or not dot or item.stat().st_mtime > oldest:
+                    continue
+            except FileNotFoundError:     # removed with its pair a moment ago
                 continue
             removed += self._remove_if_stale(name, oldest)
         return removed
 
     def _remove_if_stale(self, name: str, oldest: float) -> int:
+        """1 when the file of `name` was removed (with its lock), else 0."""
         from filelock import FileLock, Timeout
 
         path, lock_path = self.root / f"{name}.json", self.root / f"{name}.lock"
@@ -92,11 +96,12 @@ class ReplyBudget:
                 times = _read_list(path)
                 if times and max(t for t, _ in times) > oldest:
                     return 0
+                existed = path.exists()
                 path.unlink(missing_ok=True)
                 lock_path.unlink(missing_ok=True)     # removed while held (see journal.py)
         except (Timeout, FileNotFoundError):
             return 0
-        return 1
+        return int(existed)
 
     @contextmanager
     def _locked(self, name: str):
