@@ -94,10 +94,15 @@ def main(argv) -> int:
             print(f"problem: another replay is running on {settings.log_dir}; try again when it is done",
                   file=sys.stderr)
             return os.EX_TEMPFAIL
-        if args.resend:
-            left = sum(not resend_one(path, settings, args.dry_run) for path in files)
-        else:
-            left = sum(not replay_one(path, settings, args.dry_run, args.force) for path in files)
+        left = 0
+        for number, path in enumerate(files):
+            if args.resend:
+                left += not resend_one(path, settings, args.dry_run)
+            elif not replay_one(path, settings, args.dry_run, args.force):
+                left += 1
+                if _stopped(settings):     # SIGTERM or Ctrl-C ended that mail's run: stop here
+                    left += len(files) - number - 1
+                    break
     return os.EX_TEMPFAIL if left else os.EX_OK
 
 
@@ -287,6 +292,12 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool
     say(mail, exit=code, outcome=result.outcome, moved="no (kept for the next replay)",
         copies=f"{len(copies)}-new-removed" if copies else None, detail=result.detail)
     return False
+
+
+def _stopped(settings) -> bool:
+    """Did the last run end because it was stopped (its log line says so)?"""
+    entry = _log_entry(Path(settings.log_dir) / LOG_FILE, max(0, _size(Path(settings.log_dir) / LOG_FILE) - 4096), "")
+    return entry is not None and entry.get("outcome") == "interrupted"
 
 
 def _message_id(data: bytes) -> str:
