@@ -254,3 +254,14 @@ def test_the_time_limit_counts_as_a_failure_and_gives_up_in_the_end(pipe_env, sm
     assert "outcome=gave-up" in log_lines(pipe_env)[-1]
     [reply] = replies(smtp_sink, 1)
     assert "may have been saved" in reply.message().get_body(("plain",)).get_content()
+
+
+def test_ignored_unanswerable_and_invalid_mail_is_kept_once_per_message(run_pipe, pipe_env, smtp_sink):
+    ignored = mail("Out of office", "away", "Auto-Submitted: auto-replied", msgid="<away@example.net>")
+    unanswerable = b"From: nobody\nSubject: help\nMessage-ID: <nobody@example.net>\n\nhelp\n"
+    invalid = mail("nonsense", "hello", msgid="<nonsense@example.net>")
+    for _ in range(3):
+        for data in (ignored, unanswerable, invalid):
+            assert run_pipe(data).returncode == 0
+    assert len(files_in(pipe_env.log_dir / "ignored")) == 1
+    assert len(files_in(pipe_env.log_dir / "erroneous_emails")) == 2
