@@ -2,18 +2,48 @@
 
 The command comes from configuration as a fixed argument list (never a
 shell); the reply goes on stdin and the one recipient after ``--``, so no
-header in the reply can add a recipient.  The mailer's exit code is mapped,
-never passed on: 75, 69 (msmtp's answer to an SMTP 4xx), 71 and 74 are
-temporary; any other failure is permanent.
+header in the reply can add a recipient.  ``Sendmail.send`` returns a
+``SendResult`` and never raises for anything the mailer does:
+
+* "sent" only when the mailer exited 0 *and* took every byte of the reply.
+  The gateway makes the stdin pipe itself and keeps its own copy of the read
+  end, so writing never fails with EPIPE, and once the mailer exited the
+  kernel says (FIONREAD) how many bytes nobody read.  A mailer that exits 0
+  with bytes left did not send the reply (a misconfigured mailer): that is
+  "temporary", so the MTA keeps the mail queued until it is fixed.
+* One deadline (``timeout``, default ``SEND_TIMEOUT``) for the whole
+  hand-over.  When it passes, the mailer's whole process group is killed
+  and the result is "temporary".
+* The mailer's output is never waited for: stdout goes to /dev/null and
+  stderr is read only until the mailer itself exited (plus what is already
+  in the pipe), its last ``STDERR_KEPT`` bytes kept.  A background child
+  that keeps them open costs nothing and is left alone (it may be the one
+  delivering).
+* The mailer runs in its own session, so a SIGTERM or SIGINT sent to the
+  pipe's process group (an administrator stopping the MTA) does not stop it
+  half-way; the gateway decides when to stop.  If the gateway's own code
+  interrupts ``send`` (its run alarm, a signal handler raising), the
+  mailer's process group is killed before the exception goes on, so no
+  mailer outlives an unfinished hand-over unseen.
+* The exit code is mapped, never passed on: 75, 69 (msmtp's answer to an
+  SMTP 4xx), 71 and 74 are temporary, and so is death by a signal (it says
+  nothing about the reply); any other failure is permanent.  A missing or
+  unrunnable program is temporary (the administrator's mistake).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 TEMPORARY_CODES = frozenset({os.EX_TEMPFAIL, os.EX_UNAVAILABLE, os.EX_OSERR, os.EX_IOERR})
-SEND_TIMEOUT = 120  # seconds; far below Postfix's command_time_limit
+SEND_TIMEOUT = 120      # seconds; far below Postfix's command_time_limit
+STDERR_KEPT = 4096      # bytes of the mailer's stderr kept (the last ones)
+DETAIL_CHARS = 300      # of that stderr, in SendResult.detail
+EXIT_GRACE = 0.1        # seconds to take stderr already written when the mailer exited
+_POLL = 0.05            # seconds between exit checks when pidfd_open is missing
+_CHUNK = 1024 * 1024    # bytes per write(2); the kernel takes what fits
 
 
 @dataclass(frozen=True)
@@ -28,35 +58,192 @@ class SendResult:
 
 
 class Sendmail:
-    def __init__(self, command: tuple[str, ...], null_sender: bool = True):
+    def __init__(self, command: tuple[str, ...], null_sender: bool = True, timeout: float = SEND_TIMEOUT):
         self.command = tuple(command)
         # Replies go out with the null envelope sender (-f <>, understood by
         # Postfix's sendmail and msmtp), so a bounce of a reply can never
         # come back to the gateway; unless the command sets a sender itself.
         sets_sender = any(word.startswith(("-f", "-r", "--from")) for word in self.command[1:])
         self.sender_args = ("-f", "<>") if null_sender and not sets_sender else ()
+        self.timeout = timeout
 
     def argv(self, recipient: str) -> list[str]:
         return [*self.command, *self.sender_args, "--", recipient]
 
     def send(self, message: bytes, recipient: str) -> SendResult:
         import subprocess   # here: mail that is never answered does not pay for it
+        import time
 
+        deadline = time.monotonic() + self.timeout
+        program = self.command[0]
+        # Both pipes are ours and close-on-exec: the child gets only its ends
+        # as fd 0 and 2.  Keeping stdin's read end is what lets us count
+        # unread bytes, and what makes a write after the mailer left harmless.
         try:
-            done = subprocess.run(self.argv(recipient), input=message, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, timeout=SEND_TIMEOUT, close_fds=True)
-        except FileNotFoundError:
-            return SendResult("temporary", f"{self.command[0]} does not exist")
-        except PermissionError:
-            return SendResult("temporary", f"{self.command[0]} is not executable")
-        except subprocess.TimeoutExpired:
-            return SendResult("temporary", f"{self.command[0]} did not finish within {SEND_TIMEOUT} s")
+            stdin_read, stdin_write = os.pipe()
+        except OSError as error:        # out of descriptors: a passing condition
+            return SendResult("temporary", f"cannot start {program}: {error.strerror or error}")
+        fds = _Fds(stdin_read, stdin_write, None)
+        try:
+            err_read, err_write = os.pipe()
         except OSError as error:
-            return SendResult("temporary", f"{self.command[0]}: {error.strerror}")
-        if done.returncode == 0:
-            return SendResult("sent")
-        said = " ".join(done.stderr.decode("utf-8", "replace").split())[:300]
-        # Killed by a signal (negative code) says nothing about the reply: try again.
-        temporary = done.returncode < 0 or done.returncode in TEMPORARY_CODES
-        status = "temporary" if temporary else "permanent"
-        return SendResult(status, f"{os.path.basename(self.command[0])} exited {done.returncode}: {said}")
+            fds.close_all()
+            return SendResult("temporary", f"cannot start {program}: {error.strerror or error}")
+        fds.err_read = err_read
+        try:
+            try:
+                child = subprocess.Popen(self.argv(recipient), stdin=stdin_read, stdout=subprocess.DEVNULL,
+                                         stderr=err_write, close_fds=True, start_new_session=True)
+            finally:
+                os.close(err_write)     # else stderr never reaches EOF
+        except FileNotFoundError:
+            fds.close_all()
+            return SendResult("temporary", f"{program} does not exist")
+        except PermissionError:
+            fds.close_all()
+            return SendResult("temporary", f"{program} is not executable")
+        except OSError as error:
+            fds.close_all()
+            return SendResult("temporary", f"{program}: {error.strerror or error}")
+        try:
+            return _hand_over(child, memoryview(message), fds, deadline, self.timeout,
+                              os.path.basename(program))
+        finally:
+            if child.returncode is None:    # timed out, or interrupted by the gateway itself
+                _kill_group(child)
+            fds.close_all()
+
+
+class _Fds:
+    """The parent's pipe ends, each closed once (early or at the end)."""
+
+    def __init__(self, stdin_read: int, stdin_write: int, err_read: int | None):
+        self.stdin_read, self.stdin_write, self.err_read = stdin_read, stdin_write, err_read
+        self.pidfd: int | None = None
+
+    def close(self, name: str) -> None:
+        fd = getattr(self, name)
+        if fd is not None:
+            setattr(self, name, None)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        for name in ("stdin_write", "err_read", "stdin_read", "pidfd"):
+            self.close(name)
+
+
+def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: float,
+               name: str) -> SendResult:
+    import fcntl
+    import select
+    import termios
+    import time
+
+    total, written = len(message), 0
+    stderr = _Tail(STDERR_KEPT)
+    os.set_blocking(fds.stdin_write, False)
+    os.set_blocking(fds.err_read, False)
+    try:    # readable when the child exits: no polling (Linux >= 5.3)
+        fds.pidfd = os.pidfd_open(child.pid)
+    except (AttributeError, OSError):
+        fds.pidfd = None
+    if total == 0:
+        fds.close("stdin_write")
+    while child.poll() is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:      # send()'s caller kills the process group
+            said = stderr.text(DETAIL_CHARS)
+            return SendResult("temporary", f"{name} did not finish within {timeout:g} s and was killed"
+                                           + (f": {said}" if said else ""))
+        poller = select.poll()      # not select.select: no limit on descriptor numbers
+        for fd in (fds.err_read, fds.pidfd):
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+        if fds.stdin_write is not None:
+            poller.register(fds.stdin_write, select.POLLOUT)
+        wait = remaining if fds.pidfd is not None else min(remaining, _POLL)
+        ready = dict(poller.poll(wait * 1000 + 1))
+        if fds.err_read is not None and ready.get(fds.err_read):
+            stderr.take(fds, "err_read")    # closes it at EOF; the child may still run
+        if fds.stdin_write is not None and ready.get(fds.stdin_write):
+            try:
+                written += os.write(fds.stdin_write, message[written:written + _CHUNK])
+            except BlockingIOError:
+                pass
+            if written == total:
+                fds.close("stdin_write")    # the mailer's EOF
+    # The child exited: what it wrote is in the pipe already.  Take that, but
+    # never wait for a grandchild that still holds stderr (or keeps writing).
+    grace = time.monotonic() + EXIT_GRACE
+    while fds.err_read is not None and time.monotonic() < grace and stderr.take(fds, "err_read"):
+        pass
+    left = bytearray(4)
+    fcntl.ioctl(fds.stdin_read, termios.FIONREAD, left)
+    unread = total - written + int.from_bytes(left, sys.byteorder)
+    code = child.returncode
+    said = stderr.text(DETAIL_CHARS)
+    if code == 0 and unread:
+        return SendResult("temporary", f"{name} exited 0 without reading the whole reply "
+                                       f"({unread} of {total} bytes unread)" + (f": {said}" if said else ""))
+    if code == 0:
+        return SendResult("sent")
+    if code < 0:
+        return SendResult("temporary", f"{name} was killed by {_signal_name(-code)}" + (f": {said}" if said else ""))
+    status = "temporary" if code in TEMPORARY_CODES else "permanent"
+    return SendResult(status, f"{name} exited {code}: {said}")
+
+
+class _Tail:
+    """The last `size` bytes read from a non-blocking pipe."""
+
+    def __init__(self, size: int):
+        self.size, self.data, self.dropped = size, bytearray(), False
+
+    def take(self, fds: _Fds, name: str) -> bool:
+        """Read once; False at EOF or when nothing is there (the fd may be closed then)."""
+        fd = getattr(fds, name)
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            fds.close(name)
+            return False
+        self.data += chunk
+        if len(self.data) > self.size:
+            del self.data[:-self.size]
+            self.dropped = True
+        return True
+
+    def text(self, limit: int) -> str:
+        """One printable line: the start when all was kept, else the end (the last words)."""
+        words = " ".join(self.data.decode("utf-8", "replace").split())
+        words = "".join(c if c.isprintable() else "?" for c in words)
+        if self.dropped:
+            return "…" + words[-(limit - 1):]
+        return words if len(words) <= limit else words[:limit - 1] + "…"
+
+
+def _kill_group(child) -> None:
+    """SIGKILL the mailer's session's process group (its pid: it leads it) and reap it."""
+    import signal
+    import subprocess
+
+    for kill in (lambda: os.killpg(child.pid, signal.SIGKILL), child.kill):
+        try:
+            kill()
+        except OSError:     # already gone, or it left the group
+            pass
+    try:
+        child.wait(timeout=5)
+    except subprocess.TimeoutExpired:   # stuck in the kernel: nothing more to do
+        pass
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

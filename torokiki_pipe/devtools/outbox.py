@@ -12,8 +12,11 @@ delivery agent adds ``Return-Path``::
     X-Outbox-Envelope-From: <SENDER>      (only with -f)
     X-Outbox-Envelope-To: RECIPIENT, ...
 
-Exit 0 when stored, 64 on a usage error (no folder, no recipient), 75 when the
-folder cannot be written (sendmail's "try again later").
+It reads its input to end of file before it stores or exits 0: the gateway
+counts a mailer that exits 0 with part of the reply unread as a hand-over that
+failed.  Exit 0 when stored, 64 on a usage error (no folder, no recipient; the
+input is not read, as sendmail does), 75 when the folder cannot be written
+(sendmail's "try again later").
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if not recipients:
         print("outbox: no recipient given", file=sys.stderr)
         return EX_USAGE
-    message = sys.stdin.buffer.read()
+    # To end of file, whatever its size (None: started with fd 0 closed).
+    message = sys.stdin.buffer.read() if sys.stdin is not None else b""
     try:
         path = store(folder, message, sender, recipients)
     except OSError as error:
