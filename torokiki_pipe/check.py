@@ -104,6 +104,11 @@ def main(argv) -> int:
             except BrokenPipeError:
                 silence(stream)
         raise
+    except BrokenPipeError:
+        # Python 3.9's argparse lets it out of print_help: parse again into nowhere for the right exit code.
+        silence(sys.stdout)
+        silence(sys.stderr)
+        args = parse_args(argv)
     found = Findings()
     try:
         settings = configuration.load(args.config)
