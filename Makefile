@@ -4,6 +4,8 @@
 #               the reference website, replies written to a temporary outbox
 #   make test   Debian packages the tests use (when root and missing), the
 #               virtualenv, then pytest; "no tests collected" is a failure
+#   make min-versions  only the check that the lowest dependency versions
+#               setup.cfg states work (tests/min-versions.txt; part of test)
 #
 # Every target can be run again: the venv is created only when absent and
 # pip installs are no-ops when nothing changed.
@@ -17,7 +19,7 @@ PYTEST_ARGS ?= -q
 # Postfix, swaks, imapfilter and Dovecot's IMAP server.
 APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
 
-.PHONY: all demo test bench deps venv install install-test clean
+.PHONY: all demo test min-versions bench deps venv install install-test clean
 
 all: test
 
@@ -39,6 +41,11 @@ test: deps install-test
 	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
+
+# A scratch venv with exactly tests/min-versions.txt runs the examples through
+# this tree's pipe; it skips, saying why, when the package index is unreachable.
+min-versions: deps install-test
+	$(VPY) -m pytest $(PYTEST_ARGS) -rs tests/test_min_versions.py
 
 # apt-get only as root and only for what is missing; a Postfix or Dovecot
 # that the install started is stopped again so that it holds no port (the

@@ -5,8 +5,13 @@ everyone nor writable by its group or others (it holds the API key); the
 website's API answers a harmless GET (any HTTP status below 500); the sendmail
 command exists and is executable; the log dir exists or can be created, and
 files can be written in it (and in the log file and stash folders already
-there).  Prints ``ok: ...`` lines on stdout and one ``problem: ...`` line per
-problem on stderr; exits 0, or 78 (EX_CONFIG) when anything is wrong.
+there).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
+``problem: ...`` line per problem on stderr, and a ``warning: ...`` line on
+stderr for each TOROKIKI_* key the gateway does not know (a typo leaves a
+setting at its default; a warning, not a problem, as the pipe itself runs
+with it); exits 0, or 78 (EX_CONFIG) when anything is wrong.  A reader that
+stops reading (``check | head -1``) costs nothing: the checks go on with the
+output sent nowhere, and the exit code is still the verdict.
 
 Nothing is left behind: the write test creates and removes a temporary file,
 and a missing log dir is only proven creatable (a temporary folder in its
@@ -29,6 +34,7 @@ from .records import LOG_FILE, STASH_KINDS
 
 PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
 PROBE_TIMEOUT = 10.0                  # seconds, at most
+POSTFIX_QUEUE_LIFETIME = 5 * 86400    # maximal_queue_lifetime's default
 
 
 def parse_args(argv):
@@ -48,18 +54,61 @@ class Findings:
         return text.replace(self.secret, "<redacted>") if self.secret else text
 
     def ok(self, text: str) -> None:
-        print(f"ok: {self._clean(text)}")
+        emit(sys.stdout, f"ok: {self._clean(text)}")
 
     def note(self, text: str) -> None:
-        print(f"note: {self._clean(text)}")
+        emit(sys.stdout, f"note: {self._clean(text)}")
+
+    def warning(self, text: str) -> None:
+        emit(sys.stderr, f"warning: {self._clean(text)}")
 
     def problem(self, text: str) -> None:
         self.problems.append(text)
-        print(f"problem: {self._clean(text)}", file=sys.stderr)
+        emit(sys.stderr, f"problem: {self._clean(text)}")
+
+
+def emit(stream, line: str) -> None:
+    """Write one line now; if its reader has gone, send the rest of that stream nowhere.
+
+    Flushed line by line so that a slow website check does not hold back what
+    is known, and so that a closed pipe shows up here rather than as a
+    traceback at exit (the recipe of Python's signal documentation).
+    """
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        silence(stream)
+
+
+def silence(stream) -> None:
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def main(argv) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit:
+        # --help and usage errors print too: the same closed pipe must not turn into a traceback.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BrokenPipeError:
+                silence(stream)
+        raise
+    except BrokenPipeError:
+        # Python 3.9's argparse lets it out of print_help: parse again into nowhere for the right exit code.
+        silence(sys.stdout)
+        silence(sys.stderr)
+        args = parse_args(argv)
     found = Findings()
     try:
         settings = configuration.load(args.config)
@@ -71,6 +120,7 @@ def main(argv) -> int:
         return os.EX_CONFIG
     found.secret = settings.api_key
     found.ok("configuration loads" + (f" from {settings.source}" if settings.source else " from the environment"))
+    check_keys(settings, found)
     if os.geteuid() == 0:
         found.note("running as root: the file checks say what root may do; run `check` as the user "
                    "Postfix runs the pipe as (e.g. sudo -u torokiki) to be sure")
@@ -80,6 +130,17 @@ def main(argv) -> int:
     check_sendmail(settings.sendmail, found)
     check_log_dir(Path(settings.log_dir), found)
     return os.EX_CONFIG if found.problems else os.EX_OK
+
+
+def check_keys(settings, found: Findings) -> None:
+    """Warn about TOROKIKI_* keys the gateway does not read, and about a give-up the MTA pre-empts."""
+    for key in settings.unknown_keys:
+        where = "the environment" if key in os.environ else f"config file {settings.source}"
+        found.warning(f"{key} (in {where}) is not a setting of the gateway and is ignored"
+                      f"{configuration.suggest(key)}")
+    if settings.give_up_after > POSTFIX_QUEUE_LIFETIME:
+        found.note(f"TOROKIKI_GIVE_UP_AFTER is longer than Postfix's default maximal_queue_lifetime (5d): "
+                   f"unless the MTA keeps mail longer, it bounces a message before the gateway answers it")
 
 
 def check_config_file(path: Path, found: Findings) -> None:

@@ -1,0 +1,159 @@
+"""Every unusable setting, through the installed pipe and `torokiki-pipe check`.
+
+For each hostile value the pipe must defer the mail the same way: exit 75,
+exactly one stderr line starting ``4.3.5 config-error:``, no traceback, all
+of stdin read; and `check` must name the same problem (exit 78).  Also: a
+`check` whose reader goes away (``check | head -1``), and the warning for a
+TOROKIKI_* key the gateway does not know.
+"""
+import os
+import subprocess
+
+import pytest
+
+from conftest import write_env_file
+
+GATEWAY = "gateway@torokiki.net"
+KEY = "s3cret-test-key"
+BIG_MAIL = (f"From: kiri@example.net\nTo: {GATEWAY}\nSubject: help\nMessage-ID: <m1@example.net>\n\n"
+            + "x" * 300_000).encode()        # more than a pipe buffer: exiting unread would break the MTA's write
+
+
+@pytest.fixture
+def base_env(tmp_path):
+    """A usable env file that needs no website: config errors come before any exchange."""
+    return write_env_file(tmp_path / "base.env", {
+        "TOROKIKI_API_KEY": KEY, "TOROKIKI_GATEWAY_ADDRESS": GATEWAY, "TOROKIKI_SENDMAIL": "/bin/true",
+        "TOROKIKI_LOG_DIR": str(tmp_path / "logs"), "TOROKIKI_API_URL": "http://127.0.0.1:9"})
+
+
+def clean_environment(**extra):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+    environ.update(extra)
+    return environ
+
+
+def deliver(pipe_program, config, environ):
+    """Run the pipe as the MTA does, writing the whole mail; (exit code, stderr, stdin fully read)."""
+    process = subprocess.Popen([pipe_program, "--config", os.fspath(config)], stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ)
+    drained = True
+    try:
+        process.stdin.write(BIG_MAIL)
+    except BrokenPipeError:
+        drained = False
+    finally:
+        try:
+            process.stdin.close()
+        except BrokenPipeError:
+            drained = False
+    err = process.stderr.read()
+    process.stderr.close()
+    return process.wait(timeout=60), err.decode("utf-8", "replace"), drained
+
+
+def check(pipe_program, config, environ):
+    return subprocess.run([pipe_program, "check", "--config", os.fspath(config)], capture_output=True,
+                          text=True, timeout=60, env=environ)
+
+
+def assert_deferred_and_checked(pipe_program, config, environ, words):
+    code, err, drained = deliver(pipe_program, config, environ)
+    assert code == os.EX_TEMPFAIL and drained, (code, err)
+    [line] = err.splitlines()
+    assert line.startswith("4.3.5 config-error: ") and words in line, line
+    assert "Traceback" not in err and KEY not in err
+    checked = check(pipe_program, config, environ)
+    assert checked.returncode == os.EX_CONFIG, checked
+    problem = line[len("4.3.5 config-error: "):]
+    assert f"problem: configuration: {problem}" in checked.stderr.splitlines(), (line, checked.stderr)
+    assert "Traceback" not in checked.stderr and "crashed" not in checked.stderr
+    assert KEY not in checked.stdout + checked.stderr
+
+
+# Set in the environment, which wins over the file (so no quoting to get wrong).
+HOSTILE = [
+    ("TOROKIKI_GIVE_UP_AFTER", "nan"), ("TOROKIKI_GIVE_UP_AFTER", "inf"), ("TOROKIKI_GIVE_UP_AFTER", "0min"),
+    ("TOROKIKI_GIVE_UP_AFTER", "1e-300"), ("TOROKIKI_GIVE_UP_AFTER", "1_000"), ("TOROKIKI_JOURNAL_EXPIRE", "1s"),
+    ("TOROKIKI_HTTP_TIMEOUT", "nan"), ("TOROKIKI_HTTP_TIMEOUT", "0"),
+    ("TOROKIKI_MAX_MESSAGE_BYTES", "99999999999999999999"), ("TOROKIKI_MAX_MESSAGE_BYTES", "0x10"),
+    ("TOROKIKI_REPLY_LIMIT", "99999999999/hour"), ("TOROKIKI_REPLY_LIMIT", "5/0min"),
+    ("TOROKIKI_REPLY_LIMIT", "0/hour"),
+    ("TOROKIKI_SITE_URL", "http://torokiki.net:99999"), ("TOROKIKI_SITE_URL", "http://torokiki.net:abc"),
+    ("TOROKIKI_API_URL", "http://127.0.0.1:65536"), ("TOROKIKI_API_URL", "http://[::1"),
+    ("TOROKIKI_API_URL", "http://admin:pw@127.0.0.1:8080"),
+    ("TOROKIKI_API_KEY", "two words"), ("TOROKIKI_API_KEY", "line\nbreak"), ("TOROKIKI_API_KEY", "kéy"),
+    ("TOROKIKI_GATEWAY_ADDRESS", f"{GATEWAY}\nBcc: x@example.net"),
+    ("TOROKIKI_SENDMAIL", "/usr/sbin/sendmail\n-i"), ("TOROKIKI_LOG_DIR", "/tmp/lo\ngs"),
+]
+
+
+@pytest.mark.parametrize("key, value", HOSTILE, ids=[f"{k[9:]}={v!r}" for k, v in HOSTILE])
+def test_each_unusable_value_defers_and_check_names_it(pipe_program, base_env, key, value):
+    assert_deferred_and_checked(pipe_program, base_env, clean_environment(**{key: value}), key)
+
+
+# Written into the file as bytes: what python-dotenv reads, or cannot.
+FILES = [
+    (b"TOROKIKI_REPLY_LIMIT: 5/hour\n", "line 6 cannot be parsed"),
+    (b"TOROKIKI_API_CALLER_ID='a\nTOROKIKI_SYSLOG=mail\nTOROKIKI_NULL_SENDER='yes' # x\n", "lines 6-8 cannot"),
+    (b"TOROKIKI_REPLY_LIMIT\n", "TOROKIKI_REPLY_LIMIT (line 6) has no '='"),
+    (b"TOROKIKI_LOG_DIR=\"/tmp/a\x00b\"\n", "TOROKIKI_LOG_DIR holds a control"),
+    (b"TOROKIKI_API_CALLER_ID=caf\xe9\n", "not UTF-8 text (line 6)"),
+    (b"TOROKIKI_API_KEY=\"" + KEY.encode() + b"\\nX\"\n", "TOROKIKI_API_KEY holds"),
+]
+
+
+@pytest.mark.parametrize("tail, words", FILES, ids=["colon", "open-quote", "no-equals", "nul", "latin-1",
+                                                     "key-with-newline"])
+def test_each_unusable_file_defers_and_check_names_it(pipe_program, base_env, tail, words):
+    base_env.write_bytes(base_env.read_bytes() + tail)
+    assert_deferred_and_checked(pipe_program, base_env, clean_environment(), words)
+
+
+def test_check_warns_about_a_key_it_does_not_know(pipe_program, pipe_env, website):
+    config = pipe_env.variant(TOROKIKI_REPLY_LIMT="5/hour", TOROKIKI_IMAP_SERVER="imap.example")
+    done = check(pipe_program, config, clean_environment())
+    assert done.returncode == 0, done.stderr                # the pipe runs with it: a warning, not a problem
+    [line] = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("warning: TOROKIKI_REPLY_LIMT") and "did you mean TOROKIKI_REPLY_LIMIT?" in line
+
+
+def test_check_notes_a_give_up_beyond_the_mta_queue_lifetime(pipe_program, pipe_env, website):
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_GIVE_UP_AFTER="6d"), clean_environment())
+    assert done.returncode == 0 and "note: TOROKIKI_GIVE_UP_AFTER is longer than Postfix's" in done.stdout
+
+
+@pytest.mark.parametrize("both", [False, True], ids=["stdout", "stdout-and-stderr"])
+@pytest.mark.parametrize("healthy", [True, False], ids=["all-well", "problems"])
+def test_check_survives_a_reader_that_goes_away(pipe_program, pipe_env, website, tmp_path, both, healthy):
+    # `check | head -1`, at its worst: the reader has gone before the first line.
+    config = pipe_env if healthy else pipe_env.variant(TOROKIKI_SENDMAIL="/nonexistent/sendmail")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    errors = tmp_path / "stderr"
+    with open(errors, "wb") as err:
+        process = subprocess.run([pipe_program, "check", "--config", os.fspath(config)], stdout=write_end,
+                                 stderr=write_end if both else err, timeout=60, env=clean_environment())
+    os.close(write_end)
+    said = errors.read_text()
+    assert process.returncode == (0 if healthy else os.EX_CONFIG), said      # still the verdict
+    assert "crashed" not in said and "Traceback" not in said and "BrokenPipe" not in said, said
+
+
+def test_check_help_into_a_closed_pipe(pipe_program):
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    process = subprocess.run([pipe_program, "check", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                             timeout=60, env=clean_environment())
+    os.close(write_end)
+    assert process.returncode == 0 and process.stderr == b""
+
+
+def test_an_unreadable_file_argument_exits_66(pipe_program, base_env, tmp_path):
+    # README, exit codes: EX_NOINPUT, for a FILE given by hand (Postfix gives stdin).
+    done = subprocess.run([pipe_program, "--config", os.fspath(base_env), str(tmp_path / "absent.eml")],
+                          capture_output=True, text=True, timeout=60, env=clean_environment())
+    assert done.returncode == os.EX_NOINPUT == 66
+    [line] = done.stderr.splitlines()
+    assert line.startswith("5.3.5 ") and "cannot read the message" in line
