@@ -69,7 +69,13 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)          # no pipe run's stop handlers
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-            return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+            try:
+                return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+            except BrokenPipeError:     # `torokiki-pipe report | head -1`: the reader has had enough
+                from .check import silence
+
+                silence(sys.stdout)
+                return os.EX_OK
         return _run(parse_args(argv))
     except SystemExit as done:   # --help, --version, usage errors
         return done.code if isinstance(done.code, int) else os.EX_USAGE

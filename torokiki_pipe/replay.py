@@ -464,4 +464,6 @@ def say(path: Path, **fields) -> None:
         if any(c in text for c in ' "=') or not text:
             text = '"' + text.replace('"', "'") + '"'
         parts.append(f"{key}={text}")
-    print(" ".join(parts), flush=True)
+    from .check import emit
+
+    emit(sys.stdout, " ".join(parts))   # a reader gone (`| head`) must not stop the replay half-way
