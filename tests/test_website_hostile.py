@@ -453,6 +453,7 @@ def test_the_error_text_is_one_printable_line_cut_short():
     ("connect", ConnectionRefusedError(111, "Connection refused"), False, "connection refused", False),
     ("connect", OSError(-2, "Name or service not known"), False, "name or service not known", False),
     ("connect", TimeoutError("timed out"), False, "no connection within 5 s", False),
+    ("connect", None, True, "no complete answer within 5 s", False),                # the watchdog, in TLS
     ("send", BrokenPipeError(32, "Broken pipe"), False, "broken pipe", False),      # not all of it arrived
     ("send", TimeoutError("timed out"), True, "no complete answer within 5 s", False),
     ("headers", ConnectionResetError(104, "Connection reset by peer"), False, "connection reset", True),
@@ -678,3 +679,98 @@ def test_a_key_with_a_line_break_is_refused_before_anything_is_sent(canned):
     answer = submit(broken)
     assert answer.status == "key-refused" and "TOROKIKI_API_KEY" in answer.detail and not answer.maybe_saved
     assert submit(website).status == "saved"
+
+
+def test_https_a_trickled_tls_handshake_is_cut_at_the_deadline():
+    """The watchdog covers the handshake too: a server trickling a TLS record never lets
+    a per-operation timeout expire."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)                                   # the ClientHello
+            conn.sendall(b"\x16\x03\x03\x40\x00")              # a 16 KB handshake record follows...
+            while not stop.wait(0.1):
+                try:
+                    conn.sendall(b"\x00")                       # ...a byte at a time
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        website = Website(f"https://127.0.0.1:{listener.getsockname()[1]}", API_KEY, 2, SITE)
+        started = time.monotonic()
+        answer = fetch(website)
+        assert (answer.status, answer.detail) == ("unavailable", "no complete answer within 2 s")
+        assert time.monotonic() - started < 2 + SLACK
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_https_a_certificate_that_does_not_verify_is_unavailable(tmp_path):
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate to test with")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ssl.SSLError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        answer = submit(Website(f"https://127.0.0.1:{listener.getsockname()[1]}", API_KEY, 5, SITE))
+        assert answer.status == "unavailable" and "certificate verify failed" in answer.detail
+        assert answer.maybe_saved is False                     # nothing was sent
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+def test_https_end_to_end_against_a_site_whose_certificate_verifies(run_pipe, pipe_env, smtp_sink, tmp_path):
+    """The reference website behind TLS, its certificate trusted through SSL_CERT_FILE (what
+    ssl.create_default_context reads): the POST is saved and the key is nowhere."""
+    import shutil
+    import ssl
+
+    from torokiki_pipe.devtools.website import make_server
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate to test with")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = make_server(tmp_path / "tls-store", SITE, api_key=API_KEY, quiet=True)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        config = pipe_env.variant(TOROKIKI_API_URL=f"https://127.0.0.1:{server.port}")
+        done = run_pipe(mail(CREATE, "text: 'over TLS'"), config=config,
+                        env={"SSL_CERT_FILE": str(tmp_path / "cert.pem")})
+        assert done.returncode == 0, done.stderr
+        [item] = server.stats()["items"]
+        assert item["content"]["Text"] == "over TLS"
+        assert item["location"] in reply_text(smtp_sink.wait_for(1)[0])
+        assert_key_nowhere(pipe_env, smtp_sink, done)
+    finally:
+        server.shutdown()

@@ -165,10 +165,10 @@ def failure(method: str, phase: str, error: BaseException | None, place: Place, 
     if isinstance(error, _BadHeader):     # configuration, like a refused key: nothing was sent
         return WebsiteAnswer("key-refused", f"the {error} header holds a character HTTP does not allow; "
                                             f"check TOROKIKI_API_KEY")
-    if overrun or isinstance(error, socket.timeout):
+    if isinstance(error, socket.timeout) and not overrun and phase == "connect":
+        detail = f"no connection within {min(CONNECT_TIMEOUT, place.timeout):g} s"
+    elif overrun or isinstance(error, socket.timeout):
         detail = f"no complete answer within {place.timeout:g} s"
-        if phase == "connect":
-            detail = f"no connection within {min(CONNECT_TIMEOUT, place.timeout):g} s"
     else:
         detail = _network_detail(error)
     # Only a request that reached the website whole can have been stored.
@@ -447,20 +447,23 @@ class Website:
         deadline = time.monotonic() + self.timeout
         api = urlsplit(self.api_url)
         target = (api.path.rstrip("/") + path) or "/"
-        connect_timeout = min(CONNECT_TIMEOUT, self.timeout)
-        if api.scheme == "https":
-            import ssl
-
-            connection = http.client.HTTPSConnection(api.hostname, api.port, timeout=connect_timeout,
-                                                     context=ssl.create_default_context())
-        else:
-            connection = http.client.HTTPConnection(api.hostname, api.port, timeout=connect_timeout)
+        https = api.scheme == "https"
+        connection = http.client.HTTPConnection(api.hostname, api.port or (443 if https else 80),
+                                                timeout=min(CONNECT_TIMEOUT, self.timeout))
+        if https:
+            connection.default_port = 443       # no ":443" in the Host header
         watchdog = _Watchdog(self.timeout)
         phase, sock = "connect", None
         try:
-            connection.connect()
+            connection.connect()                # TCP; TLS below, under the watchdog too
             sock = connection.sock
             watchdog.watch(sock)
+            if https:
+                import ssl
+
+                sock.settimeout(min(CONNECT_TIMEOUT, deadline - time.monotonic()))   # connecting includes TLS
+                sock = connection.sock = ssl.create_default_context().wrap_socket(
+                    sock, server_hostname=api.hostname)
             phase = "send"
             broke = _send(connection, sock, method, target, headers, body, deadline)
             if broke is None:
@@ -590,13 +593,16 @@ def _read(response, sock, method: str, deadline: float, watchdog) -> Received:
 
 
 class _Watchdog:
-    """Shuts the exchange's socket down when the deadline passes, whatever it is blocked in."""
+    """Shuts the exchange's connection down when the deadline passes, whatever it is blocked in.
+
+    It keeps the descriptor's number, not the socket object: wrapping the socket
+    in TLS moves the descriptor to a new object while the handshake runs."""
 
     def __init__(self, seconds: float):
         import threading
 
         self.fired = False
-        self._sock = None
+        self._fd = -1
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._fire)
         self._timer.daemon = True
@@ -604,29 +610,38 @@ class _Watchdog:
 
     def watch(self, sock) -> None:
         with self._lock:
-            self._sock = sock
+            self._fd = sock.fileno()
             if self.fired:
-                _shut(sock)
+                _shut(self._fd)
 
     def _fire(self) -> None:
         with self._lock:
             self.fired = True
-            if self._sock is not None:
-                _shut(self._sock)
+            if self._fd >= 0:
+                _shut(self._fd)
 
     def stop(self) -> None:
+        """Before the connection is closed, so that a reused descriptor number is never touched."""
         self._timer.cancel()
         with self._lock:
-            self._sock = None
+            self._fd = -1
 
 
-def _shut(sock) -> None:
+def _shut(fd: int) -> None:
+    """Shut the connection on descriptor `fd` down both ways (through a duplicate: its owner closes it)."""
+    import os
     import socket
 
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        duplicate = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+    finally:
+        duplicate.close()
 
 
 class JsonBody:
