@@ -461,7 +461,8 @@ class Website:
             if https:
                 import ssl
 
-                sock.settimeout(min(CONNECT_TIMEOUT, deadline - time.monotonic()))   # connecting includes TLS
+                _remaining(sock, deadline)
+                sock.settimeout(min(CONNECT_TIMEOUT, sock.gettimeout()))   # connecting includes TLS
                 sock = connection.sock = ssl.create_default_context().wrap_socket(
                     sock, server_hostname=api.hostname)
             phase = "send"
@@ -589,7 +590,8 @@ def _read(response, sock, method: str, deadline: float, watchdog) -> Received:
         ending = "overrun"        # what looked like an end was the watchdog closing the socket
     elif ending == "complete" and ((response.length or 0) > 0 or (decoder is not None and not decoder.eof)):
         ending = "broken"         # closed before Content-Length bytes, or inside the compressed stream
-    return replace(head, body=bytes(body[:cap + 1]), ending=ending)
+    del body[cap + 1:]
+    return replace(head, body=bytes(body), ending=ending)
 
 
 class _Watchdog:
