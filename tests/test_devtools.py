@@ -12,6 +12,7 @@ import select
 import shlex
 import shutil
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -227,6 +228,194 @@ def test_control_rejects_bad_values(website):
     for body in ({"mode": "sideways"}, {"mode": "slow", "delay": -1}, {"mode": "refuse", "status": 99}):
         answer = requests.post(f"{website.url}/_control", json=body, timeout=10)
         assert answer.status_code == 400
+    assert requests.get(f"{website.url}/_control", timeout=10).json()["mode"] == "ok"
+
+
+def control(website, **body) -> dict:
+    """POST /_control with any of the fields (the conftest helper knows only mode, delay, status)."""
+    answer = requests.post(f"{website.url}/_control", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def raw_exchange(website, request: bytes, timeout: float = 10):
+    """A raw socket to the website with `request` sent: the tests read what comes back as it comes."""
+    host, port = website.server.server_address[:2]
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.sendall(request)
+    return sock
+
+
+def get_request(path: str = "/image/1/response") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("mode, status", [
+    ("refuse", 401), ("refuse", 403), ("refuse", 407), ("down", 408), ("down", 429),
+])
+def test_fault_modes_answer_the_key_and_rate_statuses(website, mode, status):
+    website.control(mode, status=status)
+    assert post(website, 1, text_response()).status_code == status
+    assert website.stats()["stored"] == 0
+
+
+def test_echo_key_quotes_the_sent_key_in_error_text_and_header(website):
+    control(website, mode="echo-key")
+    answer = post(website, 1, text_response(), key="sent-key-12345")
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert "sent-key-12345" in error and "SENT-KEY-12345" in error
+    assert "%73%65%6E%74" in error                                        # URL-encoded, every byte
+    assert "sent-ke\ny-12345" in error                                    # split by a line break
+    assert base64.b64encode(b"sent-key-12345").decode() in error
+    assert "\\u0073\\u0065" in answer.text                                # JSON escapes in the raw body
+    assert answer.headers["X-Echo-Key"] == "sent-key-12345"
+    assert website.stats()["stored"] == 0
+
+
+def test_echo_key_with_201_stores_and_echoes_in_location_and_header(website):
+    control(website, mode="echo-key", status=201)
+    answer = post(website, 1, text_response())
+    assert answer.status_code == 201
+    assert answer.headers["Location"].endswith(f"?api_key={KEY}")
+    assert answer.headers["X-Echo-Key"] == KEY and answer.json()["key"] == KEY
+    assert website.stats()["stored"] == 1
+
+
+def test_echo_key_get_puts_the_servers_key_in_text_and_file(website):
+    control(website, mode="echo-key")
+    answer = requests.get(f"{website.url}/image/1/response", timeout=10)     # no key sent: its own
+    assert answer.status_code == 200 and answer.headers["X-Echo-Key"] == KEY
+    content = answer.json()
+    assert KEY in content["Text"]
+    data = base64.b64decode(content["Attachment"]["data"])
+    assert data.startswith(b"\x89PNG") and data.endswith(f"api_key={KEY}".encode())
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_huge_get_is_valid_content_of_the_size_given(website, length):
+    size = 3 * 1024 * 1024 + 17
+    control(website, mode="huge", size=size, length=length)
+    answer = requests.get(f"{website.url}/image/1/response", timeout=30)
+    assert answer.status_code == 200
+    assert ("Content-Length" in answer.headers) == length
+    assert size - 4 <= len(answer.content) <= size
+    content = answer.json()
+    assert is_base64(content["Attachment"]["data"]) and content["Attachment"]["name"] == "huge.bin"
+
+
+def test_huge_post_stores_and_pads_its_answer(website):
+    control(website, mode="huge", size=1024 * 1024)
+    answer = post(website, 1, text_response())
+    assert answer.status_code == 201 and "Location" in answer.headers
+    assert len(answer.content) == 1024 * 1024 and answer.json()["padding"].startswith("xxx")
+    assert website.stats()["stored"] == 1
+    control(website, mode="huge", size=1000, status=500)
+    answer = post(website, 1, text_response())
+    assert answer.status_code == 500 and "Location" not in answer.headers     # 5xx after storing
+    assert website.stats()["stored"] == 2
+
+
+def _writers() -> set:
+    """The reference website's request threads alive now (named after their target since 3.10)."""
+    return {t for t in threading.enumerate() if "process_request" in t.name and t.is_alive()}
+
+
+def _wait_for(condition, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_endless_body_never_ends_and_stops_when_the_client_goes(website):
+    control(website, mode="endless")
+    before = _writers()
+    sock = raw_exchange(website, get_request())
+    got = b""
+    while len(got) < 3 * 1024 * 1024:          # far more than any answer: it goes on
+        chunk = sock.recv(1 << 16)
+        assert chunk, "the endless body ended"
+        got += chunk
+    assert b"Transfer-Encoding: chunked" in got[:1000]
+    writers = _writers() - before
+    assert writers                                  # its writer, while it writes
+    sock.close()
+    assert _wait_for(lambda: not any(t.is_alive() for t in writers)), "the writer outlived its client"
+
+
+def test_endless_and_trickle_writers_stop_when_the_server_shuts_down(tmp_path):
+    server, url = serve_in_thread(tmp_path / "store", SITE, api_key=KEY)
+    sockets = []
+    try:
+        for body in ({"mode": "endless"}, {"mode": "trickle", "delay": 30}):
+            requests.post(f"{url}/_control", json=body, timeout=10)
+            sock = socket.create_connection(server.server_address[:2], timeout=10)
+            sock.sendall(get_request())
+            sock.recv(100)                          # the writer is running
+            sockets.append(sock)
+    finally:
+        server.shutdown()
+    for sock in sockets:                            # each answer ends: EOF (or a reset), not a hang
+        sock.settimeout(15)
+        try:
+            while sock.recv(1 << 16):
+                pass
+        except ConnectionResetError:
+            pass
+        sock.close()
+
+
+def test_trickle_writes_the_body_a_byte_at_a_time(website):
+    control(website, mode="trickle", delay=0.2)
+    sock = raw_exchange(website, get_request())
+    head = b""
+    while b"\r\n\r\n" not in head:               # the head comes at once
+        head += sock.recv(1 << 16)
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length:" in head
+    assert head.endswith(b"\r\n\r\n")            # and no body with it
+    assert len(sock.recv(1 << 16)) == 1            # then the body, one byte per write
+    assert len(sock.recv(1 << 16)) == 1
+    sock.close()
+
+
+def test_trickle_head_writes_even_the_status_line_slowly(website):
+    control(website, mode="trickle", delay=0.2, part="head")
+    sock = raw_exchange(website, get_request())
+    assert sock.recv(1 << 16) == b"H"
+    sock.close()
+
+
+def test_a_trickled_answer_holds_no_lock_others_wait_for(website):
+    control(website, mode="trickle", delay=30)
+    body = json.dumps(text_response()).encode()
+    request = (f"POST /image/1/response HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nIdempotency-Key: same\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    first, replayed = raw_exchange(website, request), raw_exchange(website, request)   # stored; a duplicate
+    for sock in (first, replayed):
+        assert sock.recv(1 << 16).startswith(b"HTTP/1.1 201")      # both are trickling their bodies now
+    control(website, mode="ok")
+    assert post(website, 1, text_response(), idem="other", timeout=5).status_code == 201
+    assert (website.stats()["stored"], website.stats()["duplicates"]) == (2, 1)
+    first.close()
+    replayed.close()
+
+
+@pytest.mark.parametrize("location", ["javascript:alert(1)", "//evil.example/x", None])
+def test_foreign_location_stores_and_answers_the_location_given(website, location):
+    control(website, mode="foreign-location", location=location)
+    answer = post(website, 1, text_response())
+    assert answer.status_code == 201
+    assert answer.headers.get("Location") == location
+    assert website.stats()["stored"] == 1
+
+
+def test_hostile_control_values_are_checked(website):
+    for body in ({"mode": "huge", "size": 0}, {"mode": "huge", "size": "big"}, {"mode": "trickle", "part": "tail"},
+                 {"mode": "foreign-location", "location": "x\r\nSet-Cookie: a"}, {"mode": "huge", "length": 1}):
+        assert requests.post(f"{website.url}/_control", json=body, timeout=10).status_code == 400, body
     assert requests.get(f"{website.url}/_control", timeout=10).json()["mode"] == "ok"
 
 

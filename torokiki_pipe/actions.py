@@ -33,7 +33,7 @@ class Step:
     keep: str | None = None          # a records.* stash kind for the raw mail
     exchange: str = ""               # HTTP exchange to keep beside it
     url: str = ""
-    maybe_saved: bool = False        # a POST whose unclear answer may mean it was stored
+    maybe_saved: bool = False        # the website may have stored the POST, though no clean "saved" came back
 
 
 def content_object(request: CreateResponseRequest, sender: Sender, site_url: str,
@@ -89,6 +89,18 @@ def _after_get(answer: WebsiteAnswer, url: str, subject: str) -> Step:
                   "attachment_note": note}
         return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment),
                     url=url)
+    if answer.status == "too-large":
+        # Not a failure: the content exists, it only cannot travel by mail; its link can.
+        from .website import MAX_CONTENT_BYTES
+
+        limit = f"{MAX_CONTENT_BYTES / (1024 * 1024):g} MB"
+        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}),
+                    url=url)
+    if answer.status == "withheld":
+        # The website served the gateway's key inside the file: the sender gets the link,
+        # the administrator the evidence.
+        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-link.txt", {"url": url}),
+                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
     if answer.status == "not-found":
         return Step(Outcome.REFUSED, "no such content", Reply("not-found.txt", {"url": url}),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
@@ -96,16 +108,25 @@ def _after_get(answer: WebsiteAnswer, url: str, subject: str) -> Step:
 
 
 def _after_submit(answer: WebsiteAnswer, inspired_by: str, subject: str) -> Step:
-    if answer.status == "saved":
+    if answer.status == "saved" and answer.location:
         values = {"url": answer.location, "inspired_by": inspired_by}
-        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values), url=answer.location or "")
+        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values), url=answer.location)
+    if answer.status == "saved":
+        # 201 Created without a Location on the site: saved, by the contract; only the
+        # address is unknown, and a foreign one must not be passed on as ours.  The
+        # exchange is kept: a website answering like this needs looking at.
+        return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by}),
+                    keep=FAILED_HTTPS, exchange=answer.exchange, url=inspired_by, maybe_saved=True)
     return _refused_or_unavailable(answer, inspired_by, subject)
 
 
 def _refused_or_unavailable(answer: WebsiteAnswer, url: str, subject: str) -> Step:
+    if answer.status == "key-refused":
+        # The administrator's mistake, not the sender's: no reply, and the MTA keeps the mail.
+        return Step(Outcome.KEY_REFUSED, answer.detail, keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
     if answer.temporary:
         return Step(Outcome.WEBSITE_UNAVAILABLE, f"website unavailable: {answer.detail}",
-                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
+                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url, maybe_saved=answer.maybe_saved)
     values = {"subject": subject or "(no subject)", "detail": answer.detail, "url": url}
     return Step(Outcome.REFUSED, answer.detail, Reply("refused.txt", values), keep=FAILED_HTTPS,
                 exchange=answer.exchange, url=url)

@@ -37,6 +37,7 @@ class Outcome(enum.Enum):
     POISONED = "poisoned"              # crashed the gateway the same way repeatedly; answered, not retried
     # Not handled: the MTA keeps the message and tries again.
     WEBSITE_UNAVAILABLE = "website-unavailable"
+    KEY_REFUSED = "key-refused"        # the website refused the gateway's API key (401/403/407)
     SEND_DEFERRED = "send-deferred"
     CONFIG_ERROR = "config-error"
     LOGS_UNWRITABLE = "logs-unwritable"
@@ -68,6 +69,8 @@ EXIT_POLICY: dict[Outcome, ExitRule] = {
     Outcome.GAVE_UP: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.POISONED: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.WEBSITE_UNAVAILABLE: ExitRule(os.EX_TEMPFAIL, "4.4.2"),
+    # The administrator's key, not the sender's mail: keep it queued until the key is fixed.
+    Outcome.KEY_REFUSED: ExitRule(os.EX_TEMPFAIL, "4.3.5"),
     Outcome.SEND_DEFERRED: ExitRule(os.EX_TEMPFAIL, "4.4.1"),
     Outcome.CONFIG_ERROR: ExitRule(os.EX_TEMPFAIL, "4.3.5"),
     Outcome.LOGS_UNWRITABLE: ExitRule(os.EX_TEMPFAIL, "4.3.1"),

@@ -15,7 +15,8 @@ never look like seed ids.
 
 Fault injection (loopback clients only) for tests::
 
-    POST /_control  {"mode": "ok"|"down"|"refuse"|"slow"|"flaky", "delay": s, "status": n}
+    POST /_control  {"mode": MODE, "delay": s, "status": n, "size": bytes, "location": URL|null,
+                     "part": "body"|"head", "length": true|false}
     GET  /_control  the current mode
     GET  /_stats    counters since start and the stored responses:
                     {"posts": every POST to /image/N/response (faults included),
@@ -24,11 +25,50 @@ Fault injection (loopback clients only) for tests::
                      "mode": {...}, "items": [{"id", "seed", "idempotency_key",
                      "location", "content" (Attachment as {"name", "bytes"})}, ...]}
 
-``down`` answers ``status`` (default 503), ``refuse`` answers ``status``
-(default 403), ``slow`` sleeps ``delay`` seconds (default 5) and then answers
-normally, ``flaky`` answers 503 to the 1st, 3rd, 5th... API request after the
-mode was set and normally to the others.  Faults apply to the API paths
-(``/image/...``), never to ``/_control`` and ``/_stats``.
+Modes (each applies to the API paths ``/image/...``, never to ``/_control`` and ``/_stats``):
+
+``ok``
+    answers normally.
+``down``
+    answers ``status`` (default 503; 408 and 429 work too) without storing.
+``refuse``
+    answers ``status`` (default 403; 401, 407, 422... work too) without storing.
+``slow``
+    sleeps ``delay`` seconds (default 5), then answers normally.
+``flaky``
+    answers 503 to the 1st, 3rd, 5th... API request after the mode was set, normally to the others.
+
+Hostile modes: what a broken or malicious website does to a client.  The key
+echoed is the X-API-Key the client sent, or the server's own when none was sent.
+
+``echo-key``
+    echoes the key.  A POST with ``status`` 201/301/302/303 is stored and answered
+    with the key in a response header (``X-Echo-Key``), in the Location
+    (``...?api_key=KEY``) and in the body; any other ``status`` (default 422) is
+    answered, without storing, with a JSON ``error`` quoting the key in several
+    forms (plain, upper case, URL-encoded, split across a line break, base64,
+    JSON \\u escapes in the raw body) and the header.  A GET (``status`` default
+    200) gets the content with the key added to its ``Text`` and inside its file.
+``huge``
+    answers with a body of ``size`` bytes (default 200 MB), written in chunks:
+    a GET gets valid content JSON whose file fills it; a POST is stored and
+    answered ``status`` (default 201, with the Location) with JSON padding.
+    ``"length": false`` leaves out Content-Length (the body ends when the
+    connection closes).
+``endless``
+    like ``huge``, but the body is chunked and never ends.
+``trickle``
+    answers normally (a POST is stored, ``status`` default 201), but writes the
+    body one byte every ``delay`` seconds (default 1); ``"part": "head"``
+    trickles the whole answer from its status line on.
+``foreign-location``
+    stores a POST and answers ``status`` (default 201) with ``location`` as its
+    Location (default ``http://evil.example/image/1/response/1``; ``null``:
+    no Location at all).  GETs answer normally.
+
+A mode that writes for long (``huge``, ``endless``, ``trickle``) stops when the
+client goes away (a write fails, or blocks for WRITE_TIMEOUT seconds), when the
+server shuts down, and at the latest after ENDLESS_LIMIT bytes or MAX_DELAY seconds.
 
 Run it::
 
@@ -54,6 +94,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,7 +106,14 @@ from ..records import write_atomically
 FIRST_RESPONSE_ID = 101
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELAY = 600.0
-MODES = ("ok", "down", "refuse", "slow", "flaky")
+MODES = ("ok", "down", "refuse", "slow", "flaky", "echo-key", "huge", "endless", "trickle", "foreign-location")
+HOSTILE = ("echo-key", "huge", "endless", "trickle", "foreign-location")
+SAVED_STATUSES = (201, 301, 302, 303)
+DEFAULT_HUGE_SIZE = 200 * 1024 * 1024
+MAX_HUGE_SIZE = 1 << 34
+ENDLESS_LIMIT = 1 << 34            # an "endless" body still stops here (16 GB)
+WRITE_TIMEOUT = 10.0               # a client that stops reading is a client gone
+DEFAULT_FOREIGN_LOCATION = "http://evil.example/image/1/response/1"
 CONTENT_FIELDS = {"Submitter", "InspiredBy", "Text", "Tags", "Objective", "Location",
                   "Attachment", "APICaller"}
 
@@ -320,6 +368,32 @@ def is_base64(text: str) -> bool:
     return len(data) % 4 == 0 and rest in (b"", b"=", b"==") and data.endswith(rest)
 
 
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
+# Raw length a multiple of 3, so any prefix of a multiple of 4 characters is valid base64.
+BASE64_BLOCK = base64.b64encode(bytes(range(256)) * 3 * 256)
+
+
+class Filler:
+    """`size` bytes (None: without end) made of `block` repeated, in chunks of at most its size."""
+
+    def __init__(self, size: int | None, block: bytes):
+        self.size, self.block = size, block
+
+    def __len__(self) -> int:
+        return self.size or 0
+
+    def __iter__(self):
+        left = self.size
+        while left is None or left > 0:
+            chunk = self.block if left is None or left >= len(self.block) else self.block[:left]
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+
 def summary(record: dict) -> dict:
     """A stored response for /_stats: everything but the attachment bytes."""
     content = dict(record["content"])
@@ -348,7 +422,8 @@ class TorokikiServer(ThreadingHTTPServer):
         self.state_lock = threading.Lock()
         self.stopping = threading.Event()
         self._closed = False
-        self.mode = {"mode": "ok", "delay": 0.0, "status": None}
+        self.mode = {"mode": "ok", "delay": 0.0, "status": None, "size": DEFAULT_HUGE_SIZE,
+                     "location": DEFAULT_FOREIGN_LOCATION, "part": "body", "length": True}
         self.flaky_count = 0
         self.counts = {"posts": 0, "stored": 0, "duplicates": 0, "rejected": 0,
                        "unauthorized": 0, "faults": 0, "gets": 0}
@@ -383,16 +458,33 @@ class TorokikiServer(ThreadingHTTPServer):
         mode = body.get("mode", "ok")
         if mode not in MODES:
             raise Invalid(f"mode must be one of {', '.join(MODES)}")
-        delay = body.get("delay", 5.0 if mode == "slow" else 0.0)
+        delay = body.get("delay", {"slow": 5.0, "trickle": 1.0}.get(mode, 0.0))
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
             raise Invalid(f"delay must be a number of seconds between 0 and {MAX_DELAY:g}")
         status = body.get("status")
         if status is not None and (isinstance(status, bool) or not isinstance(status, int)
                                    or not 200 <= status <= 599):
             raise Invalid("status must be an HTTP status between 200 and 599")
+        size = body.get("size", DEFAULT_HUGE_SIZE)
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_HUGE_SIZE:
+            raise Invalid(f"size must be a number of bytes between 1 and {MAX_HUGE_SIZE}")
+        location = body.get("location", DEFAULT_FOREIGN_LOCATION)
+        if location is not None and (not isinstance(location, str) or not location.isprintable()):
+            raise Invalid("location must be a one-line string or null")
+        part = body.get("part", "body")
+        if part not in ("body", "head"):
+            raise Invalid("part must be body or head")
+        length = body.get("length", True)
+        if not isinstance(length, bool):
+            raise Invalid("length must be true or false")
         with self.state_lock:
-            self.mode = {"mode": mode, "delay": float(delay), "status": status}
+            self.mode = {"mode": mode, "delay": float(delay), "status": status, "size": size,
+                         "location": location, "part": part, "length": length}
             self.flaky_count = 0
+            return dict(self.mode)
+
+    def current(self) -> dict:
+        with self.state_lock:
             return dict(self.mode)
 
     def stats(self) -> dict:
@@ -524,7 +616,7 @@ class Handler(BaseHTTPRequestHandler):
         content = store.seed(seed) if rid is None else store.response(seed, int(rid))
         if content is None:
             self._error(404, "no such content")
-        else:
+        elif not self._hostile_get(content):
             self._send_json(200, content)
 
     do_HEAD = do_GET
@@ -557,9 +649,14 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         if raw is None or self._apply_fault():
             return
-        self._submit(int(match["seed"]), raw)
+        mode = self.server.current()
+        if mode["mode"] == "echo-key" and (mode["status"] or 422) not in SAVED_STATUSES:
+            self.server.count("faults")
+            self._echo_key_error(mode["status"] or 422)
+            return
+        self._submit(int(match["seed"]), raw, mode)
 
-    def _submit(self, seed: int, raw: bytes) -> None:
+    def _submit(self, seed: int, raw: bytes, mode: dict) -> None:
         server, store = self.server, self.server.store
         if server.api_key is not None:
             given = self.headers.get("X-API-Key", "")
@@ -590,24 +687,153 @@ class Handler(BaseHTTPRequestHandler):
             return
         key = self.headers.get("Idempotency-Key")
         key = key.strip() if key and key.strip() else None
-        with store.lock:
+        known = None
+        with store.lock:      # answered after it is released: a trickled answer must not hold it
             if key is not None:
                 known = store.known_key(key)
-                if known is not None:
-                    server.count("duplicates")
-                    self._send_json(201, {"id": known["id"], "location": known["location"]},
-                                    {"Location": known["location"], "Idempotent-Replayed": "true"})
+            if known is None:
+                try:
+                    validate(content, seed, store)
+                except Invalid as error:
+                    server.count("rejected")
+                    self._error(400, str(error))
                     return
-            try:
-                validate(content, seed, store)
-            except Invalid as error:
-                server.count("rejected")
-                self._error(400, str(error))
-                return
-            record = store.add_response(seed, content, key, sent=raw)
+                record = store.add_response(seed, content, key, sent=raw)
+        if known is not None:
+            server.count("duplicates")
+            self._saved({"id": known["id"], "location": known["location"]}, {"Idempotent-Replayed": "true"}, mode)
+            return
         server.count("stored")
-        self._send_json(201, {"id": record["id"], "location": record["location"]},
-                        {"Location": record["location"]})
+        self._saved({"id": record["id"], "location": record["location"]}, {}, mode)
+
+    # ---- hostile modes
+    def _saved(self, value: dict, headers: dict, mode: dict) -> None:
+        """Answer a stored (or replayed) submission: 201 with its Location, unless a hostile mode says otherwise."""
+        name, location = mode["mode"], value["location"]
+        if name not in HOSTILE:
+            self._send_json(201, value, {"Location": location, **headers})
+            return
+        status = mode["status"] or 201
+        if name == "echo-key":
+            key = self._echoed_key()
+            self._send_json(status, {**value, "key": key},
+                            {"Location": f"{location}?api_key={key}", "X-Echo-Key": key, **headers})
+            return
+        if name == "foreign-location":
+            given = {"Location": mode["location"]} if mode["location"] is not None else {}
+            self._send_json(status, value, {**given, **headers})
+            return
+        if status in SAVED_STATUSES:
+            headers = {"Location": location, **headers}
+        if name == "trickle":
+            self._trickle(status, headers, _json_bytes(value), mode)
+            return
+        head = json.dumps(value, ensure_ascii=False)[:-1].encode("utf-8") + b', "padding": "'
+        if name == "huge":
+            size = max(0, mode["size"] - len(head) - 2)
+            self._stream(status, headers, [head, Filler(size, b"x" * 65536), b'"}'], mode)
+        else:
+            self._stream(status, headers, [head, Filler(None, b"x" * 65536)], mode, chunked=True)
+
+    def _hostile_get(self, content: dict) -> bool:
+        """Answer a GET of `content` as the hostile mode says; False when it says nothing."""
+        mode = self.server.current()
+        name = mode["mode"]
+        if name == "echo-key":
+            key = self._echoed_key()
+            if (mode["status"] or 200) != 200:
+                self._echo_key_error(mode["status"])
+                return True
+            content = dict(content)
+            content["Text"] = f"{content.get('Text', '')}\n(served with the key {key})".lstrip()
+            if isinstance(content.get("Attachment"), dict):
+                data = base64.b64decode(content["Attachment"]["data"]) + b"\napi_key=" + key.encode("utf-8")
+                content["Attachment"] = {**content["Attachment"], "data": base64.b64encode(data).decode("ascii")}
+            self._send_json(200, content, {"X-Echo-Key": key})
+        elif name == "huge":
+            head = (b'{"Submitter": "Torokiki curators <curators@torokiki.net>", "Text": "A very large file.", '
+                    b'"Attachment": {"name": "huge.bin", "data": "')
+            size = max(4, (mode["size"] - len(head) - 3) // 4 * 4)
+            self._stream(mode["status"] or 200, {}, [head, Filler(size, BASE64_BLOCK), b'"}}'], mode)
+        elif name == "endless":
+            self._stream(mode["status"] or 200, {}, [b'{"Text": "', Filler(None, b"a" * 65536)], mode,
+                         chunked=True)
+        elif name == "trickle":
+            self._trickle(mode["status"] or 200, {}, _json_bytes(content), mode)
+        else:
+            return False
+        return True
+
+    def _echoed_key(self) -> str:
+        return self.headers.get("X-API-Key") or self.server.api_key or "no-key-configured"
+
+    def _echo_key_error(self, status: int) -> None:
+        """An error whose text quotes the key in the forms a careless website might."""
+        key = self._echoed_key()
+        half = len(key) // 2
+        forms = [key, key.upper(), "".join(f"%{b:02X}" for b in key.encode("utf-8")),
+                 f"{key[:half]}\n{key[half:]}", base64.b64encode(key.encode("utf-8")).decode("ascii")]
+        escaped = "".join(f"\\u{ord(c):04x}" for c in key)        # stays escaped in the raw body
+        body = ('{"error": ' + json.dumps(f"wrong X-API-Key {' / '.join(forms)}") +
+                f', "sent": "{escaped}"}}\n').encode("utf-8")
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Echo-Key", key)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, status: int, headers: dict, pieces: list, mode: dict, chunked: bool = False) -> None:
+        """Write a long body in chunks, until done, the client is gone or the server stops."""
+        self.close_connection = True
+        self.connection.settimeout(WRITE_TIMEOUT)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        elif mode["length"]:
+            self.send_header("Content-Length", str(sum(len(p) for p in pieces)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        started, written = time.monotonic(), 0
+        try:
+            self.end_headers()
+            for piece in pieces:
+                for chunk in ([piece] if isinstance(piece, bytes) else piece):
+                    if (self.server.stopping.is_set() or written > ENDLESS_LIMIT
+                            or time.monotonic() - started > MAX_DELAY):
+                        return
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    written += len(chunk)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:      # the client went away, or stopped reading for WRITE_TIMEOUT
+            return
+
+    def _trickle(self, status: int, headers: dict, body: bytes, mode: dict) -> None:
+        """Write the answer one byte every `delay` seconds (its body, or all of it)."""
+        self.close_connection = True
+        self.connection.settimeout(WRITE_TIMEOUT)
+        self.log_request(status)
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}",
+                 f"Server: {self.version_string()}", f"Date: {self.date_time_string()}",
+                 "Content-Type: application/json; charset=utf-8", f"Content-Length: {len(body)}",
+                 *(f"{k}: {v}" for k, v in headers.items()), "Connection: close"]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        dribble = head + body if mode["part"] == "head" else body
+        started = time.monotonic()
+        try:
+            if mode["part"] != "head":
+                self.wfile.write(head)
+            for index in range(len(dribble)):
+                if self.server.stopping.wait(mode["delay"]) or time.monotonic() - started > MAX_DELAY:
+                    return
+                self.wfile.write(dribble[index:index + 1])
+        except OSError:      # the client went away
+            return
 
     def _not_allowed(self) -> None:
         if self._read_body() is not None:
