@@ -414,7 +414,8 @@ def test_public_location(location, public):
     ("POST", 302, [], b"", "complete", "unavailable", True),
     ("POST", 200, [], b"{}", "complete", "unavailable", True),
     ("POST", 500, [], b"", "complete", "unavailable", True),
-    ("POST", 503, [], b"", "overrun", "unavailable", True),
+    ("POST", 503, [], b"", "overrun", "unavailable", False),     # 503: not taken on
+    ("POST", 500, [], b"", "overrun", "unavailable", True),
     ("POST", 401, [], b"", "complete", "key-refused", False),
     ("POST", 403, [], b"", "complete", "key-refused", False),
     ("POST", 407, [], b"", "complete", "key-refused", False),
@@ -783,3 +784,17 @@ def test_https_end_to_end_against_a_site_whose_certificate_verifies(run_pipe, pi
         assert_key_nowhere(pipe_env, smtp_sink, done)
     finally:
         server.shutdown()
+
+
+def test_giving_up_on_a_refused_key_tells_the_sender_it_is_our_fault_not_how_to_fix_it(
+        run_pipe, pipe_env, website, smtp_sink):
+    settings = pipe_env.variant(TOROKIKI_GIVE_UP_AFTER="1s")
+    control(website, mode="refuse", status=401)
+    message = mail(CREATE, "text: 'patience'")
+    assert run_pipe(message, config=settings).returncode == 75
+    time.sleep(1.2)
+    assert run_pipe(message, config=settings).returncode == 0
+    [received] = smtp_sink.wait_for(1)
+    text = reply_text(received)
+    assert "fault" in text and "on our side" in text and "TOROKIKI_API_KEY" not in text
+    assert "outcome=gave-up" in last_line(pipe_env)

@@ -219,8 +219,12 @@ def _give_up(step: Step, head: Head, waited: float, site_url: str) -> Step:
     from .actions import Step
     from .reply import Reply
 
-    # Say what is known: a POST whose answer was unclear may have been stored.
-    template = "gave-up-unsure.txt" if step.maybe_saved else "gave-up.txt"
+    # Say what is known: a POST whose answer was unclear may have been stored; a refused
+    # API key is ours to fix, and its wording (fix TOROKIKI_API_KEY) is not for the sender.
+    if step.outcome is Outcome.KEY_REFUSED:
+        template = "gave-up-ours.txt"
+    else:
+        template = "gave-up-unsure.txt" if step.maybe_saved else "gave-up.txt"
     values = {"subject": head.subject or "(no subject)", "detail": step.detail, "waited": _duration_words(waited),
               "url": step.url or site_url}
     return Step(Outcome.GAVE_UP, f"gave up after {_duration_words(waited)}: {step.detail}",

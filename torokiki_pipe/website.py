@@ -17,8 +17,9 @@ Every exchange ends as a `WebsiteAnswer` value, never an exception.  `classify`
 
 `maybe_saved` says whether a POST may have been stored although its answer is not
 a clean "saved": true once the whole request reached the website and the answer
-was 5xx, 2xx/3xx without a usable Location, a timeout or a broken connection;
-false for a clean "saved", a refused connection, DNS failure, any 4xx, and GETs.
+was 5xx (but 503), 2xx/3xx without a usable Location, a timeout or a broken
+connection; false for a clean "saved", a 503, a refused connection, DNS failure,
+any 4xx, and GETs.
 
 Bounded, whatever the website does:
 
@@ -155,7 +156,10 @@ def classify(method: str, received: Received, place: Place, redactor: Redactor) 
     if 400 <= code < 500:
         return WebsiteAnswer("refused", f"the website refused it (HTTP {code}){reason}")
     # 5xx, and anything the contract does not name: the website's error, maybe after storing.
-    return WebsiteAnswer("unavailable", f"the website answered HTTP {code}", maybe_saved=post and 200 <= code)
+    # 503 is the one that says the request was not taken on (RFC 9110 15.6.4: "currently
+    # unable to handle"), which is how a website down for maintenance answers.
+    return WebsiteAnswer("unavailable", f"the website answered HTTP {code}",
+                         maybe_saved=post and 200 <= code and code != 503)
 
 
 def failure(method: str, phase: str, error: BaseException | None, place: Place, overrun: bool) -> WebsiteAnswer:
