@@ -50,8 +50,12 @@ class Findings:
         self.problems: list[str] = []
 
     def _clean(self, text: str) -> str:
-        text = " ".join(str(text).split())
-        return text.replace(self.secret, "<redacted>") if self.secret else text
+        if self.secret:
+            # The pipe's own redaction: what the website says may echo the key in other forms.
+            from .website import Redactor
+
+            text = Redactor(self.secret).text(str(text))
+        return " ".join(str(text).split())
 
     def ok(self, text: str) -> None:
         emit(sys.stdout, f"ok: {self._clean(text)}")
