@@ -25,6 +25,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -211,21 +212,26 @@ def test_sigterm_during_the_hand_over_finishes_it_and_answers_once(run_pipe, pip
 
 # --------------------------------------------------------------------------- disks
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB filesystem of its own (tmpfs; needs root), unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True)
+@contextmanager
+def tmpfs(where: Path, options: str):
+    """A tmpfs of its own mounted on `where` (needs root), unmounted afterwards."""
+    where.mkdir(exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
     try:
-        yield mount
+        yield where
     finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB filesystem of its own."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    with tmpfs(tmp_path / "small-disk", "size=1m,mode=0700") as mount:
+        yield mount
 
 
 def _fill(folder: Path) -> Path:
@@ -275,17 +281,11 @@ def test_a_disk_that_fills_while_sendmail_runs_still_counts_as_handled(run_pipe,
 def read_only_logs(tmp_path):
     """A logs/ folder the pipe cannot write: a read-only tmpfs as root, else mode 0500."""
     logs = tmp_path / "ro-logs"
-    logs.mkdir()
     if os.geteuid() == 0:
-        made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(logs)],
-                              capture_output=True)
-        if made.returncode != 0:
-            pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.decode().strip()}")
-        try:
-            yield logs
-        finally:
-            subprocess.run(["umount", "-l", str(logs)], capture_output=True)
+        with tmpfs(logs, "ro,size=64k") as mount:
+            yield mount
     else:
+        logs.mkdir()
         logs.chmod(0o500)
         yield logs
         logs.chmod(0o700)

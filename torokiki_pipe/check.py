@@ -169,7 +169,7 @@ def check_config_file(path: Path, found: Findings) -> None:
 def check_website(settings, found: Findings) -> None:
     import requests
 
-    from .website import USER_AGENT
+    from .website import USER_AGENT, network_detail
 
     url = settings.api_url.rstrip("/") + PROBE_PATH
     timeout = min(PROBE_TIMEOUT, settings.http_timeout)
@@ -182,7 +182,7 @@ def check_website(settings, found: Findings) -> None:
         found.problem(f"website API {url}: no answer within {timeout:g} s")
         return
     except requests.RequestException as error:
-        found.problem(f"website API {url} cannot be reached: {_reason(error)}")
+        found.problem(f"website API {url} cannot be reached: {network_detail(error)}")
         return
     finally:
         session.close()
@@ -190,15 +190,6 @@ def check_website(settings, found: Findings) -> None:
         found.problem(f"website API {url} answered HTTP {answer.status_code} {answer.reason}")
     else:
         found.ok(f"website API reachable: GET {url} answered HTTP {answer.status_code}")
-
-
-def _reason(error) -> str:
-    text = str(error)
-    for known in ("Name or service not known", "Connection refused", "Connection reset",
-                  "Temporary failure in name resolution", "No route to host", "Network is unreachable"):
-        if known in text:
-            return known.lower()
-    return type(error).__name__
 
 
 def check_sendmail(command, found: Findings) -> None:

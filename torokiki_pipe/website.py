@@ -174,7 +174,7 @@ def failure(method: str, phase: str, error: BaseException | None, place: Place, 
     elif overrun or isinstance(error, socket.timeout):
         detail = f"no complete answer within {place.timeout:g} s"
     else:
-        detail = _network_detail(error)
+        detail = network_detail(error)
     # Only a request that reached the website whole can have been stored.
     return WebsiteAnswer("unavailable", detail, maybe_saved=method == "POST" and phase == "headers")
 
@@ -234,7 +234,8 @@ def _reason(received: Received, redactor: Redactor) -> str:
     return ": " + redactor.cut(text, 200)
 
 
-def _network_detail(error) -> str:
+def network_detail(error) -> str:
+    """A network error in a few plain words, for people and logs."""
     text = str(error)
     for known in ("Name or service not known", "Connection refused", "Connection reset",
                   "Temporary failure in name resolution", "No route to host", "Broken pipe"):
