@@ -265,3 +265,19 @@ def test_ignored_unanswerable_and_invalid_mail_is_kept_once_per_message(run_pipe
             assert run_pipe(data).returncode == 0
     assert len(files_in(pipe_env.log_dir / "ignored")) == 1
     assert len(files_in(pipe_env.log_dir / "erroneous_emails")) == 2
+
+
+def test_a_crash_whose_error_quotes_the_key_keeps_it_out_of_the_log(pipe_env, smtp_sink, website):
+    settings = config.load(os.fspath(pipe_env), {})
+
+    class Leaky:
+        def submit(self, url, content, key):
+            raise ValueError(f"bad header X-API-Key: {settings.api_key[:4]}\n {settings.api_key[4:]}")
+
+        fetch = submit
+
+    raw = RawMail(mail(CREATE, "text: 'leak'", msgid="<leak@example.net>"), oversize=False)
+    effects = dataclasses.replace(cli.real_effects(settings), website=Leaky())
+    assert cli.handle(raw, Envelope(), settings, effects=effects) == 75
+    log = (pipe_env.log_dir / "torokiki-pipe.log").read_text()
+    assert "ValueError" in log and settings.api_key not in log.replace("\n ", "")

@@ -150,6 +150,8 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
         done = replace(done, detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
     line = log_line(done, code, time.monotonic() - started)
+    if settings.api_key and settings.api_key in line:   # the last guard: never the key in a log line
+        line = line.replace(settings.api_key, "<redacted>")
     unrecorded = ""
     try:
         records.append_line(line)
@@ -285,6 +287,11 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
     import traceback
 
     trace = traceback.format_exc()
+    if settings.api_key:
+        # An exception's text may quote what it was handed, a request header among it.
+        from .website import Redactor
+
+        trace = Redactor(settings.api_key).text(trace)
     where = traceback.extract_tb(sys.exc_info()[2])[-1]
     signature = f"{sys.exc_info()[0].__name__} at {os.path.basename(where.filename)}:{where.lineno}"
     message_id, sender = _identify(raw, envelope)
