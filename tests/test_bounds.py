@@ -7,6 +7,7 @@
   test compares the two trees on generated mail and on the corpus.
 - Long runs of lines kept out of the email package come back whole where
   they are read (text, attachments, forwarded mails).
+- No reply carries more than an excerpt of what the sender wrote.
 
 Time and memory are not asserted here (no timed tests): bench/ measures them.
 """
@@ -237,3 +238,92 @@ def test_the_command_word_is_bounded():
     assert len(line.command) == 64 and len(line.raw) == 1_000_000
     [problem] = understand(line, parse_mail(b"Subject: x\n\nbody"), SITE).problems
     assert len(problem.message) < 300
+
+
+# --------------------------------------------------------------------------- through the installed pipe
+
+GATEWAY = "gateway@torokiki.net"
+BIG_NAME = "Kiri " + "x" * 100_000
+JUNK_SUBJECT = "ab " * 330_000            # a megabyte of subject, within the header block read_head reads
+
+
+def message(subject: str, body: bytes = b"", name: str = "Kiri Tane", headers: bytes = b"") -> bytes:
+    return (f"From: {name} <kiri@example.net>\nTo: {GATEWAY}\nSubject: {subject}\n"
+            "Message-ID: <bounds@example.net>\nDate: Tue, 14 May 2024 08:12:24 +1200\n").encode() + headers + b"\n" + body
+
+
+HOSTILE_BODY = (b"hi\n" + b"a" * 200_000 + b": 'unknown tag with a long name'\n"
+                + b"text: '" + b"never closed " * 20_000 + b"\n" + b"z" * 300_000 + b"\n")
+
+
+def log_lines(pipe_env) -> list[str]:
+    path = pipe_env.log_dir / "torokiki-pipe.log"
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if " message-id=" in line]
+
+
+def run_once(run_pipe, pipe_env, mail: bytes, config=None):
+    done = run_pipe(mail, **({"config": config} if config is not None else {}))
+    assert done.returncode == 0 and done.stderr == b"", (done.returncode, done.stderr[-500:])
+    [line] = log_lines(pipe_env)
+    return line
+
+
+@pytest.mark.parametrize("mail", [nested_multipart(1000), nested_forwards(3000)], ids=["multipart", "rfc822"])
+def test_deep_nesting_is_answered_as_too_complex_in_its_first_delivery(run_pipe, pipe_env, smtp_sink, mail):
+    line = run_once(run_pipe, pipe_env, mail)
+    assert "outcome=invalid" in line and "too complex" in line, line
+    [reply] = smtp_sink.wait_for(1)
+    text = reply.message().get_body(("plain",)).get_content()
+    assert f"nested more than {MAX_DEPTH} deep" in text and "send it again as a simple mail" in text
+    assert not list((pipe_env.log_dir / "crashed").glob("*"))
+
+
+def reply_of(smtp_sink) -> bytes:
+    [reply] = smtp_sink.wait_for(1)
+    return reply.data
+
+
+def small(raw: bytes) -> None:
+    assert len(raw) < 20_000, len(raw)
+    assert b"ab ab ab " * 100 not in raw and b"x" * 200 not in raw and b"a" * 200 not in raw
+    assert b"never closed " * 20 not in raw and b"z" * 200 not in raw
+
+
+@pytest.mark.parametrize("subject, body, name", [
+    (JUNK_SUBJECT, HOSTILE_BODY, "Kiri"),                                         # not a command
+    (f"create-response-to: '{URL}' {JUNK_SUBJECT}", HOSTILE_BODY, "Kiri"),        # not a URL
+    (f"create-response-to: '{URL}'", HOSTILE_BODY, BIG_NAME),                     # the body's problems
+    (f"get: '{URL}/{'9' * 1000}'", HOSTILE_BODY, BIG_NAME),
+], ids=["command", "url", "body", "get"])
+def test_a_reply_to_hostile_mail_quotes_only_excerpts(run_pipe, pipe_env, smtp_sink, website, subject, body, name):
+    line = run_once(run_pipe, pipe_env, message(subject, body, name))
+    assert "outcome=invalid" in line, line[:500]
+    assert len(line) < 2_000, len(line)
+    small(reply_of(smtp_sink))
+    assert website.stats()["posts"] == 0
+
+
+def test_help_and_saved_replies_quote_only_an_excerpt_of_the_name(run_pipe, pipe_env, smtp_sink, website):
+    line = run_once(run_pipe, pipe_env, message("help", b"", BIG_NAME))
+    assert "outcome=answered" in line
+    small(reply_of(smtp_sink))
+
+
+def test_a_saved_reply_quotes_only_an_excerpt_of_the_name(run_pipe, pipe_env, smtp_sink, website):
+    line = run_once(run_pipe, pipe_env, message(f"create-response-to: '{URL}'", b"text: 'Kia ora'\n", BIG_NAME))
+    assert "outcome=saved" in line, line[:500]
+    small(reply_of(smtp_sink))
+
+
+def test_a_refusal_quotes_only_an_excerpt(run_pipe, pipe_env, smtp_sink, website):
+    website.control("refuse", status=422)
+    line = run_once(run_pipe, pipe_env, message(f"create-response-to: '{URL}'", b"text: 'Kia ora'\n", BIG_NAME))
+    assert "outcome=refused" in line, line[:500]
+    small(reply_of(smtp_sink))
+
+
+def test_a_mail_over_the_size_limit_quotes_only_an_excerpt_of_its_subject(run_pipe, pipe_env, smtp_sink):
+    config = pipe_env.variant(TOROKIKI_MAX_MESSAGE_BYTES="1500000")
+    line = run_once(run_pipe, pipe_env, message(JUNK_SUBJECT, b"x" * 600_000, BIG_NAME), config=config)
+    assert "outcome=too-big" in line, line[:500]
+    small(reply_of(smtp_sink))
