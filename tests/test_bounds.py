@@ -67,8 +67,8 @@ def one_part(headers: bytes, body: bytes) -> bytes:
     (HEAD + b"X-Long: x\n" + b" x\n" * 800_000 + b"\ntext: 'x'\n", "a header of it is larger than 2 MB"),
     (one_part(b"".join(b"X-%d: y\n" % i for i in range(1001)), b"text: 'x'"),
      "a part of it has more than 1000 header fields"),
-    (HEAD + b"Content-Type: text/plain\n\n" + b"x!\n\n" * 200_000, "it is made of too many short lines, parts or headers"),
-    (HEAD + b"Content-Type: text/plain\n\n" + b"a:b\n" * 200_000, "it is made of too many short lines, parts or headers"),
+    (HEAD + b"Content-Type: text/plain\n\n" + b"x!\n\n" * 400_000, "it is made of too many short lines, parts or headers"),
+    (HEAD + b"Content-Type: text/plain\n\n" + b"a:b\n" * 400_000, "it is made of too many short lines, parts or headers"),
 ])
 def test_hostile_structure_is_refused_before_the_tree_is_built(mail, reason):
     parsed = parse_mail(mail)

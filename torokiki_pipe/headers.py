@@ -71,9 +71,10 @@ class JoinedLines(BufferedSubFile):
     - cut(text, start, end, folded): may return a stand-in line for a run
       (start and end count characters of the input, which are its bytes, as
       the parser decodes them with surrogateescape); see mime._Runs;
-    - max_held: past this many characters handed over, counting LINE_COST
-      for each line, TooComplex is raised: it bounds both the memory and the
-      time the email package spends, whatever the mail is made of.
+    - max_held: past this many bytes handed over (a character of 8-bit text
+      counting two, and each line LINE_COST more), TooComplex is raised: it
+      bounds both the memory and the time the email package spends, whatever
+      the mail is made of.
     """
 
     def __init__(self, *, normalize: bool = False, cut=None, max_held: int | None = None):
@@ -111,7 +112,8 @@ class JoinedLines(BufferedSubFile):
                 line = stand_in
             elif self.normalize and "\r" in line:
                 line = line.replace("\r\n", "\n").replace("\r", "\n")
-            held += len(line) + LINE_COST
+            # A str of 8-bit text (surrogates) takes two bytes a character.
+            held += (len(line) if line.isascii() else 2 * len(line)) + LINE_COST
             lines.append(line)
         if end < len(text):
             lines.append(text[end:].replace("\r", "\n") if self.normalize else text[end:])
