@@ -237,6 +237,9 @@ def base64_runs(data: bytes, least: int = CUT_AT_LEAST, window: int = 1 << 20) -
     return runs
 
 
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
+
+
 class _Cuts:
     """The mail with its big base64 bodies replaced by token lines, and the way back."""
 
@@ -248,6 +251,11 @@ class _Cuts:
         for run_start, run_end in base64_runs(data):
             start = _next_full_line(data, run_start, run_end)
             end = data.rfind(b"\n", run_start, run_end) + 1
+            # A blank line can mean something (between the blocks of a delivery report):
+            # the cut ends before the first one.
+            blank = _BLANK_LINE.search(data, start, end)
+            if blank:
+                end = blank.start() + (2 if blank.group() == b"\r\n\r\n" else 1)
             if end - start < CUT_AT_LEAST:
                 continue
             pieces += [data[last:start], f"{self.token}{len(self.runs)}\n".encode()]
@@ -272,7 +280,7 @@ class _Cuts:
         if not self.runs or self.token.encode() not in raw:
             return raw, True
         found = re.finditer(re.escape(self.token.encode()) + rb"(\d+)(\n?)", raw)
-        return _put_back(raw, found, self.runs, lambda start, end: self.data[start:end], limit)
+        return _put_back(raw, found, self.runs, lambda start, end: _lf(self.data[start:end]), limit)
 
 
 def _next_full_line(data: bytes, start: int, end: int) -> int:
@@ -322,8 +330,7 @@ class _Runs:
         return self._normalized(*self.spans[index])
 
     def _normalized(self, start: int, end: int) -> bytes:
-        run = self.fed[start:end]
-        return run.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in run else run
+        return _lf(self.fed[start:end])
 
     def length(self, line: str) -> int:
         """How long a line the parser holds really is."""
@@ -346,6 +353,11 @@ class _Runs:
         return _put_back(raw, self._stand_in.finditer(raw), self.spans, self._normalized, limit)
 
 
+def _lf(run: bytes) -> bytes:
+    """Line ends made "\n", as the parser made them everywhere else."""
+    return run.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in run else run
+
+
 def _put_back(raw: bytes, found, runs: list, run_of, limit: int | None) -> tuple[bytes, bool]:
     """`raw` with each stand-in `found` replaced by run_of(start, end) of its run, and whether that is all.
 
@@ -363,7 +375,7 @@ def _put_back(raw: bytes, found, runs: list, run_of, limit: int | None) -> tuple
         short = limit is not None and end - start > limit - size   # copy no more of a big run than asked
         run = run_of(start, start + max(0, limit - size) + 2 if short else end)
         if not stand_in.group(2) and not short:
-            run = run[:-2] if run.endswith(b"\r\n") else run[:-1]
+            run = run[:-1]
         pieces += [raw[last:stand_in.start()], run]
         size += len(run)
         last = stand_in.end()
@@ -633,8 +645,10 @@ def _raw_filename(part: Message) -> str:
     # replacement characters (Yahoo sends Cyrillic names that way); ASCII headers
     # read the same without it, and most phones name files so.
     view = part
-    if not all(str(value).isascii() for key, value in part.raw_items()
-               if key.lower() in ("content-type", "content-disposition")):
+    values = [str(value) for key, value in part.raw_items() if key.lower() in ("content-type", "content-disposition")]
+    if any(len(value) > MAX_PARAMETERS_BYTES for value in values):
+        return ""     # its parameters are not read (see _Part._too_long); the view is a plain Message
+    if not all(value.isascii() for value in values):
         from mailparser.utils import mime_header_view
 
         view, _ = mime_header_view(part)
