@@ -189,6 +189,10 @@ def bounded_shape(data: bytes):
     cuts = mime._Cuts(data)
     runs = mime._Runs(cuts.skeleton, keep_whole=cuts.token)
     tree = mime._parse(cuts.skeleton, runs)
+    if cuts.in_delivery_report(tree):      # as mime._read does
+        cuts = mime._Cuts(b"")
+        runs = mime._Runs(data)
+        tree = mime._parse(data, runs)
 
     def restore(value):
         if not isinstance(value, str):

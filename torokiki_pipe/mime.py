@@ -237,9 +237,6 @@ def base64_runs(data: bytes, least: int = CUT_AT_LEAST, window: int = 1 << 20) -
     return runs
 
 
-_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
-
-
 class _Cuts:
     """The mail with its big base64 bodies replaced by token lines, and the way back."""
 
@@ -251,11 +248,6 @@ class _Cuts:
         for run_start, run_end in base64_runs(data):
             start = _next_full_line(data, run_start, run_end)
             end = data.rfind(b"\n", run_start, run_end) + 1
-            # A blank line can mean something (between the blocks of a delivery report):
-            # the cut ends before the first one.
-            blank = _BLANK_LINE.search(data, start, end)
-            if blank:
-                end = blank.start() + (2 if blank.group() == b"\r\n\r\n" else 1)
             if end - start < CUT_AT_LEAST:
                 continue
             pieces += [data[last:start], f"{self.token}{len(self.runs)}\n".encode()]
@@ -274,6 +266,15 @@ class _Cuts:
         if not index.isdigit() or int(index) >= len(self.runs):
             return None
         return self.runs[int(index)]
+
+    def in_delivery_report(self, message: Message) -> bool:
+        """Whether a cut stands in a delivery report, whose blocks a blank line in a run would separate."""
+        for part in message.walk():
+            if self.runs and _content_type(part) == "message/delivery-status":
+                if any(isinstance(block.as_parsed(), str) and self.token in block.as_parsed()
+                       for block in part.walk()):
+                    return True
+        return False
 
     def restore(self, raw: bytes, limit: int | None = None) -> tuple[bytes, bool]:
         """`raw` with its cut runs put back, and whether that is all of it (see _put_back)."""
@@ -448,6 +449,10 @@ def _read(data: bytes) -> Mail:
     cuts = _Cuts(data)
     runs = _Runs(cuts.skeleton, keep_whole=cuts.token)
     message = _parse(cuts.skeleton, runs)
+    if cuts.in_delivery_report(message):      # rare: read it again without the base64 cuts
+        cuts = _Cuts(b"")
+        runs = _Runs(data)
+        message = _parse(data, runs)
     plain: list[str] = []
     html: list[str] = []
     room = {"text/plain": MAX_TEXT_CHARS, "text/html": MAX_HTML_CHARS}   # what is left to read
