@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the installed ``torokiki-pipe``, timed as the MTA sees it.
 
-    python bench/run.py [--quick] [--json PATH] [--strict] [--wait-quiet SECONDS [--retries N]]
+    python bench/run.py [--quick] [--only NAMES] [--json PATH] [--strict] [--wait-quiet SECONDS [--retries N]]
 
 Starts the reference website (torokiki_pipe.devtools.website) and an SMTP sink
 (torokiki_pipe.devtools.smtpsink) on loopback ports and uses the real msmtp,
@@ -14,7 +14,11 @@ of the child and the sendmail it waited for) and peak RSS, all from
 mailparser"``, ``-c "import requests, mailparser"``, same interpreter as the
 installed command) and for the libraries each path cannot do without
 (LIBRARY_FLOORS); the ratios to those floors, and the throughput of 8
-concurrent pipes against a website that answers in a fixed 200 ms.
+concurrent pipes against a website that answers in a fixed 200 ms.  Then the
+hostile mails of issue 12 (HOSTILE: 25 MB each, peak RSS and wall against the
+same floors) and a `get` of content over any sane size (a 200 MB attachment).
+``--only`` runs some of it: groups standard, throughput, hostile, big-get, or
+case names.
 
 Standard library plus the project's devtools only; it never imports the
 gateway itself, so it keeps working while the gateway changes.  See
@@ -43,6 +47,7 @@ import urllib.request
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
+from typing import NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -80,6 +85,15 @@ SMALL_REPLY = (b"From: Torokiki <gateway@torokiki.net>\nTo: bench@example.net\nS
 KB, MB = 1024, 1024 * 1024
 MAX_MESSAGE_BYTES = 40 * MB
 GET_SEED = 4                       # the seed the benchmark adds, with a 5 MB attachment
+BIG_GET_SEED = 5                   # ... and this one with a 200 MB attachment (only for big-get)
+BIG_GET_SIZE = 200 * MB
+HOSTILE_SIZE = 25 * MB             # the default TOROKIKI_MAX_MESSAGE_BYTES: the most a hostile mail gets in
+# Hostile mails (issue 12, item 11): peak RSS above the `import requests, mailparser` floor
+# at most this many times the mail, and at most this many seconds.
+HOSTILE_RSS_TARGET = 4.0
+HOSTILE_SECONDS_TARGET = 10.0
+SINK_MAX_SIZE = 512 * MB           # the reply to big-get without a cap in the gateway is ~270 MB
+GROUPS = ("standard", "throughput", "hostile", "big-get")
 SLOW_DELAY = 0.200
 CONCURRENCY = 8
 
@@ -199,12 +213,86 @@ def get_mail(seed: int) -> bytes:
     return _bytes(message)
 
 
+def _raw_head(subject: str, content_type: str, *extra: str) -> bytes:
+    """The header block `_base` writes, as bytes, for mails too big or too broken to build with it."""
+    return "".join(f"{line}\n" for line in (
+        f"From: Bench Sender <{PLACEHOLDER_SENDER.decode('ascii')}>", f"To: {GATEWAY}", f"Subject: {subject}",
+        "Date: Tue, 14 May 2024 08:02:05 +1200", f"Message-ID: {PLACEHOLDER_ID.decode('ascii')}",
+        "MIME-Version: 1.0", *extra, f"Content-Type: {content_type}")).encode("utf-8")
+
+
+def _fill(start: bytes, unit: bytes, end: bytes = b"", size: int = HOSTILE_SIZE) -> bytes:
+    """start + unit repeated + end, as close to `size` bytes as whole units allow."""
+    return start + unit * ((size - len(start) - len(end)) // len(unit)) + end
+
+
+_CREATE = f"create-response-to: '{SITE_URL}/image/1/response'"
+
+
+def hostile_mails() -> list[tuple[str, bytes, list, str]]:
+    """(name, mail, API requests expected, what it is) for each hostile mail, HOSTILE_SIZE each.
+
+    The first five are the ones issue 12 reports (item 10: nesting that crashed the
+    email package; item 11: memory past a GB); the others attack the bounds that
+    answer those.  All but the last are answered as invalid, without a request.
+    """
+    mixed = 'multipart/mixed; boundary="b"'
+    deep = b"".join(b'--b%d\nContent-Type: multipart/mixed; boundary="b%d"\n\n' % (i - 1, i) for i in range(1, 1000))
+    cyrillic = "Кия ора, это длинная строка текста по-русски.\n".encode("utf-8")
+    return [
+        ("tiny parts", _fill(_raw_head(_CREATE, mixed) + b"\n", b"--b\n\nx\n", b"--b--\n"), [],
+         "3.2 million parts of one line"),
+        ("nested 1000 deep", _fill(_raw_head(_CREATE, 'multipart/mixed; boundary="b0"') + b"\n" + deep
+                                  + b"--b999\nContent-Type: text/plain\n\n", b"text: 'deep'\n"), [],
+         "multipart in multipart 1000 deep, then text"),
+        ("forwarded 3000 deep", _fill(_raw_head(_CREATE, "message/rfc822") + b"\n"
+                                     + b"Content-Type: message/rfc822\n\n" * 3000, b"text: 'deep'\n"), [],
+         "message/rfc822 in message/rfc822 3000 deep, then text"),
+        ("short lines", _fill(_raw_head(_CREATE, "text/plain") + b"\ntext: 'x'\n", b"x\n"), [],
+         "12 million lines of one letter"),
+        ("folded header", _fill(_raw_head(_CREATE, "text/plain") + b"X-Folded: x\n", b" x\n", b"\ntext: 'x'\n"), [],
+         "8 million folded lines in the mail's header"),
+        ("folded part header", _fill(_raw_head(_CREATE, mixed) + b"\n--b\nContent-Type: text/plain;\n", b" x\n",
+                                     b"\ntext: 'x'\n--b--\n"), [],
+         "8 million folded lines in a part's header"),
+        ("header fields", _fill(_raw_head(_CREATE, mixed) + b"\n--b\nContent-Type: text/plain\n", b"a:b\n",
+                                b"\ntext: 'x'\n--b--\n"), [],
+         "6 million header fields in a part"),
+        ("parameters", _fill(_raw_head(_CREATE, mixed) + b'\n--b\nContent-Type: multipart/mixed; boundary="c"',
+                             b";\n a=b", b"\n\n--c\n\ntext: 'x'\n--c--\n--b--\n"), [],
+         "4 million Content-Type parameters in a part"),
+        ("blank lines", _fill(_raw_head(_CREATE, "text/plain") + b"\ntext: 'x'\n", b"x!\n\n"), [],
+         "text and blank lines by turns: nothing for the parser to join"),
+        ("8-bit text", _fill(_raw_head(_CREATE, "text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit")
+                             + b"\ntext: 'x'\n", cyrillic), [],
+         "UTF-8 Cyrillic text (two bytes a letter, four in a Python str of its bytes)"),
+        ("7bit attachment", _fill(_raw_head(_CREATE, mixed) + b"\n--b\nContent-Type: text/plain\n\ntags: 'bench'\n"
+                                  b'--b\nContent-Type: text/csv; name="data.csv"\n'
+                                  b'Content-Disposition: attachment; filename="data.csv"\n\n',
+                                  b"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20\n", b"--b--\n"),
+         [("POST", 201)], "not hostile: a 25 MB CSV file sent as 7bit text, saved"),
+    ]
+
+
 def ignored_mail() -> bytes:
     message = _base("Automatic reply: Your response was saved")
     message["Auto-Submitted"] = "auto-replied"
     message["X-Autoreply"] = "yes"
     message.set_content("I am away until Monday with limited access to email.\n")
     return _bytes(message)
+
+
+class Case(NamedTuple):
+    """One mail the benchmark times."""
+    name: str
+    template: bytes
+    http: list                 # the API requests expected, as (method, status)
+    reply: bool                # one reply expected (else none)
+    payload: int               # bytes of the file the mail carries or asks for
+    reps: int
+    group: str = "standard"
+    lenient: bool = False      # record what happens (exit 0 or 75, any replies) instead of checking it
+    about: str = ""
 
 
 _counter = 0
@@ -274,6 +362,22 @@ def prepare_store(store: Path, rng: random.Random, size: int) -> None:
     folder = store / "image" / str(GET_SEED)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "seed.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def add_big_seed(store: Path, rng: random.Random, size: int) -> None:
+    """Seed BIG_GET_SEED with a `size`-byte attachment, written without building its JSON in memory."""
+    import base64
+
+    data = base64.b64encode(rng.randbytes(MB) * (size // MB))
+    head = json.dumps({"id": BIG_GET_SEED, "content": {"Submitter": "Torokiki bench <bench@torokiki.net>",
+                                                       "Attachment": {"name": "bench-200mb.bin", "data": ""}}})
+    before, after = head.rsplit('""', 1)
+    folder = store / "image" / str(BIG_GET_SEED)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "seed.json", "wb") as stream:
+        stream.write(f'{before}"'.encode())
+        stream.write(data)
+        stream.write(f'"{after}'.encode())
 
 
 def set_mode(base_url: str, mode: dict) -> None:
@@ -357,10 +461,12 @@ while True:
 
 
 class Run:
-    __slots__ = ("wall", "cpu", "user", "sys", "maxrss_kb", "code", "stderr", "start", "end", "web")
+    __slots__ = ("wall", "cpu", "user", "sys", "maxrss_kb", "code", "stderr", "start", "end", "web",
+                 "replies", "reply_bytes", "outcome")
 
     def __init__(self, **values):
         self.web = 0.0
+        self.replies, self.reply_bytes, self.outcome = 0, 0, ""
         for key, value in values.items():
             setattr(self, key, value)
 
@@ -562,18 +668,29 @@ class Bench:
             for key, value in values.items():
                 stream.write(f"{key}={shlex.quote(value) if ' ' in value else value}\n")
         rng = random.Random(1910)
-        # (name, mail template, expected API requests, reply expected, payload bytes, repetitions)
         many, big, huge = (3, 3, 2) if self.quick else (15, 9, 5)
-        self.cases = [
-            ("help", help_mail(), [], True, 0, many),
-            ("ignored", ignored_mail(), [], False, 0, many),
-            ("invalid", invalid_mail(), [], True, 0, many),
-            ("text", text_mail(), [("POST", 201)], True, 0, many),
-            ("media-100KB", media_mail(100 * KB, rng), [("POST", 201)], True, 100 * KB, many),
-            ("media-5MB", media_mail(5 * MB, rng), [("POST", 201)], True, 5 * MB, big),
-            ("media-25MB", media_mail(25 * MB, rng), [("POST", 201)], True, 25 * MB, huge),
-            ("get-5MB", get_mail(GET_SEED), [("GET", 200)], True, 5 * MB, big),
+        hostile, giant = (1, 1) if self.quick else (3, 2)
+        cases = [
+            Case("help", help_mail(), [], True, 0, many),
+            Case("ignored", ignored_mail(), [], False, 0, many),
+            Case("invalid", invalid_mail(), [], True, 0, many),
+            Case("text", text_mail(), [("POST", 201)], True, 0, many),
+            Case("media-100KB", media_mail(100 * KB, rng), [("POST", 201)], True, 100 * KB, many),
+            Case("media-5MB", media_mail(5 * MB, rng), [("POST", 201)], True, 5 * MB, big),
+            Case("media-25MB", media_mail(25 * MB, rng), [("POST", 201)], True, 25 * MB, huge),
+            Case("get-5MB", get_mail(GET_SEED), [("GET", 200)], True, 5 * MB, big),
+            *(Case(f"hostile: {name}", mail, http, True, 0, hostile, "hostile", about=about)
+              for name, mail, http, about in (hostile_mails() if self.selected("hostile") or any(
+                  wanted.startswith("hostile: ") for wanted in self.args.only) else [])),
+            # Over any sane size: the reference website answers it whole; the gateway's adapter
+            # decides what to do with it (read it all and mail it, or stop at a cap and send
+            # the link).  So what happens is recorded, not checked.
+            Case("get-200MB", get_mail(BIG_GET_SEED), [("GET", 200)], True, BIG_GET_SIZE, giant,
+                 "big-get", lenient=True, about="a get of a seed with a 200 MB attachment"),
         ]
+        self.cases = [case for case in cases if self.selected(case.group, case.name)]
+        if self.selected("big-get", "get-200MB"):
+            add_big_seed(self.scratch / "store", rng, BIG_GET_SIZE)
         self.floors = [
             ("floor: -c pass", [self.python, "-c", "pass"], b""),
             ("floor: import mailparser", [self.python, "-c", "import mailparser"], b""),
@@ -584,12 +701,22 @@ class Bench:
             sink_row,
         ]
 
+    def selected(self, *names: str) -> bool:
+        """Whether --only asks for any of these groups or cases (no --only: everything)."""
+        wanted = self.args.only
+        if not wanted:
+            return True
+        # The throughput bound is computed from the text case's per-mail runs.
+        if "throughput" in wanted and "text" in names:
+            return True
+        return any(name in wanted for name in names)
+
     def start_sendmail(self) -> tuple[str, tuple[str, list[str], bytes]]:
         """TOROKIKI_SENDMAIL and the floor row of the sendmail alone: msmtp into an SMTP sink in
         this process when msmtp is installed (as production), else the outbox stand-in."""
         msmtp = shutil.which("msmtp")
         if msmtp:
-            self.sink = smtpsink.serve_in_thread()
+            self.sink = smtpsink.serve_in_thread(max_size=SINK_MAX_SIZE)
             rc = self.work / "msmtprc"
             fd = os.open(rc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)   # msmtp refuses others' read
             with os.fdopen(fd, "w", encoding="utf-8") as stream:
@@ -653,12 +780,31 @@ class Bench:
         self.failures.append(text)
         print(f"\n!!! FAILURE: {text}", file=sys.stderr, flush=True)
 
-    def one_mail(self, name: str, template: bytes, expected_http: list, reply: bool) -> Run:
+    def last_log_line(self) -> str:
+        try:
+            with open(self.logs / "torokiki-pipe.log", "rb") as stream:
+                stream.seek(max(0, stream.seek(0, os.SEEK_END) - 16 * KB))
+                lines = stream.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+    def one_mail(self, case: Case) -> Run:
+        name, expected_http, reply = case.name, case.http, case.reply
         self.clear_replies()
-        run = self.spawn(self.pipe_argv(), with_fresh_id(template))
+        run = self.spawn(self.pipe_argv(), with_fresh_id(case.template))
         requests = self.http.during(run.start, run.end)
         run.web = sum(e[1] - e[0] for e in requests)
         got = [(e[2], e[3]) for e in requests]
+        line = self.last_log_line()
+        run.outcome = line.split(" outcome=", 1)[1].split(" ", 1)[0] if " outcome=" in line else ""
+        if self.sink is not None:
+            messages = self.sink.messages
+            run.replies, run.reply_bytes = len(messages), sum(len(m.data) for m in messages)
+        if case.lenient:
+            if run.code not in (0, 75) or "Traceback" in run.stderr:
+                self.fail(f"{name}: torokiki-pipe exited {run.code}: {run.stderr[:500]}")
+            return run
         if run.code != 0:
             self.fail(f"{name}: torokiki-pipe exited {run.code}: {run.stderr[:500]}")
         elif got != expected_http:
@@ -673,25 +819,25 @@ class Bench:
     # ---- the per-mail and floor measurements
     def measure(self) -> dict:
         self.watch = Watch(self.cores)
-        results: dict[str, list[Run]] = {name: [] for name, *_ in self.cases}
+        results: dict[str, list[Run]] = {case.name: [] for case in self.cases}
         floors: dict[str, list[Run]] = {name: [] for name, *_ in self.floors}
-        total = max(c[5] for c in self.cases)
+        total = max((case.reps for case in self.cases), default=1)
         # Warm-up: one untimed run of each (page cache, .pyc files), then interleaved repetitions
         # so that drift of the machine spreads over every case alike.
         print(f"per-mail runs: warm-up, then up to {total} rounds ", end="", flush=True)
         for name, argv, data in self.floors:
             self.spawn(argv, data)
-        for name, template, expected, reply, _, _ in self.cases:
-            self.one_mail(name, template, expected, reply)
+        for case in self.cases:
+            self.one_mail(case)
         for round_ in range(total):
             for name, argv, data in self.floors:
                 run = self.spawn(argv, data)
                 if run.code != 0:
                     self.fail(f"{name}: exited {run.code}: {run.stderr[:300]}")
                 floors[name].append(run)
-            for name, template, expected, reply, _, reps in self.cases:
-                if round_ < reps:
-                    results[name].append(self.one_mail(name, template, expected, reply))
+            for case in self.cases:
+                if round_ < case.reps:
+                    results[case.name].append(self.one_mail(case))
             print(".", end="", flush=True)
         print(flush=True)
         self.load = self.watch.result("per-mail runs")
@@ -822,11 +968,10 @@ class Bench:
         # msmtp: it is the MTA's cost, not the gateway's, so then the targets are judged
         # without it.
         sink_wall = (statistics.median(r.wall for r in floors[SINK_STAND_IN]) if self.stand_in else None)
-        sizes = {}
-        for name, template, _, replies, payload, _ in self.cases:
+        for case in self.cases:
+            name, replies, payload = case.name, case.reply, case.payload
             runs = cases[name]
-            size = len(template)
-            sizes[name] = size
+            size = len(case.template)
             wall = summary([r.wall for r in runs])
             rss = summary([r.maxrss_kb for r in runs])
             above = (rss["median"] - floor_rss_kb) * KB
@@ -844,10 +989,19 @@ class Bench:
                 "rss_above_requests_mailparser_floor_bytes": above,
                 "rss_above_floor_per_message_byte": above / size,
                 "rss_above_floor_per_payload_byte": (above / payload) if payload else None,
+                "group": case.group, "about": case.about,
+                "outcomes": sorted({r.outcome for r in runs}),
+                "replies": summary([r.replies for r in runs]), "reply_bytes": summary([r.reply_bytes for r in runs]),
+                "exit_codes": sorted({r.code for r in runs}),
             }
-        for metric, case, limit in TARGETS:
+        targets = [t for t in TARGETS if t[1] in report["mails"]]
+        targets += [(metric, case.name, limit) for case in self.cases if case.group == "hostile"
+                    for metric, limit in (("rss", HOSTILE_RSS_TARGET), ("seconds", HOSTILE_SECONDS_TARGET))]
+        for metric, case, limit in targets:
             entry = report["mails"][case]
-            if metric == "wall":
+            if metric == "seconds":
+                value = entry["wall_s"]["median"]
+            elif metric == "wall":
                 value = entry["wall_over_import_mailparser_floor" if sink_wall is None
                               else "wall_without_sendmail_over_import_mailparser_floor"]
             else:
@@ -855,6 +1009,10 @@ class Bench:
             report["targets"].append({"metric": metric, "case": case, "value": value, "limit": limit,
                                       "pass": value <= limit})
 
+        report["failures"] = list(self.failures)
+        report["load"] = measured["load"]
+        if not self.selected("throughput") or "text" not in report["mails"]:
+            return report
         text = report["mails"]["text"]
         single_wall = text["wall_without_website_s"]["median"]
         single_cpu = text["cpu_s"]["median"]
@@ -879,7 +1037,6 @@ class Bench:
         report["targets"].append({"metric": "throughput", "case": "text x8", "value": tp["fraction_of_bound"],
                                   "limit": THROUGHPUT_TARGET, "pass": tp["fraction_of_bound"] >= THROUGHPUT_TARGET})
         report["failures"] = list(self.failures)
-        report["load"] = measured["load"]
         return report
 
 
@@ -979,6 +1136,8 @@ def print_report(report: dict, meta: dict) -> None:
               f"{ratio:5.2f}x")
     targets = {(t["metric"], t["case"]): t for t in report["targets"]}
     for name, entry in report["mails"].items():
+        if entry.get("group", "standard") != "standard":
+            continue
         wall_t, rss_t = targets.get(("wall", name)), targets.get(("rss", name))
         ratio = f"{entry['wall_over_import_mailparser_floor']:5.2f}x"
         if stand_in:
@@ -1008,7 +1167,61 @@ def print_report(report: dict, meta: dict) -> None:
         print(f"{'':<{w}}every mail but 'ignored' includes one run of msmtp to the loopback sink "
               f"({sink['wall_s']['median'] * 1000:.0f} ms wall, {sink['cpu_s']['median'] * 1000:.0f} ms CPU),\n"
               f"{'':<{w}}as in production; the wall targets are judged on the whole wall")
-    tp = report["throughput"]
+    print_hostile(report, w)
+    tp = report.get("throughput")
+    if tp:
+        print_throughput(tp, stand_in)
+    print()
+    others = [f"{load['foreign_cores']:.2f} cores during the {phase}"
+              for phase, load in (("per-mail runs", report["load"]), ("throughput run", (tp or {}).get("load", {})))
+              if "foreign_cores" in load]
+    if others:
+        print("other work on the machine: " + ", ".join(others))
+    for load in (report["load"], (tp or {}).get("load", {})):
+        if load.get("warning"):
+            print(f"WARNING: {load['warning']}")
+    passed = sum(t["pass"] for t in report["targets"])
+    print(f"targets: {passed}/{len(report['targets'])} pass: " + ", ".join(
+        f"{t['case']} {t['metric']} {verdict(t['pass'])}" for t in report["targets"]))
+    if report["failures"]:
+        print()
+        print(f"!!! {len(report['failures'])} FAILED RUN(S): the numbers above are not trustworthy")
+        for failure in report["failures"]:
+            print(f"!!!   {failure}")
+
+
+def print_hostile(report: dict, w: int) -> None:
+    """The hostile mails against their targets, and the get over any sane size."""
+    targets = {(t["metric"], t["case"]): t for t in report["targets"]}
+    hostile = {name: entry for name, entry in report["mails"].items() if entry.get("group") == "hostile"}
+    if hostile:
+        print()
+        print(f"hostile mails (issue 12): peak RSS above the `import requests, mailparser` floor at most "
+              f"{HOSTILE_RSS_TARGET:g}x the mail, at most {HOSTILE_SECONDS_TARGET:g} s")
+        header = (f"{'case':<{w}}{'size':>9}{'n':>4}  {'wall ms (±½IQR)':<17}{'CPU ms':>8}{'RSS MB':>8}"
+                  f"  {'wall/floor':>10}  {'ΔRSS/size':>9}        {'outcome'}")
+        print(header)
+        print("-" * len(header))
+        for name, entry in hostile.items():
+            rss_t, seconds_t = targets[("rss", name)], targets[("seconds", name)]
+            print(f"{name:<{w}}{_size(entry['message_bytes']):>9}{entry['wall_s']['n']:>4}  "
+                  f"{_ms(entry['wall_s']):<17}{entry['cpu_s']['median'] * 1000:8.1f}"
+                  f"{entry['maxrss_kb']['median'] / KB:8.1f}  {entry['wall_over_import_mailparser_floor']:9.1f}x"
+                  f"  {entry['rss_above_floor_per_message_byte']:8.2f}x {verdict(rss_t['pass'] and seconds_t['pass'])}"
+                  f"   {','.join(entry['outcomes'])}")
+    big = report["mails"].get("get-200MB")
+    if big:
+        replies = big["replies"]["median"]
+        print()
+        print(f"get over any sane size ({big['about']}):")
+        print(f"  wall {big['wall_s']['median']:.2f} s (website {big['website_s']['median']:.2f} s), "
+              f"CPU {big['cpu_s']['median']:.2f} s, peak RSS {big['maxrss_kb']['median'] / KB:.0f} MB "
+              f"(ΔRSS {big['rss_above_floor_per_payload_byte']:.2f}x the {_size(big['payload_bytes'])} fetched), "
+              f"exit {','.join(map(str, big['exit_codes']))}, outcome {','.join(big['outcomes']) or '?'}, "
+              f"{replies:g} repl{'y' if replies == 1 else 'ies'} of {_size(int(big['reply_bytes']['median']))}")
+
+
+def print_throughput(tp: dict, stand_in: bool) -> None:
     print()
     print(f"throughput: {tp['mails']} text responses, {tp['concurrency']} concurrent pipes, website "
           f"answering in {tp['website_delay_s'] * 1000:.0f} ms")
@@ -1030,29 +1243,16 @@ def print_report(report: dict, meta: dict) -> None:
               f"the machine alone, {scaling['probe']} x{tp['concurrency']}: "
               f"{scaling['cpu_alone_s'] * 1000:.0f} -> {scaling['cpu_s']['median'] * 1000:.0f} ms "
               f"({scaling['cpu_increase_under_load'] * 100:+.0f}%)")
-    print()
-    others = [f"{load['foreign_cores']:.2f} cores during the {phase}"
-              for phase, load in (("per-mail runs", report["load"]), ("throughput run", tp["load"]))
-              if "foreign_cores" in load]
-    if others:
-        print("other work on the machine: " + ", ".join(others))
-    for load in (report["load"], tp["load"]):
-        if load.get("warning"):
-            print(f"WARNING: {load['warning']}")
-    passed = sum(t["pass"] for t in report["targets"])
-    print(f"targets: {passed}/{len(report['targets'])} pass: " + ", ".join(
-        f"{t['case']} {t['metric']} {verdict(t['pass'])}" for t in report["targets"]))
-    if report["failures"]:
-        print()
-        print(f"!!! {len(report['failures'])} FAILED RUN(S): the numbers above are not trustworthy")
-        for failure in report["failures"]:
-            print(f"!!!   {failure}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions and 100 mails for throughput (CI smoke run)")
+    parser.add_argument("--only", type=lambda text: {n.strip() for n in text.split(",") if n.strip()},
+                        default=set(), metavar="NAMES",
+                        help=f"run only these groups ({', '.join(GROUPS)}) or cases (e.g. media-5MB, "
+                             "'hostile: tiny parts'), comma-separated; the floors always run")
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "last.json",
                         help="where to write the results (default: bench/results/last.json)")
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target fails")
@@ -1063,9 +1263,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="before the per-mail runs and again before the throughput run, wait up "
                              "to SECONDS for other work on the machine to stop")
     args = parser.parse_args(argv)
+    if args.only and args.json == BENCH_DIR / "results" / "last.json":
+        args.json = BENCH_DIR / "results" / "partial.json"     # last.json keeps the last full run
 
     bench = Bench(args)
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "quick": args.quick,
+            "only": sorted(args.only),
             "git": git_info(), "machine": machine(bench.python), "pipe": str(bench.pipe),
             "pipe_version": pipe_version(bench.pipe, bench.env)}
     print(f"benchmarking {bench.pipe} (Python {bench.python}); work folder {bench.work}", flush=True)
@@ -1083,7 +1286,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss": "(median peak RSS - median peak RSS of `python -c 'import requests, mailparser'`) "
                "/ message size in bytes",
         "throughput": "messages per second / min(8 / (0.200 s + single pipe wall without website), "
-                      "cores / single pipe CPU)"}, **report}
+                      "cores / single pipe CPU)",
+        "seconds": "median wall in seconds (hostile mails)"}, **report}
     print_report(report, meta)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -1,6 +1,8 @@
-from torokiki_pipe.headers import read_head
+from torokiki_pipe.headers import MAX_HEADER_FIELDS, read_head
 from torokiki_pipe.read import RawMail, read_mail
 import io
+
+import pytest
 
 
 def test_rfc2047_subject_and_raw_utf8_headers():
@@ -35,3 +37,31 @@ def test_key_is_the_message_id_digest_else_the_content_digest():
 def test_no_header_block_at_all():
     head = read_head(b"just some text\nand more\n")
     assert head.subject == "" and head.from_ == ""
+
+
+# Bounded: a megabyte of hostile headers costs a few megabytes and milliseconds.
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_the_header_block_is_read_to_its_first_thousand_fields(newline):
+    junk = b"".join(b"X-%d: junk\n folded\n" % i for i in range(1500))
+    before = read_head((b"From: k@x.net\nSubject: help\n" + junk + b"\nbody").replace(b"\n", newline))
+    after = read_head((b"From: k@x.net\n" + junk + b"Subject: help\n\nbody").replace(b"\n", newline))
+    assert before.subject == "help" and after.subject == ""
+    assert len(before.source[0]) == MAX_HEADER_FIELDS
+    assert before.source[0][-1] == (f"X-{MAX_HEADER_FIELDS - 3}", "junk" + newline.decode() + " folded")
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_big_header_block_is_read_as_the_email_package_reads_it(newline):
+    from email.parser import BytesHeaderParser
+
+    block = (b"From: k@x.net\nReferences: " + b"\n ".join(b"<%d@example.net>" % i for i in range(5000))
+             + b"\nSubject: help\n" + b"".join(b"X-%d: v\n" % i for i in range(500))).replace(b"\n", newline)
+    head = read_head(block + newline + b"body")
+    assert len(block) > 64 * 1024
+    assert head.source[0] == tuple(BytesHeaderParser().parsebytes(block).raw_items())
+
+
+def test_a_megabyte_of_folded_header_is_read():
+    head = read_head(b"From: k@x.net\nX-Folded: start\n" + b" x\n" * 300_000 + b"Subject: help\n\nbody")
+    assert head.subject == "help" and head.from_ == "k@x.net"

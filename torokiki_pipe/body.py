@@ -236,7 +236,7 @@ class _Parser:
     def _unknown(self, name: str, line: int) -> None:
         names = ", ".join(sorted(self.known))
         hint = f"the tags are: {names}" if names else "no tags are expected here"
-        self._error(line, f"unknown tag '{name}' on line {line}; {hint}")
+        self._error(line, f"unknown tag '{_snippet(name)}' on line {line}; {hint}")
 
     def _reply_follows(self, index: int) -> bool:
         """Does a ">" block start at ``index`` (after blank lines)?"""
@@ -350,7 +350,7 @@ class _Parser:
                 # after it can be read as tags.
                 self._error(
                     value_line,
-                    f"the value of '{name}' on line {value_line} starts with {opener} but never "
+                    f"the value of '{_snippet(name)}' on line {value_line} starts with {opener} but never "
                     f"ends; close it with {closer} (write \\{closer} for a {closer} inside it)",
                 )
                 return len(self.lines)

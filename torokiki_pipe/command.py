@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 _PREFIXES = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr|rv|antw|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
 _COMMAND = re.compile(r"^\s*([A-Za-z][A-Za-z_-]*)\s*(?::\s*(.*?))?\s*$", re.S)
 RESPONSE_TAGS = frozenset({"text", "tags", "objective", "location"})
+MAX_COMMAND_CHARS = 64      # far above the longest command, create-response-to
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,8 @@ def read_subject(subject: str) -> SubjectLine:
         from .body import unquote   # the body grammar's quotes; `help` has no argument to unquote
 
         argument = unquote(argument)
-    return SubjectLine(command=word.lower(), argument=argument or "", raw=subject or "")
+    # The word goes to the log and the journal: a megabyte of letters is no command either.
+    return SubjectLine(command=word.lower()[:MAX_COMMAND_CHARS], argument=argument or "", raw=subject or "")
 
 
 def needs_body(line: SubjectLine) -> bool:
@@ -130,9 +132,7 @@ class CreateResponseToCommand:
             problems.append(Problem("the text is empty; write something between the quotes",
                                     tags["text"].line))
         if len(attachments) > 1:
-            # "at least": past MAX_PARTS the count is only of the parts read (5000 parts said 1998)
-            problems.append(Problem(f"a response holds one file, but this mail has "
-                                    f"{'at least ' if mail.truncated else ''}{len(attachments)} "
+            problems.append(Problem(f"a response holds one file, but this mail has {len(attachments)} "
                                     f"({_names(attachments)}); send one per mail"))
         elif text is not None and attachments:
             problems.append(Problem(f"a response is either text or one file, not both: remove the "
@@ -141,9 +141,13 @@ class CreateResponseToCommand:
         elif text is None and not attachments and not parsed.errors:
             problems.append(Problem("there is nothing to save: write text: 'your words' in the mail, "
                                     "or attach one picture, video or sound file"))
-        if mail.truncated:
-            problems.append(Problem("the mail is built from more parts than the gateway reads; "
-                                    "send it again as a simple mail with one attachment"))
+        if mail.text_cut:
+            from .mime import MAX_TEXT_CHARS
+
+            # The rest could hold tags or the end of the text: saving what was read could be wrong.
+            problems.append(Problem(f"the text of the mail is longer than the {MAX_TEXT_CHARS // 1024} KB "
+                                    "the gateway reads; send a shorter text (and leave out earlier mails "
+                                    "quoted below it)"))
         if problems or url is None:
             return Invalid(CreateResponseToCommand.name, tuple(problems))
         return CreateResponseRequest(
@@ -160,6 +164,10 @@ COMMANDS = {c.name: c for c in (HelpCommand, GetCommand, CreateResponseToCommand
 
 
 def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
+    if mail.too_complex:
+        return Invalid(line.command, (Problem(
+            f"the mail is too complex for the gateway to read ({excerpt(mail.too_complex)}); send it again "
+            "as a simple mail: your text, and at most one attached file"),))
     command = COMMANDS.get(line.command)
     if command is not None:
         return command.understand(line, mail, site_url)
@@ -168,7 +176,7 @@ def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
     if line.command == "":
         return Invalid("", (Problem("the subject is empty; the subject line names the command, "
                                     "for example: help"),))
-    return Invalid("", (Problem(f"the subject {line.raw.strip()!r} is not a command; the commands "
+    return Invalid("", (Problem(f"the subject {excerpt(line.raw.strip())!r} is not a command; the commands "
                                 f"are {', '.join(c.usage for c in COMMANDS.values())}"),))
 
 
@@ -201,7 +209,8 @@ def _read_url_and_body(line: SubjectLine, mail: Mail, site_url: str):
         url = parse_content_url(line.argument, site_url)
     except BadUrl as error:
         url = None
-        problems.append(Problem(f"in the subject: {error}"))
+        # BadUrl quotes what was written, which may be a megabyte of subject.
+        problems.append(Problem(f"in the subject: {excerpt(str(error), 400)}"))
     parsed = parse_body(mail.text, RESPONSE_TAGS)
     problems += [Problem(e.message, e.line) for e in parsed.errors]
     return url, parsed, problems
@@ -212,7 +221,15 @@ def _value(tag) -> str | None:
 
 
 def _names(attachments) -> str:
-    return ", ".join(a.filename for a in attachments[:5]) + (", …" if len(attachments) > 5 else "")
+    return ", ".join(excerpt(a.filename, 60) for a in attachments[:5]) + (", …" if len(attachments) > 5 else "")
+
+
+EXCERPT_CHARS = 120
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """At most `limit` characters of something the sender wrote, cut with an ellipsis."""
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _count(n: int, word: str) -> str:

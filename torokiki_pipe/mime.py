@@ -11,22 +11,32 @@ Gives the text a person wrote and the files they attached:
   (message/rfc822) is one attachment; we never look inside it, so its text and
   pictures are not mistaken for the sender's.
 
-The walk is iterative and bounded, so hostile nesting or thousands of parts
-cannot exhaust the stack or the clock.
+Bounded before the tree is built: the email package is fed the mail a chunk
+at a time and stopped (`TooComplex`, returned as `Mail.too_complex`) as soon
+as it passes MAX_PARTS parts, MAX_DEPTH levels of nesting, MAX_HEADERS_PER_PART
+header fields or MAX_HEADER_BLOCK of header in a part, or MAX_HELD of lines in
+all.  Runs of ordinary lines reach it joined (`headers.JoinedLines`), long runs
+and big base64 bodies only as a stand-in line (`_Runs`, `_Cuts`).
+Of the text, at most MAX_TEXT_CHARS is read (`Mail.text_cut` says when there
+was more); parameters of a header longer than MAX_PARAMETERS_BYTES are not
+read (the email package splits them in quadratic time).  So whatever arrives
+within the size limit, the memory and the time it costs stay proportional to
+its size, and the stack stays shallow.
 """
 
 from __future__ import annotations
 
 import binascii
-import io
 import logging
 import mimetypes
 import os
+import re
 from dataclasses import dataclass
 from email.errors import MessageError
 from email.message import Message
-from email.parser import BytesParser
-from email.policy import Compat32, compat32
+from email.policy import Compat32
+
+from .headers import MAX_HEADER_BYTES, TooComplex, feed_parser
 
 
 # mail-parser logs undecodable names at ERROR; with no handler Python prints that on stderr.
@@ -34,6 +44,15 @@ logging.getLogger("mailparser").addHandler(logging.NullHandler())
 
 MAX_PARTS = 2000
 MAX_DEPTH = 64
+MAX_HEADERS_PER_PART = 1000
+# A header block read_head cut at MAX_HEADER_BYTES is still read whole here, up to this.
+MAX_HEADER_BLOCK = 2 * MAX_HEADER_BYTES
+MAX_PARAMETERS_BYTES = 16 * 1024
+# A response's text is a few KB; 256 KB leaves room for the quoted mails people
+# leave below it.  Beyond that the text is not read (the rest could hide tags).
+MAX_TEXT_CHARS = 256 * 1024
+MAX_HTML_CHARS = 1024 * 1024  # HTML is bulkier than the text it gives
+FEED_CHUNK = 1 << 16
 SIGNATURE_TYPES = frozenset({
     "application/pgp-signature", "application/pkcs7-signature",
     "application/x-pkcs7-signature", "application/pgp-keys",
@@ -113,14 +132,20 @@ class Base64Text:
 
 @dataclass(frozen=True)
 class Mail:
-    """The text a person wrote, and the files they attached."""
+    """The text a person wrote, and the files they attached.
+
+    `too_complex` is why the mail was not read at all ("it has more than 2000
+    parts"), for the reply; then text and attachments are empty.
+    """
     text: str
     attachments: tuple[Attachment, ...]
-    truncated: bool = False     # the MIME tree went past our bounds
+    too_complex: str = ""
+    text_cut: bool = False      # there was more text than MAX_TEXT_CHARS: `text` is its start
 
 
 class _Part(Message):
-    """A compat32 part whose parameter look-ups never raise.
+    """A compat32 part whose parameter look-ups never raise nor take quadratic time,
+    and which refuses more than MAX_HEADERS_PER_PART header fields.
 
     CPython's decode_params raises TypeError when a parameter comes both as
     ``name*`` and ``name*0`` (``filename*0=a; filename*=''``); the parser asks
@@ -128,16 +153,40 @@ class _Part(Message):
     """
 
     def get_param(self, param, failobj=None, header="content-type", unquote=True):
+        if self._too_long(header):
+            return failobj
         try:
             return super().get_param(param, failobj, header, unquote)
         except TypeError:  # the parameters cannot be read: as if they were absent
             return failobj
 
     def get_params(self, failobj=None, header="content-type", unquote=True):
+        if self._too_long(header):
+            return failobj
         try:
             return super().get_params(failobj, header, unquote)
         except TypeError:  # as above
             return failobj
+
+    def as_parsed(self):
+        """The body as the parser left it: get_payload() decodes 8-bit bodies with their charset."""
+        return self._payload
+
+    def _too_long(self, header: str) -> bool:
+        # The email package splits parameters by copying the rest of the value at each
+        # ";": 1 MB of "; a=b" took 8 s, 25 MB would take hours.  No real Content-Type
+        # or Content-Disposition comes near this; past it the parameters are absent.
+        header = header.lower()
+        for name, value in self._headers:
+            if name.lower() == header:
+                return len(value) > MAX_PARAMETERS_BYTES
+        return False
+
+    def set_raw(self, name, value):
+        # The parser's only way of adding a header: a part with thousands is hostile.
+        if len(self._headers) >= MAX_HEADERS_PER_PART:
+            raise TooComplex(f"a part of it has more than {MAX_HEADERS_PER_PART} header fields")
+        super().set_raw(name, value)
 
 
 # A run of base64 lines this long is cut out of the mail before the email
@@ -207,29 +256,32 @@ class _Cuts:
         self.skeleton = b"".join(pieces) + data[last:] if self.runs else data
 
     def run_of(self, part: Message) -> tuple[int, int] | None:
-        """Where the raw base64 of a part whose whole body was cut out stands, else None."""
+        """Where the raw base64 of a base64 part whose whole body was cut out stands, else None."""
         payload = part.get_payload()
         if not self.runs or not isinstance(payload, str) or not payload.startswith(self.token):
+            return None
+        if str(part.get("Content-Transfer-Encoding", "")).strip().lower() != "base64":
             return None
         index = payload.strip()[len(self.token):]
         if not index.isdigit() or int(index) >= len(self.runs):
             return None
         return self.runs[int(index)]
 
-    def all_whole_base64_bodies(self, message: Message) -> bool:
-        """True when every cut is the whole body of a base64 part (then nothing else needs it back)."""
+    def in_delivery_report(self, message: Message) -> bool:
+        """Whether a cut stands in a delivery report, whose blocks a blank line in a run would separate."""
         for part in message.walk():
-            payload = part.get_payload() if not part.is_multipart() else None
-            if isinstance(payload, str) and self.token in payload:
-                encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
-                if encoding != "base64" or self.run_of(part) is None:
-                    return False
-        return True
+            if self.runs and _content_type(part) == "message/delivery-status":
+                if any(isinstance(block.as_parsed(), str) and self.token in block.as_parsed()
+                       for block in part.walk()):
+                    return True
+        return False
 
-    def restore(self, raw: bytes) -> bytes:
-        for index, (start, end) in enumerate(self.runs):
-            raw = raw.replace(f"{self.token}{index}\n".encode(), self.data[start:end])
-        return raw
+    def restore(self, raw: bytes, limit: int | None = None) -> tuple[bytes, bool]:
+        """`raw` with its cut runs put back, and whether that is all of it (see _put_back)."""
+        if not self.runs or self.token.encode() not in raw:
+            return raw, True
+        found = re.finditer(re.escape(self.token.encode()) + rb"(\d+)(\n?)", raw)
+        return _put_back(raw, found, self.runs, lambda start, end: _lf(self.data[start:end]), limit)
 
 
 def _next_full_line(data: bytes, start: int, end: int) -> int:
@@ -241,33 +293,179 @@ def _next_full_line(data: bytes, start: int, end: int) -> int:
     return start
 
 
-def _parse(data: bytes) -> Message:
-    # parse(BytesIO) feeds the parser in chunks; parsebytes() would first decode
-    # the whole mail into one str, four bytes a character once any byte is 8-bit.
-    return BytesParser(_Part, policy=compat32).parse(io.BytesIO(data))
+# Runs of plain or folded lines (see headers._RUNS) this long are kept out of the
+# email package as well (it gets a stand-in line, see _Runs): it would build a
+# str of a part's whole body, two bytes a byte once one is 8-bit and once more
+# while joining, where the gateway reads only the first MAX_TEXT_CHARS of a text.
+CUT_RUNS_OF = 1024
+# What the email package may be handed in all (headers.JoinedLines.max_held): lines,
+# headers and runs shorter than CUT_RUNS_OF.  The corpus hands it 650 KB at most, a
+# 5 MB HTML newsletter 21 MB; the parser holds about that, and as much again
+# while it joins a body.
+MAX_HELD = 24 * 1024 * 1024
+
+
+class _Runs:
+    """The runs JoinedLines kept out of the email package: where they stand, and the way back.
+
+    A plain run becomes a plain line, a folded run a folded line, so the
+    parser reads the mail's structure as before; header blocks get their runs
+    back before the parser reads them, bodies when they are read.
+    """
+
+    def __init__(self, fed: bytes, keep_whole: str = ""):
+        self.fed = fed                  # the bytes the parser was fed; spans index them
+        self.keep_whole = keep_whole    # a run holding this (a _Cuts token) is handed over as it is
+        self.token = f"torokiki-run-{os.urandom(6).hex()}-"
+        self.spans: list[tuple[int, int]] = []
+        self._stand_in = re.compile(rb"(?m)^ ?" + re.escape(self.token.encode()) + rb"(\d+)\.(\n?)")
+
+    def cut(self, text: str, start: int, end: int, folded: bool) -> str | None:
+        if end - start < CUT_RUNS_OF or (self.keep_whole and self.keep_whole in text):
+            return None
+        self.spans.append((start, end))
+        return f"{' ' if folded else ''}{self.token}{len(self.spans) - 1}.\n"
+
+    def run(self, index: int) -> bytes:
+        """A run as the parser would have read it: line ends made "\n"."""
+        return self._normalized(*self.spans[index])
+
+    def _normalized(self, start: int, end: int) -> bytes:
+        return _lf(self.fed[start:end])
+
+    def length(self, line: str) -> int:
+        """How long a line the parser holds really is."""
+        if self.spans and line.startswith((self.token, " " + self.token)):
+            start, end = self.spans[int(line.lstrip()[len(self.token):].split(".", 1)[0])]
+            return end - start
+        return len(line)
+
+    def header_lines(self, lines: list[str]) -> list[str]:
+        """A header block's lines with its folded runs back (they fold a long header)."""
+        if not self.spans:
+            return lines
+        return [self.run(int(line[1 + len(self.token):].split(".", 1)[0])).decode("ascii", "surrogateescape")
+                if line.startswith(" " + self.token) else line for line in lines]
+
+    def restore(self, raw: bytes, limit: int | None = None) -> tuple[bytes, bool]:
+        """`raw` with its runs put back, and whether that is all of it (see _put_back)."""
+        if not self.spans or self.token.encode() not in raw:
+            return raw, True
+        return _put_back(raw, self._stand_in.finditer(raw), self.spans, self._normalized, limit)
+
+
+def _lf(run: bytes) -> bytes:
+    """Line ends made "\n", as the parser made them everywhere else."""
+    return run.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in run else run
+
+
+def _put_back(raw: bytes, found, runs: list, run_of, limit: int | None) -> tuple[bytes, bool]:
+    """`raw` with each stand-in `found` replaced by run_of(start, end) of its run, and whether that is all.
+
+    With a limit, stops once at least `limit` bytes are back (the caller cuts).
+    A stand-in's line end may be gone: the line end before a boundary belongs
+    to the boundary, and the parser took it away; so then is the run's.
+    """
+    pieces, size, last = [], 0, 0
+    for stand_in in found:
+        index = int(stand_in.group(1))
+        if index >= len(runs):
+            continue
+        start, end = runs[index]
+        size += stand_in.start() - last
+        short = limit is not None and end - start > limit - size   # copy no more of a big run than asked
+        run = run_of(start, start + max(0, limit - size) + 2 if short else end)
+        if not stand_in.group(2) and not short:
+            run = run[:-1]
+        pieces += [raw[last:stand_in.start()], run]
+        size += len(run)
+        last = stand_in.end()
+        if short or (limit is not None and size >= limit and last < len(raw)):
+            return b"".join(pieces), False
+    pieces.append(raw[last:])
+    return b"".join(pieces), True
+
+
+def _restored(text, cuts: _Cuts, runs: _Runs, limit: int | None = None) -> tuple[bytes, bool]:
+    """A body as the parser read it (str) or as written back (bytes), everything kept out put back."""
+    raw = text.encode("ascii", "surrogateescape") if isinstance(text, str) else text
+    raw, whole = runs.restore(raw, limit)     # runs never hold a cut (keep_whole)
+    raw, rest = cuts.restore(raw, limit)
+    return raw, whole and rest
+
+
+def _kept_out(payload, cuts: _Cuts, runs: _Runs) -> bool:
+    return isinstance(payload, str) and bool((runs.spans and runs.token in payload)
+                                             or (cuts.runs and cuts.token in payload))
+
+
+def _parse(fed: bytes, runs: _Runs) -> Message:
+    """The MIME tree, built by the email package within our bounds, else TooComplex.
+
+    Fed a chunk at a time, so that the bounds stop it early (decoding the whole
+    mail into one str first would also cost four bytes a character once any
+    byte is 8-bit); line ends become "\n" as in the email package's parse(file).
+    """
+    parser = feed_parser(_Part, normalize=True, cut=runs.cut, max_held=MAX_HELD)
+    count = 0
+
+    def new_message():
+        # The parser makes every part, at every depth, here; its stack is the depth.
+        nonlocal count
+        count += 1
+        if count > MAX_PARTS:
+            raise TooComplex(f"it has more than {MAX_PARTS} parts")
+        if len(parser._msgstack) > MAX_DEPTH:
+            raise TooComplex(f"its parts are nested more than {MAX_DEPTH} deep")
+        make_message()
+
+    def parse_headers(lines):
+        # A part's whole header block, before the parser joins folded lines (twice over).
+        if sum(map(runs.length, lines)) > MAX_HEADER_BLOCK:
+            raise TooComplex(f"a header of it is larger than {MAX_HEADER_BLOCK // (1024 * 1024)} MB")
+        parse_headers_now(runs.header_lines(lines))
+
+    make_message, parser._new_message = parser._new_message, new_message
+    parse_headers_now, parser._parse_headers = parser._parse_headers, parse_headers
+    view = memoryview(fed)
+    for offset in range(0, len(fed), FEED_CHUNK):
+        parser.feed(str(view[offset:offset + FEED_CHUNK], "ascii", "surrogateescape"))
+    return parser.close()
 
 
 def parse_mail(data: bytes) -> Mail:
+    """The sender's text and files; `Mail.too_complex` says why when the mail is past our bounds."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    try:
+        return _read(data)
+    except TooComplex as error:
+        return Mail(text="", attachments=(), too_complex=str(error))
+    except RecursionError:   # should the bounds above ever let one through: an answer, not a crash
+        return Mail(text="", attachments=(), too_complex="its parts are nested too deeply")
+
+
+def _read(data: bytes) -> Mail:
     cuts = _Cuts(data)
-    message = _parse(cuts.skeleton)
-    if cuts.runs and not cuts.all_whole_base64_bodies(message):
-        cuts = _Cuts(b"")          # a cut landed inside something else: read the mail whole
-        message = _parse(data)
+    runs = _Runs(cuts.skeleton, keep_whole=cuts.token)
+    message = _parse(cuts.skeleton, runs)
+    if cuts.in_delivery_report(message):      # rare: read it again without the base64 cuts
+        cuts = _Cuts(b"")
+        runs = _Runs(data)
+        message = _parse(data, runs)
     plain: list[str] = []
     html: list[str] = []
+    room = {"text/plain": MAX_TEXT_CHARS, "text/html": MAX_HTML_CHARS}   # what is left to read
+    cut = False
     attachments: list[Attachment] = []
     # (part, depth, gives_text): gives_text is False in a non-preferred alternative.
     stack = [(message, 0, True)]
     seen = 0
-    truncated = False
     while stack:
         part, depth, gives_text = stack.pop()
         seen += 1
-        if seen > MAX_PARTS or depth > MAX_DEPTH:
-            truncated = True
-            break
+        if seen > MAX_PARTS or depth > MAX_DEPTH:   # the parser stops first; kept in case it changes
+            raise TooComplex(f"it has more than {MAX_PARTS} parts or is nested more than {MAX_DEPTH} deep")
         ctype = _content_type(part)
         children = part.get_payload() if part.is_multipart() else None
         if isinstance(children, list) and not ctype.startswith("message/"):
@@ -281,18 +479,23 @@ def parse_mail(data: bytes) -> Mail:
             ctype = "text/plain"  # declared multipart but no parts found: read it as text
         if ctype in ("text/plain", "text/html") and disposition != "attachment":
             if gives_text:
-                (plain if ctype == "text/plain" else html).append(_text_of(part))
+                text, more = _text_of(part, room[ctype], cuts, runs)
+                room[ctype] -= len(text)
+                cut = cut or more
+                (plain if ctype == "text/plain" else html).append(text)
             continue
         if ctype in SIGNATURE_TYPES:
             continue
-        attachments.append(_attachment_of(part, ctype, cuts))
+        attachments.append(_attachment_of(part, ctype, cuts, runs))
     if plain:
         text = "\n".join(plain)
     else:
         from .htmltext import html_to_text   # only HTML-only mail needs it
 
         text = "\n".join(html_to_text(h) for h in html)
-    return Mail(text=text, attachments=tuple(attachments), truncated=truncated)
+    if len(text) > MAX_TEXT_CHARS:
+        text, cut = text[:MAX_TEXT_CHARS], True
+    return Mail(text=text, attachments=tuple(attachments), text_cut=cut)
 
 
 def _content_type(part: Message) -> str:
@@ -323,29 +526,76 @@ def _preferred_alternative(children: list) -> Message | None:
     return children[-1] if children else None
 
 
-def _text_of(part: Message) -> str:
-    payload = part.get_payload(decode=True) or b""
+def _text_of(part: Message, room: int, cuts: _Cuts, runs: _Runs) -> tuple[str, bool]:
+    """At most `room` characters of the part's text, and whether it had more."""
+    if room <= 0:
+        return "", bool(part.get_payload())
+    # Enough of the encoded text for `room` characters: UTF-8 takes up to 4 bytes a
+    # character, base64 4 characters for 3 bytes, quoted-printable 3 for 1 (and "=" line ends).
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    enough = {"quoted-printable": 13, "base64": 6}.get(encoding, 4) * room + 4096
+    payload, more = part.as_parsed(), False
+    if isinstance(payload, str) and (len(payload) > enough or _kept_out(payload, cuts, runs)):
+        encoded, whole = _restored(payload, cuts, runs, enough)
+        if len(encoded) > enough:
+            # Cut at a line end, so that base64 and quoted-printable lines stay whole.
+            end = max(encoded.rfind(b"\n", 0, enough), encoded.rfind(b"\r", 0, enough)) + 1 or enough
+            encoded, whole = encoded[:end], False
+        payload, more = _transfer_decoded(part, encoded), not whole
+    else:
+        payload = part.get_payload(decode=True) or b""
     charset = (part.get_content_charset() or "utf-8").lower()
     charset = CHARSET_ALIASES.get(charset, charset)
     # mail-parser's ported_string rule (the declared charset, else UTF-8 when the
     # name is unknown or the bytes lie), written out: importing mail-parser costs
     # a plain text mail ~16 ms, which the benchmark's start-up targets cannot spare.
     try:
-        text = payload.decode(charset)
+        text = _decode_start(payload, charset) if more else payload.decode(charset)
     except (LookupError, UnicodeError, ValueError):   # ValueError: a NUL in the charset name
         text = payload.decode("utf-8", "replace")
-    return text.replace("\x00", "")
+    text = text.replace("\x00", "")
+    if len(text) > room:
+        text, more = text[:room], True
+    return text, more
 
 
-def _attachment_of(part: Message, ctype: str, cuts: _Cuts) -> Attachment:
+def _decode_start(payload: bytes, charset: str) -> str:
+    """The start of a text that was cut: a character the cut split is left out."""
+    try:
+        return payload.decode(charset)
+    except UnicodeDecodeError as error:
+        if error.start < len(payload) - 8:   # not the cut: the bytes lie
+            raise
+        return payload[:error.start].decode(charset)
+
+
+def _transfer_decoded(part: Message, encoded: bytes) -> bytes:
+    """What get_payload(decode=True) gives for these bytes as the part's body."""
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if encoding in ("", "7bit", "8bit", "binary"):
+        return encoded
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(encoded)
+    if encoding == "base64":
+        try:
+            return binascii.a2b_base64(encoded)
+        except (binascii.Error, ValueError):
+            pass   # broken base64: let the email package salvage what it can
+    stand_in = Message()
+    stand_in["Content-Transfer-Encoding"] = encoding
+    stand_in.set_payload(encoded.decode("ascii", "surrogateescape"))
+    return stand_in.get_payload(decode=True) or b""
+
+
+def _attachment_of(part: Message, ctype: str, cuts: _Cuts, runs: _Runs) -> Attachment:
     if ctype.startswith("message/"):
         payload = part.get_payload()
         inner = payload[0] if isinstance(payload, list) and payload else payload
-        data = (cuts.restore(_message_bytes(inner)) if isinstance(inner, Message)
-                else (part.get_payload(decode=True) or b""))
+        data = (_restored(_message_bytes(inner), cuts, runs)[0] if isinstance(inner, Message)
+                else _decoded(part, cuts, runs))
     else:
         run = cuts.run_of(part)
-        data = _decoded(part) if run is None else (Base64Text.if_canonical(cuts.data, *run)
+        data = _decoded(part, cuts, runs) if run is None else (Base64Text.if_canonical(cuts.data, *run)
                                                    or _a2b(memoryview(cuts.data)[run[0]:run[1]]))
     return Attachment(filename=safe_filename(_raw_filename(part), ctype), content_type=ctype, body=data)
 
@@ -370,8 +620,10 @@ def _message_bytes(inner: Message) -> bytes:
         return b""
 
 
-def _decoded(part: Message) -> bytes:
+def _decoded(part: Message, cuts: _Cuts, runs: _Runs) -> bytes:
     """The part's bytes; base64 straight through binascii, which is what a big photo needs."""
+    if _kept_out(part.as_parsed(), cuts, runs):
+        return _transfer_decoded(part, _restored(part.as_parsed(), cuts, runs)[0])
     payload = part.get_payload()
     if (isinstance(payload, str) and payload.isascii()
             and str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64"):
@@ -398,8 +650,10 @@ def _raw_filename(part: Message) -> str:
     # replacement characters (Yahoo sends Cyrillic names that way); ASCII headers
     # read the same without it, and most phones name files so.
     view = part
-    if not all(str(value).isascii() for key, value in part.raw_items()
-               if key.lower() in ("content-type", "content-disposition")):
+    values = [str(value) for key, value in part.raw_items() if key.lower() in ("content-type", "content-disposition")]
+    if any(len(value) > MAX_PARAMETERS_BYTES for value in values):
+        return ""     # its parameters are not read (see _Part._too_long); the view is a plain Message
+    if not all(value.isascii() for value in values):
         from mailparser.utils import mime_header_view
 
         view, _ = mime_header_view(part)

@@ -6,6 +6,10 @@ goes to the one checked From address only, carries the headers that keep
 loops from starting (RFC 3834 ``Auto-Submitted``, ``Precedence: bulk``, our
 ``X-Loop``), threads under the original, and never carries the original mail
 back (a backscatter vector).
+
+Nor does it amplify what the sender wrote: every template value except the
+ones named in WHOLE_VALUES (ours, or bounded where they are made) is cut to a
+short excerpt, and so are the display name and the References taken over.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from string import Template
 
+from .command import EXCERPT_CHARS, excerpt
 from .guard import Sender, loop_marker
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -53,6 +58,22 @@ class Reply:
     attachment: tuple[str, bytes] | None = None    # (file name, data)
 
 
+# Template values that reach the sender whole: the gateway's own words and addresses, the
+# problems list (problems_text bounds it), and what the website sent about its content.
+# Any other value (the subject, the display name, the website's error text, and any value
+# added later) may be the sender's and is cut to an excerpt.
+WHOLE_VALUES = frozenset({"site", "gateway", "problems", "short_help", "limit", "waited", "window",
+                          "url", "inspired_by", "text", "attachment_note"})
+EXCERPT_LIMITS = {"detail": 300}     # an error text needs a little more room to be useful
+MAX_PROBLEM_CHARS = 500
+
+
+def bounded(values: dict) -> dict:
+    """The template values, each one the sender may control cut to an excerpt."""
+    return {k: v if k in WHOLE_VALUES else excerpt(str(v), EXCERPT_LIMITS.get(k, EXCERPT_CHARS))
+            for k, v in values.items()}
+
+
 @lru_cache(maxsize=None)
 def _template(name: str) -> tuple[Template, Template]:
     text = (TEMPLATES / name).read_text(encoding="utf-8")
@@ -69,8 +90,8 @@ def render(name: str, values: dict) -> tuple[str, str]:
 def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> bytes:
     """The reply, as the bytes sendmail reads.  `last_before_limit` (e.g. "an hour") adds
     the note that no more answers follow for that long."""
-    values = {"site": context.site_url, "gateway": context.gateway_address,
-              "name": context.to.display_name or context.to.address, **reply.values}
+    values = bounded({"site": context.site_url, "gateway": context.gateway_address,
+                      "name": context.to.display_name or context.to.address, **reply.values})
     subject, body = render(reply.template, values)
     if last_before_limit:
         note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
@@ -78,14 +99,15 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
         body = f"{text.rstrip()}\n\n{note}\n{separator}{signature}" if separator else f"{body.rstrip()}\n\n{note}\n"
     message = EmailMessage(policy=REPLY_POLICY)
     message["From"] = Address("Torokiki", addr_spec=context.gateway_address)
-    message["To"] = Address(_header_safe(context.to.display_name), addr_spec=context.to.address)
+    message["To"] = Address(_header_safe(excerpt(context.to.display_name)), addr_spec=context.to.address)
     message["Subject"] = _header_safe(subject)
     message["Date"] = format_datetime(context.now)
     message["Message-ID"] = make_msgid("torokiki", domain=context.gateway_address.rpartition("@")[2])
     original = context.message_id.strip()
-    if original.startswith("<") and original.endswith(">") and len(original) < 500:
+    if _is_message_id(original):
         message["In-Reply-To"] = original
-        message["References"] = " ".join((context.references.split() + [original])[-10:])
+        earlier = [r for r in context.references.split()[-100:] if _is_message_id(r)]
+        message["References"] = " ".join((earlier + [original])[-10:])
     message["Auto-Submitted"] = "auto-replied"
     message["Precedence"] = "bulk"
     message["X-Loop"] = loop_marker(context.gateway_address)
@@ -131,10 +153,14 @@ def problems_text(problems) -> str:
     lines = []
     for problem in problems[:MAX_PROBLEMS_SHOWN]:
         where = f"line {problem.line} of your mail: " if problem.line else ""
-        lines.append(f"  * {where}{problem.message}")
+        lines.append(f"  * {where}{excerpt(problem.message, MAX_PROBLEM_CHARS)}")
     if len(problems) > MAX_PROBLEMS_SHOWN:
         lines.append(f"  * … and {len(problems) - MAX_PROBLEMS_SHOWN} more problems like these")
     return "\n".join(lines)
+
+
+def _is_message_id(text: str) -> bool:
+    return text.startswith("<") and text.endswith(">") and len(text) < 500
 
 
 def _header_safe(text: str) -> str:
