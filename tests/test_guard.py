@@ -77,3 +77,11 @@ def test_display_name_cannot_inject_headers():
 
 def test_encoded_display_names_are_decoded():
     assert reply_sender("=?utf-8?b?S2lyaSBUxIFuZQ==?= <k@x.net>") == Sender("Kiri Tāne", "k@x.net")
+
+
+def test_a_from_header_too_long_to_read_quickly_is_not_answered():
+    from torokiki_pipe.guard import MAX_FROM_CHARS, reply_sender
+
+    huge = '"' + "a" * 300_000 + '" <kiri@example.net>'
+    assert "longer than" in reply_sender(huge)
+    assert reply_sender('"' + "a" * (MAX_FROM_CHARS - 40) + '" <kiri@example.net>').address == "kiri@example.net"

@@ -93,6 +93,11 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
 _ADDR = r"^[^\s@<>(),;:\"\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$"
 
 
+# One address and a display name fit many times over; the RFC 5322 parser takes
+# seconds on a long quoted display name (300 KB: 5 s), so longer is not read.
+MAX_FROM_CHARS = 2048
+
+
 def reply_sender(from_header: str) -> Sender | str:
     """The one address a reply may go to, or a reason why there is none.
 
@@ -109,6 +114,8 @@ def reply_sender(from_header: str) -> Sender | str:
         return "the mail has no From address"
     if any(c in from_header for c in "\r\n\0"):
         return "the From header contains control characters"
+    if len(from_header) > MAX_FROM_CHARS:
+        return f"the From header is longer than {MAX_FROM_CHARS} characters"
     try:
         parsed = default.header_factory("from", from_header)
         defects, addresses = parsed.defects, parsed.addresses
