@@ -494,6 +494,13 @@ class TorokikiServer(ThreadingHTTPServer):
         result["items"] = [summary(r) for r in self.store.responses()]
         return result
 
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-answer (the gateway stops reading at its cap, or at
+        # its deadline) is what the hostile modes are for, not a fault of this server.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
     def shutdown(self) -> None:
         """Stop serving (wakes sleeping 'slow' requests) and close the socket."""
         if self._closed:
