@@ -111,6 +111,9 @@ def _run(args) -> int:
         return exit_code(stop.outcome)
     finally:
         signals.restore()
+        # The run is over and its exit code decided: a stop from here to the exit changes nothing.
+        for number in RunSignals.STOPS:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started: float | None = None,

@@ -60,8 +60,8 @@ class Effects:
     journal: object                   # journal.Journal: .hold, .answer, .sending, .failed, .finish, ...
     budget: object                    # ratelimit.ReplyBudget: .take, .first_time_refused, .limit
     now: Callable[[], datetime]
-    # A section no signal may cut short (the reply's hand-over); a stop asked
-    # for meanwhile takes effect when it ends.
+    # Entered where no signal may cut the run short (the reply's hand-over):
+    # from there on, a stop asked for is noted and the run finishes.
     uninterrupted: Callable[[], ContextManager] = field(default=nullcontext)
 
 
