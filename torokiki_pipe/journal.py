@@ -44,7 +44,8 @@ RECEIVED, ANSWERED, SENDING, DONE = "received", "answered", "sending", "done"
 # Outcomes that `replay --force` may submit again: the website or the gateway
 # did not take the mail, and a fix on either side may make it succeed.  Saved
 # and answered mail is never forced: that would answer the sender twice.
-FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "poisoned", "reply-failed"})
+# (A poisoned mail never finishes its entry: a plain replay runs it again.)
+FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "reply-failed"})
 
 
 class JournalBusy(Exception):

@@ -21,9 +21,9 @@ or folders given) with the configured sendmail to the one address in their
 replies (X-Loop marker) with exactly one well-formed To address are sent.
 
 ``--force`` submits again mail that the journal already finished without
-success (refused, gave up, not understood, too big, crashed for good, reply
-failed): for the day a fix on either side (a new API key, a website bug
-fixed) makes it succeed.  The same Idempotency-Key goes with it, so a website
+success (refused, gave up, not understood, too big, reply failed): for the
+day a fix on either side (a website bug fixed, a limit raised) makes it
+succeed.  A crashed mail needs no force: its entry never finished.  The same Idempotency-Key goes with it, so a website
 that did store it answers with what it stored.  Saved or answered mail is
 never forced: that would answer the sender twice.
 
