@@ -377,3 +377,24 @@ def test_replay_force_submits_again_what_was_refused_and_never_what_was_saved(ad
     assert "outcome=duplicate" in once_more.stdout          # saved mail is never forced a second time
     assert website.stats()["stored"] == 1 and website.stats()["posts"] == 2
     assert len(smtp_sink.wait_for(2)) == 2                   # the refusal, then the saved answer
+
+
+def test_sigterm_stops_a_replay_after_the_mail_in_hand(pipe_program, run_pipe, pipe_env, website, smtp_sink):
+    import signal
+    import time
+
+    website.control("down")
+    for n in range(3):
+        assert run_pipe(mail(CREATE, f"text: '{n}'", msgid=f"<stop{n}@example.net>")).returncode == 75
+    folder = pipe_env.log_dir / "failed_https"
+    website.control("slow", delay=3)             # the SIGTERM lands inside the first mail's POST
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+    replay = subprocess.Popen([pipe_program, "replay", "--config", os.fspath(pipe_env), str(folder)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+    time.sleep(1.5)
+    replay.send_signal(signal.SIGTERM)
+    out, err = replay.communicate(timeout=60)
+    assert replay.returncode == 75 and "Traceback" not in err
+    [line] = out.splitlines()                    # the other two mails were not started
+    assert "outcome=interrupted" in line
+    assert len([p for p in files_in(folder) if p.name.endswith(".eml")]) == 3

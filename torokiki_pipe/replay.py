@@ -98,9 +98,10 @@ def main(argv) -> int:
         for number, path in enumerate(files):
             if args.resend:
                 left += not resend_one(path, settings, args.dry_run)
-            elif not replay_one(path, settings, args.dry_run, args.force):
-                left += 1
-                if _stopped(settings):     # SIGTERM or Ctrl-C ended that mail's run: stop here
+            else:
+                status = replay_one(path, settings, args.dry_run, args.force)
+                left += status != HANDLED
+                if status == STOPPED:      # SIGTERM or Ctrl-C ended that mail's run: stop here
                     left += len(files) - number - 1
                     break
     return os.EX_TEMPFAIL if left else os.EX_OK
@@ -239,8 +240,12 @@ def _read_kept(path: Path, read):
         return None, False
 
 
-def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool:
-    """Replay one kept mail; True when it is handled (and, unless dry run, moved to done/)."""
+HANDLED, LEFT, STOPPED = "handled", "left", "stopped"
+
+
+def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> str:
+    """Replay one kept mail: HANDLED (and, unless dry run, moved to done/), LEFT for the next
+    replay, or STOPPED (left, and the run was stopped by SIGTERM or Ctrl-C)."""
     from .cli import handle
     from .pipeline import Envelope
     from .read import read_mail
@@ -253,7 +258,7 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool
 
     raw, handled = _read_kept(mail, read)
     if raw is None:
-        return handled
+        return HANDLED if handled else LEFT
     message_id = _message_id(raw.data)
     before = _stashed(log_dir)
     offset = _size(log_dir / LOG_FILE)
@@ -265,11 +270,12 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool
     except Exception as error:   # handle() records its own failures; this is a last guard
         say(mail, exit=os.EX_TEMPFAIL, outcome="crashed", moved="no (kept for the next replay)",
             detail=f"{type(error).__name__}: {error}")
-        return False
+        return LEFT
     result = _result(code, log_dir, offset, message_id, out.kept.getvalue(), err.kept.getvalue(), dry_run)
+    not_handled = STOPPED if result.outcome == "interrupted" else LEFT
     if dry_run:
         say(mail, exit=code, outcome=result.outcome, moved="no (dry run)", detail=result.detail)
-        return code == os.EX_OK
+        return HANDLED if code == os.EX_OK else not_handled
     copies = _new_copies(log_dir, before, raw.data)
     try:
         if code == os.EX_OK:
@@ -280,7 +286,7 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool
             moved = sum(copy.parent.resolve() == mail.parent.resolve() for copy in copies)
             say(mail, exit=code, outcome=result.outcome, moved=f"{folder}/",
                 copies=f"{moved}-new-moved-to-done" if moved else None, detail=result.detail)
-            return True
+            return HANDLED
         for copy in copies:
             remove_with_companions(copy)    # the original stays the one waiting copy
     except OSError as error:
@@ -288,16 +294,10 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> bool
                 else "the copy the pipe kept during the replay could not be removed")
         say(mail, exit=code, outcome=result.outcome, moved="FAILED",
             detail=f"{what} ({error.strerror}): see to it by hand before the next replay; {result.detail}")
-        return False
+        return LEFT
     say(mail, exit=code, outcome=result.outcome, moved="no (kept for the next replay)",
         copies=f"{len(copies)}-new-removed" if copies else None, detail=result.detail)
-    return False
-
-
-def _stopped(settings) -> bool:
-    """Did the last run end because it was stopped (its log line says so)?"""
-    entry = _log_entry(Path(settings.log_dir) / LOG_FILE, max(0, _size(Path(settings.log_dir) / LOG_FILE) - 4096), "")
-    return entry is not None and entry.get("outcome") == "interrupted"
+    return not_handled
 
 
 def _message_id(data: bytes) -> str:
