@@ -46,16 +46,23 @@ def parse_args(argv):
 
 class Findings:
     def __init__(self, secret: str = ""):
-        self.secret = secret
         self.problems: list[str] = []
+        self.secret = secret
+
+    @property
+    def secret(self) -> str:
+        return self._redactor.secret if self._redactor else ""
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        # The pipe's own redaction, built once: what the website says may echo the key in other forms.
+        from .website import Redactor
+
+        self._redactor = Redactor(value) if value else None
 
     def _clean(self, text: str) -> str:
-        if self.secret:
-            # The pipe's own redaction: what the website says may echo the key in other forms.
-            from .website import Redactor
-
-            text = Redactor(self.secret).text(str(text))
-        return " ".join(str(text).split())
+        text = self._redactor.text(str(text)) if self._redactor else str(text)
+        return " ".join(text.split())
 
     def ok(self, text: str) -> None:
         emit(sys.stdout, f"ok: {self._clean(text)}")
