@@ -50,9 +50,6 @@ class MemoryJournal:
     def hold(self, message_key, digest, force=False):
         yield Entry(key=message_key, digest=digest)
 
-    def save(self, entry, durable=True):
-        return entry
-
     def answer(self, entry, reply, **changes):
         return replace(entry, stage=ANSWERED, **changes)
 
@@ -72,7 +69,7 @@ class MemoryJournal:
         return replace(entry, stage=DONE, **changes)
 
     def crashed(self, digest, signature):
-        return Crash(count=1, first=True, answered=False)
+        return Crash(count=1, answered=False)
 
     def crash_answered(self, digest):
         pass

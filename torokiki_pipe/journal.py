@@ -77,7 +77,6 @@ class Entry:
 class Crash:
     """What the journal knows of one raw mail that crashed the gateway."""
     count: int           # crashes in a row with the same signature
-    first: bool          # the first crash of this mail: keep a copy of it
     answered: bool       # the sender was already told it cannot be processed
 
 
@@ -200,7 +199,7 @@ class Journal:
             answered = bool(known.get("answered"))
             write_atomically(self._entry(key), json.dumps(
                 {"signature": signature, "count": count, "answered": answered}).encode())
-        return Crash(count=count, first=not known, answered=answered)
+        return Crash(count=count, answered=answered)
 
     def crash_answered(self, digest: str) -> None:
         """The sender was told: later deliveries of this mail are finished, not answered again."""
