@@ -1,6 +1,6 @@
 """Shared fixtures: a real website, a real SMTP sink, msmtp, and the installed pipe.
 
-- ``website``: the reference Torokiki server (torokiki_pipe.devtools.website) on a
+- ``website``: the reference Torokiki server (torokiki_pipe.devtools.reference_site) on a
   free loopback port with a fresh store; ``.url``, ``.stats()``, ``.control(...)``.
 - ``smtp_sink``: an aiosmtpd server on 127.0.0.1 that keeps every message;
   ``.messages``, ``.wait_for(n)``.
@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from torokiki_pipe.devtools.website import serve_in_thread
+from torokiki_pipe.devtools.reference_site import serve_in_thread
 
 SITE_URL = "http://torokiki.net"
 GATEWAY_ADDRESS = "gateway@torokiki.net"

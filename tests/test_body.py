@@ -1,4 +1,4 @@
-"""The grammar of the mail body (torokiki_pipe.body)."""
+"""The grammar of the mail body (torokiki_pipe.stages.s5_understand.body)."""
 
 import dataclasses
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torokiki_pipe.body import QUOTE_PAIRS, BodyError, ParsedBody, Tag, parse_body, unquote
+from torokiki_pipe.stages.s5_understand.body import QUOTE_PAIRS, BodyError, ParsedBody, Tag, parse_body, unquote
 
 KNOWN = frozenset({"text", "tags", "objective", "location"})
 

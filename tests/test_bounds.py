@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from torokiki_pipe import mime
-from torokiki_pipe.command import SubjectLine, read_subject, understand
-from torokiki_pipe.headers import TooComplex
-from torokiki_pipe.mime import MAX_DEPTH, MAX_PARTS, MAX_TEXT_CHARS, parse_mail
+from torokiki_pipe.stages.s5_understand import mime
+from torokiki_pipe.stages.s5_understand.command import SubjectLine, read_subject, understand
+from torokiki_pipe.stages.s2_headers import TooComplex
+from torokiki_pipe.stages.s5_understand.mime import MAX_DEPTH, MAX_PARTS, MAX_TEXT_CHARS, parse_mail
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 SITE = "http://torokiki.net"

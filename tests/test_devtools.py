@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from torokiki_pipe.devtools import outbox, smtpsink
-from torokiki_pipe.devtools.website import is_base64, make_png, serve_in_thread
-from torokiki_pipe.sendmail import Sendmail
+from torokiki_pipe.devtools.reference_site import is_base64, make_png, serve_in_thread
+from torokiki_pipe.adapters.sendmail import Sendmail
 
 SITE = "http://torokiki.net"
 KEY = "test-api-key"
@@ -422,7 +422,7 @@ def test_hostile_control_values_are_checked(website):
 def test_command_line_server_prints_its_port(tmp_path):
     port_file = tmp_path / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "torokiki_pipe.devtools.website", "--port", "0", "--store",
+        [sys.executable, "-m", "torokiki_pipe.devtools.reference_site", "--port", "0", "--store",
          str(tmp_path / "store"), "--port-file", str(port_file), "--api-key", "k", "--quiet"],
         stdout=subprocess.PIPE, text=True)
     try:

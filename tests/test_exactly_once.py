@@ -6,11 +6,12 @@ import dataclasses
 import os
 import time
 
-from torokiki_pipe import cli, config
-from torokiki_pipe.guard import loop_marker
-from torokiki_pipe.journal import Journal
+from torokiki_pipe import cli
+from torokiki_pipe import config
+from torokiki_pipe.stages.s3_guard import loop_marker
+from torokiki_pipe.adapters.journal import Journal
 from torokiki_pipe.pipeline import Envelope
-from torokiki_pipe.read import RawMail
+from torokiki_pipe.stages.s1_read import RawMail
 
 from test_pipe import GATEWAY, files_in, log_lines, mail
 
@@ -200,8 +201,8 @@ def test_the_same_mail_received_twice_over_smtp_is_one_message(run_pipe, website
 
 def test_the_sweep_removes_stale_counters_and_leftover_temporary_files(tmp_path):
     from torokiki_pipe.config import ReplyLimit
-    from torokiki_pipe.ratelimit import ReplyBudget
-    from torokiki_pipe.records import Records
+    from torokiki_pipe.adapters.reply_budget import ReplyBudget
+    from torokiki_pipe.adapters.records import Records
 
     clock = [1_000_000.0]
     records = Records(tmp_path / "logs")
@@ -221,7 +222,7 @@ def test_the_sweep_removes_stale_counters_and_leftover_temporary_files(tmp_path)
 
 def test_an_allowance_asked_again_for_the_same_message_gives_the_same_answer(tmp_path):
     from torokiki_pipe.config import ReplyLimit
-    from torokiki_pipe.ratelimit import LAST, SEND, SILENT, ReplyBudget
+    from torokiki_pipe.adapters.reply_budget import LAST, SEND, SILENT, ReplyBudget
 
     budget = ReplyBudget(tmp_path, ReplyLimit(2, 3600))
     assert [budget.take("a@example.net", k) for k in ("m1", "m1", "m2", "m2", "m3")] == [SEND, SEND, LAST, LAST,

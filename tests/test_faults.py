@@ -328,10 +328,11 @@ def test_a_reply_whose_allowance_was_taken_but_not_stored_is_sent_on_the_next_de
     """The refusal marker (or the reply budget) was taken, then storing the reply failed."""
     import dataclasses
 
-    from torokiki_pipe import cli, config
-    from torokiki_pipe.journal import Journal
+    from torokiki_pipe import cli
+    from torokiki_pipe import config
+    from torokiki_pipe.adapters.journal import Journal
     from torokiki_pipe.pipeline import Envelope
-    from torokiki_pipe.read import RawMail
+    from torokiki_pipe.stages.s1_read import RawMail
 
     settings = config.load(os.fspath(pipe_env.variant(TOROKIKI_REPLY_LIMIT="1/hour")), {})
     data = (f"From: Kiri <kiri@example.net>\nTo: {GATEWAY}\nSubject: {subject}\n"

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from torokiki_pipe.command import SubjectLine, read_subject, understand
-from torokiki_pipe.guard import reason_to_ignore, reply_sender
-from torokiki_pipe.headers import read_head
-from torokiki_pipe.mime import parse_mail
+from torokiki_pipe.stages.s5_understand.command import SubjectLine, read_subject, understand
+from torokiki_pipe.stages.s3_guard import reason_to_ignore, reply_sender
+from torokiki_pipe.stages.s2_headers import read_head
+from torokiki_pipe.stages.s5_understand.mime import parse_mail
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 BUDGET = float(os.environ.get("FUZZ_SECONDS", "20"))

@@ -1,7 +1,7 @@
 import pytest
 
-from torokiki_pipe.guard import Sender, loop_marker, reason_to_ignore, reply_sender
-from torokiki_pipe.headers import read_head
+from torokiki_pipe.stages.s3_guard import Sender, loop_marker, reason_to_ignore, reply_sender
+from torokiki_pipe.stages.s2_headers import read_head
 
 GATEWAY = "gateway@torokiki.net"
 
@@ -80,7 +80,7 @@ def test_encoded_display_names_are_decoded():
 
 
 def test_a_from_header_too_long_to_read_quickly_is_not_answered():
-    from torokiki_pipe.guard import MAX_FROM_CHARS, reply_sender
+    from torokiki_pipe.stages.s3_guard import MAX_FROM_CHARS, reply_sender
 
     huge = '"' + "a" * 300_000 + '" <kiri@example.net>'
     assert "longer than" in reply_sender(huge)

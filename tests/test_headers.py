@@ -1,5 +1,5 @@
-from torokiki_pipe.headers import MAX_HEADER_FIELDS, read_head
-from torokiki_pipe.read import RawMail, read_mail
+from torokiki_pipe.stages.s2_headers import MAX_HEADER_FIELDS, read_head
+from torokiki_pipe.stages.s1_read import RawMail, read_mail
 import io
 
 import pytest

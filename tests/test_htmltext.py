@@ -1,4 +1,4 @@
-"""HTML-only mail to text (torokiki_pipe.htmltext)."""
+"""HTML-only mail to text (torokiki_pipe.stages.s5_understand.htmltext)."""
 
 import time
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torokiki_pipe.body import Tag, parse_body
-from torokiki_pipe.htmltext import html_to_text
+from torokiki_pipe.stages.s5_understand.body import Tag, parse_body
+from torokiki_pipe.stages.s5_understand.htmltext import html_to_text
 
 KNOWN = frozenset({"text", "tags", "objective", "location"})
 

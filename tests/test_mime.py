@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from torokiki_pipe.mime import MAX_TEXT_CHARS, parse_mail, safe_filename
+from torokiki_pipe.stages.s5_understand.mime import MAX_TEXT_CHARS, parse_mail, safe_filename
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -155,7 +155,7 @@ def test_base64_runs_are_the_longest_runs_of_base64_text_across_windows(seed):
     import random
     import re
 
-    from torokiki_pipe.mime import base64_runs
+    from torokiki_pipe.stages.s5_understand.mime import base64_runs
 
     rng = random.Random(seed)
     pieces = [rng.choice([b"QUJD", b"==", b"\n", b"\r\n", b" ", b"-", b"\xe9", b"<p>", b"A" * rng.randint(1, 40)])
@@ -169,7 +169,7 @@ def test_base64_runs_are_the_longest_runs_of_base64_text_across_windows(seed):
 def test_a_big_canonical_base64_body_is_kept_as_the_mails_own_text():
     import base64
 
-    from torokiki_pipe.mime import Base64Text
+    from torokiki_pipe.stages.s5_understand.mime import Base64Text
 
     [photo] = parse_mail(big_photo_mail(b"\r\n")).attachments
     assert isinstance(photo.body, Base64Text)
@@ -190,7 +190,7 @@ def test_a_big_canonical_base64_body_is_kept_as_the_mails_own_text():
     (b"QUJ\n", False),                  # not a multiple of four
 ])
 def test_only_base64_the_website_takes_as_it_stands_is_streamed_as_written(text, kept):
-    from torokiki_pipe.mime import Base64Text
+    from torokiki_pipe.stages.s5_understand.mime import Base64Text
 
     raw = b"x" + text + b"y"   # the run sits inside a bigger mail
     found = Base64Text.if_canonical(raw, 1, 1 + len(text))

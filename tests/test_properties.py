@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from torokiki_pipe.body import QUOTE_PAIRS
-from torokiki_pipe.command import read_subject
-from torokiki_pipe.guard import Sender, reply_sender
-from torokiki_pipe.reply import Reply, ReplyContext, build
-from torokiki_pipe.urls import BadUrl, ContentUrl, parse_content_url
+from torokiki_pipe.stages.s5_understand.body import QUOTE_PAIRS
+from torokiki_pipe.stages.s5_understand.command import read_subject
+from torokiki_pipe.stages.s3_guard import Sender, reply_sender
+from torokiki_pipe.stages.s7_reply import Reply, ReplyContext, build
+from torokiki_pipe.stages.s5_understand.urls import BadUrl, ContentUrl, parse_content_url
 
 SITE = "http://torokiki.net"
 GATEWAY = "gateway@torokiki.net"

@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from torokiki_pipe.guard import Sender
-from torokiki_pipe.reply import Reply, ReplyContext, build
+from torokiki_pipe.stages.s3_guard import Sender
+from torokiki_pipe.stages.s7_reply import Reply, ReplyContext, build
 
 CONTEXT = ReplyContext(to=Sender("Kiri", "kiri@example.net"), gateway_address="gateway@torokiki.net",
                        site_url="http://torokiki.net", message_id="<1@example.net>", references="",
@@ -38,8 +38,8 @@ def test_the_stand_in_for_the_file_never_reaches_the_reply():
 
 from string import Template  # noqa: E402
 
-from torokiki_pipe.command import Problem  # noqa: E402
-from torokiki_pipe.reply import TEMPLATES, WHOLE_VALUES, problems_text  # noqa: E402
+from torokiki_pipe.stages.s5_understand.command import Problem  # noqa: E402
+from torokiki_pipe.stages.s7_reply import TEMPLATES, WHOLE_VALUES, problems_text  # noqa: E402
 
 MEGABYTE = "ab " * 350_000          # what a sender can put in a subject or a display name
 HOSTILE = ReplyContext(to=Sender("Kiri " + "x" * 100_000, "kiri@example.net"), gateway_address="gateway@torokiki.net",

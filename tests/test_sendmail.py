@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from torokiki_pipe.devtools import outbox
-from torokiki_pipe.sendmail import SEND_TIMEOUT, STDERR_KEPT, Sendmail, SendResult
+from torokiki_pipe.adapters.sendmail import SEND_TIMEOUT, STDERR_KEPT, Sendmail, SendResult
 
 RECIPIENT = "kiri@example.net"
 HEAD = (b"From: Torokiki <gateway@torokiki.net>\nTo: kiri@example.net\nSubject: adapter\n"
@@ -280,7 +280,7 @@ def test_an_interrupted_send_kills_the_mailer(tmp_path, leftovers):
     path = program(tmp_path, "echo $$ > \"$DIR/pid\"\nsleep 300\n")
     driver = textwrap.dedent(f"""\
         import signal, sys
-        from torokiki_pipe.sendmail import Sendmail
+        from torokiki_pipe.adapters.sendmail import Sendmail
         class Alarm(Exception):
             pass
         def ring(signum, frame):
@@ -317,7 +317,7 @@ def test_sigterm_to_the_pipes_process_group_does_not_reach_the_mailer(tmp_path, 
         while [ ! -e "$DIR/go" ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n + 1)); done
         : > "$DIR/done"
     """)
-    driver = (f"from torokiki_pipe.sendmail import Sendmail\n"
+    driver = (f"from torokiki_pipe.adapters.sendmail import Sendmail\n"
               f"print(Sendmail(({str(path)!r},), timeout=60).send(b'kia ora\\n' * 1000, 'kiri@example.net'))\n")
     pipe = subprocess.Popen([sys.executable, "-c", driver], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -436,7 +436,7 @@ def test_out_of_descriptors_is_temporary_and_leaks_none(tmp_path):
     driver = textwrap.dedent(f"""\
         import os, resource
         import fcntl, select, subprocess, termios     # what send() imports: importing takes a descriptor
-        from torokiki_pipe.sendmail import Sendmail
+        from torokiki_pipe.adapters.sendmail import Sendmail
 
         def open_count():
             count = 0

@@ -1,6 +1,6 @@
 import pytest
 
-from torokiki_pipe.urls import BadUrl, ContentUrl, parse_content_url
+from torokiki_pipe.stages.s5_understand.urls import BadUrl, ContentUrl, parse_content_url
 
 SITE = "http://torokiki.net"
 

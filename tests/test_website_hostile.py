@@ -28,10 +28,11 @@ import requests
 
 from conftest import API_KEY
 from test_pipe import files_in, log_lines, mail
-from torokiki_pipe import actions
+from torokiki_pipe.stages import s6_act as actions
+from torokiki_pipe.stages.s7_reply import TEMPLATES
 from torokiki_pipe.outcome import EXIT_POLICY, Outcome, is_temporary, status_line
-from torokiki_pipe.urls import parse_content_url
-from torokiki_pipe.website import (MAX_CONTENT_BYTES, Place, Received, Redactor, Website, WebsiteAnswer,
+from torokiki_pipe.stages.s5_understand.urls import parse_content_url
+from torokiki_pipe.adapters.website import (MAX_CONTENT_BYTES, Place, Received, Redactor, Website, WebsiteAnswer,
                                    classify, failure, public_location)
 
 SITE = "http://torokiki.net"
@@ -563,7 +564,7 @@ def test_a_fetch_answer_becomes_a_step(answer, outcome, template):
     step = actions._after_get(answer, SEED, "subject")
     assert (step.outcome, step.reply and step.reply.template) == (outcome, template)
     if template:
-        assert (Path(actions.__file__).parent / "templates" / template).is_file()
+        assert (TEMPLATES / template).is_file()
 
 
 # --------------------------------------------------------------------------- the adapter against canned answers
@@ -760,7 +761,7 @@ def test_https_end_to_end_against_a_site_whose_certificate_verifies(run_pipe, pi
     import shutil
     import ssl
 
-    from torokiki_pipe.devtools.website import make_server
+    from torokiki_pipe.devtools.reference_site import make_server
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: no certificate to test with")

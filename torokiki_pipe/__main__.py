@@ -17,7 +17,7 @@ def main() -> int:
     gc.disable()
     # Until the run installs its own handlers (cli.RunSignals), a stop finds
     # nothing done: say so in the one status line and ask for a retry.
-    from .outcome import Outcome, exit_code, status_line
+    from torokiki_pipe.outcome import Outcome, exit_code, status_line
 
     def stopped_while_starting(number, frame):
         line = status_line(Outcome.INTERRUPTED, f"stopped by {signal.Signals(number).name} while starting")
@@ -26,7 +26,7 @@ def main() -> int:
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stopped_while_starting)
-    from .cli import main as run
+    from torokiki_pipe.cli import main as run
 
     gc.freeze()
     return run()

@@ -19,11 +19,12 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from . import __version__, config as configuration
-from .outcome import Outcome, exit_code, status_line
-from .pipeline import Effects, Envelope, Processed, Stopped, process
-from .read import drain, read_mail
-from .records import CRASHED, Records
+from torokiki_pipe import __version__
+from torokiki_pipe import config as configuration
+from torokiki_pipe.outcome import Outcome, exit_code, status_line
+from torokiki_pipe.pipeline import Effects, Envelope, Processed, Stopped, process
+from torokiki_pipe.stages.s1_read import drain, read_mail
+from torokiki_pipe.adapters.records import CRASHED, Records
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -54,8 +55,8 @@ def parse_args(argv):
 
 
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
-SUBCOMMANDS = {"check": "torokiki_pipe.check", "replay": "torokiki_pipe.replay",
-               "report": "torokiki_pipe.report"}
+SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
+               "report": "torokiki_pipe.admin.report"}
 
 
 def main(argv=None) -> int:
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
             try:
                 return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
             except BrokenPipeError:     # `torokiki-pipe report | head -1`: the reader has had enough
-                from .check import silence
+                from torokiki_pipe.admin.check import silence
 
                 silence(sys.stdout)
                 return os.EX_OK
@@ -127,7 +128,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     own_signals = signals is None
     signals = RunSignals() if own_signals else signals
     if effects is None and dry_run:
-        from .dryrun import dry_run_effects
+        from torokiki_pipe.adapters.dryrun import dry_run_effects
 
         effects = dry_run_effects(settings, sys.stdout)
     elif effects is None:
@@ -225,19 +226,19 @@ def real_effects(settings, uninterrupted=None) -> Effects:
     records = Records(settings.log_dir)
 
     def website():
-        from .website import Website
+        from torokiki_pipe.adapters.website import Website
         return Website(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url)
 
     def mailer():
-        from .sendmail import Sendmail
+        from torokiki_pipe.adapters.sendmail import Sendmail
         return Sendmail(settings.sendmail, null_sender=settings.null_sender)
 
     def journal():
-        from .journal import Journal
+        from torokiki_pipe.adapters.journal import Journal
         return Journal(records.journal_dir, settings.journal_expire)
 
     def budget():
-        from .ratelimit import ReplyBudget
+        from torokiki_pipe.adapters.reply_budget import ReplyBudget
         return ReplyBudget(records.counters_dir, settings.reply_limit)
 
     return Effects(website=Deferred(website), mailer=Deferred(mailer), records=records,
@@ -292,7 +293,7 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
     trace = traceback.format_exc()
     if settings.api_key:
         # An exception's text may quote what it was handed, a request header among it.
-        from .website import Redactor
+        from torokiki_pipe.adapters.website import Redactor
 
         trace = Redactor(settings.api_key).text(trace)
     where = traceback.extract_tb(sys.exc_info()[2])[-1]
@@ -314,7 +315,7 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
     except OSError:
         pass
     if crash is not None and crash.count >= POISON_AFTER:
-        from .pipeline import answer_poisoned
+        from torokiki_pipe.pipeline import answer_poisoned
 
         answered = answer_poisoned(raw, envelope, settings, effects, key=digest[:32])
         try:
@@ -330,7 +331,7 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
 def _identify(raw, envelope) -> tuple[str, str]:
     """Best effort: which message crashed, and from whom, for the log line."""
     try:
-        from .headers import read_head
+        from torokiki_pipe.stages.s2_headers import read_head
 
         head = read_head(raw.data)
     except Exception:

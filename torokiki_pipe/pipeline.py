@@ -30,15 +30,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, ContextManager, Optional
 
-from .guard import Sender, reason_to_ignore, reply_sender
-from .headers import Head, read_head
-from .outcome import Outcome, is_temporary
-from .read import RawMail
-from .records import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
+from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
+from torokiki_pipe.stages.s2_headers import Head, read_head
+from torokiki_pipe.outcome import Outcome, is_temporary
+from torokiki_pipe.stages.s1_read import RawMail
+from torokiki_pipe.adapters.records import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
 
 if TYPE_CHECKING:
-    from .actions import Step
-    from .config import Config
+    from torokiki_pipe.stages.s6_act import Step
+    from torokiki_pipe.config import Config
 
 # Outcomes whose reply is withheld when the same mail was already refused today.
 REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
@@ -104,11 +104,11 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
 
     # Past the guard the mail will be answered: only now load what answering
     # takes, so that ignored mail is decided from the headers at the least cost.
-    from .command import read_subject
+    from torokiki_pipe.stages.s5_understand.command import read_subject
 
     line = read_subject(head.subject)
     seen = replace(seen, sender=sender.address, command=line.command)
-    from .journal import JournalBusy
+    from torokiki_pipe.adapters.journal import JournalBusy
 
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
@@ -154,7 +154,7 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
     if withheld:
         journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
         return replace(seen, detail=f"{step.detail}; {withheld}")
-    from .reply import build
+    from torokiki_pipe.stages.s7_reply import build
 
     note = _duration_words(effects.budget.limit.window) if last else None
     message = build(step.reply, _context(head, sender, config, effects), last_before_limit=note)
@@ -164,7 +164,7 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
 
 
 def _context(head: Head, sender: Sender, config: Config, effects: Effects):
-    from .reply import ReplyContext
+    from torokiki_pipe.stages.s7_reply import ReplyContext
 
     return ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
                         message_id=head.message_id, references=head.references,
@@ -172,13 +172,13 @@ def _context(head: Head, sender: Sender, config: Config, effects: Effects):
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:
-    from .actions import invalid_step, perform
-    from .command import HelpRequest, Invalid, Problem, needs_body, understand
+    from torokiki_pipe.stages.s6_act import invalid_step, perform
+    from torokiki_pipe.stages.s5_understand.command import HelpRequest, Invalid, Problem, needs_body, understand
 
     if not needs_body(line):
         request = HelpRequest()
     else:
-        from .mime import parse_mail   # the full parse, only for mail that needs it
+        from torokiki_pipe.stages.s5_understand.mime import parse_mail   # the full parse, only for mail that needs it
 
         try:
             mail = parse_mail(raw.data)
@@ -194,8 +194,8 @@ def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: st
 
 def _out_of_time(stop: Stopped, line, config: Config) -> Step:
     """Out of time while acting: a failure like any other, so the give-up clock runs."""
-    from .actions import Step
-    from .urls import BadUrl, parse_content_url
+    from torokiki_pipe.stages.s6_act import Step
+    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
 
     try:
         url = parse_content_url(line.argument, config.site_url).canonical(config.site_url)
@@ -206,8 +206,8 @@ def _out_of_time(stop: Stopped, line, config: Config) -> Step:
 
 
 def _too_big(head: Head, config: Config) -> Step:
-    from .actions import Step
-    from .reply import Reply
+    from torokiki_pipe.stages.s6_act import Step
+    from torokiki_pipe.stages.s7_reply import Reply
 
     limit = f"{config.max_message_bytes / (1024 * 1024):g} MB"
     return Step(Outcome.TOO_BIG, f"larger than {config.max_message_bytes} bytes",
@@ -216,8 +216,8 @@ def _too_big(head: Head, config: Config) -> Step:
 
 
 def _give_up(step: Step, head: Head, waited: float, site_url: str) -> Step:
-    from .actions import Step
-    from .reply import Reply
+    from torokiki_pipe.stages.s6_act import Step
+    from torokiki_pipe.stages.s7_reply import Reply
 
     # Say what is known: a POST whose answer was unclear may have been stored; a refused
     # API key is ours to fix, and its wording (fix TOROKIKI_API_KEY) is not for the sender.
@@ -238,7 +238,7 @@ def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, key: str,
 
     Taken for message `key`: asked again after a kill, it gives the same answer.
     """
-    from .ratelimit import LAST, SILENT
+    from torokiki_pipe.adapters.reply_budget import LAST, SILENT
 
     if step.outcome in REFUSALS:
         body = memoryview(raw.data)[head.body_start:]   # no copy of the body
@@ -303,8 +303,8 @@ def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: E
     The answer counts against the sender's reply limit, for message `key`.
     """
     try:
-        from .ratelimit import SILENT
-        from .reply import Reply, build
+        from torokiki_pipe.adapters.reply_budget import SILENT
+        from torokiki_pipe.stages.s7_reply import Reply, build
 
         head = read_head(raw.data)
         if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):

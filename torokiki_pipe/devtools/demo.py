@@ -2,7 +2,7 @@
 
     python -m torokiki_pipe.devtools.demo [--examples DIR] [--keep]
 
-Starts the reference website (torokiki_pipe.devtools.website) on a free
+Starts the reference website (torokiki_pipe.devtools.reference_site) on a free
 loopback port with a temporary store, writes a temporary env file whose
 sendmail is the outbox stand-in (torokiki_pipe.devtools.outbox), pipes each
 ``examples/*.eml`` (sorted) through the installed ``torokiki-pipe --config
@@ -27,8 +27,8 @@ import textwrap
 import urllib.request
 from pathlib import Path
 
-from . import outbox
-from .website import serve_in_thread
+from torokiki_pipe.devtools import outbox
+from torokiki_pipe.devtools.reference_site import serve_in_thread
 
 SITE_URL = "http://torokiki.net"
 GATEWAY = "gateway@torokiki.net"

@@ -27,7 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..records import write_atomically
+from torokiki_pipe.adapters.records import write_atomically
 
 EX_OK, EX_USAGE, EX_TEMPFAIL = 0, 64, 75
 _OPTIONS_WITH_VALUE = {"-f", "-F", "-r", "-o", "-O", "-B", "-N", "-R", "-V", "-X", "-C", "-L", "-p", "-q"}

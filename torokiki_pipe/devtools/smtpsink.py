@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..records import write_atomically
+from torokiki_pipe.adapters.records import write_atomically
 
 DEFAULT_MAX_SIZE = 100 * 1024 * 1024      # above any reply the gateway can send (40 MB mails)
 MAX_COMMAND_LINE = 4096                   # RFC 5321 asks for 512; be lenient, but bounded

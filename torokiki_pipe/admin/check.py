@@ -28,9 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cli import UsageParser
-from . import config as configuration
-from .records import LOG_FILE, STASH_KINDS
+from torokiki_pipe.cli import UsageParser
+from torokiki_pipe import config as configuration
+from torokiki_pipe.adapters.records import LOG_FILE, STASH_KINDS
 
 PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
 PROBE_TIMEOUT = 10.0                  # seconds, at most
@@ -56,7 +56,7 @@ class Findings:
     @secret.setter
     def secret(self, value: str) -> None:
         # The pipe's own redaction, built once: what the website says may echo the key in other forms.
-        from .website import Redactor
+        from torokiki_pipe.adapters.website import Redactor
 
         self._redactor = Redactor(value) if value else None
 
@@ -176,7 +176,7 @@ def check_config_file(path: Path, found: Findings) -> None:
 def check_website(settings, found: Findings) -> None:
     import requests
 
-    from .website import USER_AGENT, network_detail
+    from torokiki_pipe.adapters.website import USER_AGENT, network_detail
 
     url = settings.api_url.rstrip("/") + PROBE_PATH
     timeout = min(PROBE_TIMEOUT, settings.http_timeout)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from .records import make_private_dirs, write_atomically
+from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
 

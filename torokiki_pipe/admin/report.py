@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .cli import UsageParser
-from .records import LOG_FILE, STASH_KINDS
+from torokiki_pipe.cli import UsageParser
+from torokiki_pipe.adapters.records import LOG_FILE, STASH_KINDS
 
 # Outcomes that say something went wrong with a sender's mail ("poisoned": crashed for good).
 SENDER_ERRORS = ("invalid", "refused", "unanswerable", "reply-failed", "crashed", "poisoned")
@@ -298,7 +298,7 @@ def main(argv) -> int:
     if args.log_dir:
         log_dir = Path(args.log_dir)
     else:
-        from . import config as configuration
+        from torokiki_pipe import config as configuration
 
         try:
             log_dir = configuration.load(args.config).log_dir

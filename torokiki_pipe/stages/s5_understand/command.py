@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
-    from .mime import Attachment, Mail
-    from .urls import ContentUrl
+    from torokiki_pipe.stages.s5_understand.mime import Attachment, Mail
+    from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
 # Reply and forward prefixes in the languages our senders' phones speak.
 _PREFIXES = re.compile(r"^\s*(?:(?:re|fwd?|aw|sv|wg|tr|rv|antw|vs)\s*(?:\[\d+\])?\s*:\s*)+", re.I)
@@ -78,7 +78,7 @@ def read_subject(subject: str) -> SubjectLine:
         return SubjectLine(command="" if not stripped else "?", argument=stripped, raw=subject or "")
     word, argument = found.groups()
     if argument:
-        from .body import unquote   # the body grammar's quotes; `help` has no argument to unquote
+        from torokiki_pipe.stages.s5_understand.body import unquote   # the body grammar's quotes; `help` has no argument to unquote
 
         argument = unquote(argument)
     # The word goes to the log and the journal: a megabyte of letters is no command either.
@@ -142,7 +142,7 @@ class CreateResponseToCommand:
             problems.append(Problem("there is nothing to save: write text: 'your words' in the mail, "
                                     "or attach one picture, video or sound file"))
         if mail.text_cut:
-            from .mime import MAX_TEXT_CHARS
+            from torokiki_pipe.stages.s5_understand.mime import MAX_TEXT_CHARS
 
             # The rest could hold tags or the end of the text: saving what was read could be wrong.
             problems.append(Problem(f"the text of the mail is longer than the {MAX_TEXT_CHARS // 1024} KB "
@@ -201,8 +201,8 @@ def split_tags(value: str) -> tuple[str, ...]:
 
 def _read_url_and_body(line: SubjectLine, mail: Mail, site_url: str):
     """The URL of the subject and the tags of the body, with every problem of either."""
-    from .body import parse_body
-    from .urls import BadUrl, parse_content_url
+    from torokiki_pipe.stages.s5_understand.body import parse_body
+    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
 
     problems: list[Problem] = []
     try:

@@ -50,10 +50,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from . import __version__
+from torokiki_pipe import __version__
 
 if TYPE_CHECKING:
-    from .urls import ContentUrl
+    from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
 SAVED_STATUSES = (301, 302, 303, 201)
 # The website refusing the gateway's credentials (407: a proxy in front of it).
@@ -188,7 +188,7 @@ def public_location(location: str | None, place: Place) -> str | None:
     hosts, other schemes (javascript:, ftp:), scheme-relative //host and
     anything added after the path (?query, #fragment) never reach the sender.
     """
-    from .urls import BadUrl, parse_content_url
+    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
 
     if not location or not location.isprintable() or len(location) > 2000:
         return None

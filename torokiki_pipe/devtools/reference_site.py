@@ -72,7 +72,7 @@ server shuts down, and at the latest after ENDLESS_LIMIT bytes or MAX_DELAY seco
 
 Run it::
 
-    python -m torokiki_pipe.devtools.website --port 0 --store /tmp/store \\
+    python -m torokiki_pipe.devtools.reference_site --port 0 --store /tmp/store \\
         --site-url http://torokiki.net [--api-key KEY] [--port-file FILE]
 
 or, in tests, ``server, url = serve_in_thread(store, site_url, api_key)`` and
@@ -101,7 +101,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..records import write_atomically
+from torokiki_pipe.adapters.records import write_atomically
 
 FIRST_RESPONSE_ID = 101
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -880,7 +880,7 @@ def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torokiki_pipe.devtools.website",
+    parser = argparse.ArgumentParser(prog="python -m torokiki_pipe.devtools.reference_site",
                                      description="Reference Torokiki website for development and tests.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from email.utils import getaddresses
 
-from .headers import Head
+from torokiki_pipe.stages.s2_headers import Head
 
 # Local parts that belong to mail systems, not people.
 SYSTEM_SENDERS = frozenset({"mailer-daemon", "postmaster", "noreply", "no-reply",

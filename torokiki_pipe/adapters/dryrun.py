@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from .journal import ANSWERED, DONE, SENDING, Crash, Entry
-from .pipeline import Effects
-from .config import ReplyLimit
-from .ratelimit import SEND
-from .sendmail import SendResult
-from .website import JsonBody, Website, WebsiteAnswer
+from torokiki_pipe.adapters.journal import ANSWERED, DONE, SENDING, Crash, Entry
+from torokiki_pipe.pipeline import Effects
+from torokiki_pipe.config import ReplyLimit
+from torokiki_pipe.adapters.reply_budget import SEND
+from torokiki_pipe.adapters.sendmail import SendResult
+from torokiki_pipe.adapters.website import JsonBody, Website, WebsiteAnswer
 
 
 class DryRunWebsite(Website):

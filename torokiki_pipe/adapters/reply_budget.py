@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .records import make_private_dirs, write_atomically
+from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
 if TYPE_CHECKING:
-    from .config import ReplyLimit
+    from torokiki_pipe.config import ReplyLimit
 
 SEND, LAST, SILENT = "send", "last", "silent"
 IDENTICAL_WINDOW = 24 * 3600

@@ -36,7 +36,7 @@ from email.errors import MessageError
 from email.message import Message
 from email.policy import Compat32
 
-from .headers import MAX_HEADER_BYTES, TooComplex, feed_parser
+from torokiki_pipe.stages.s2_headers import MAX_HEADER_BYTES, TooComplex, feed_parser
 
 
 # mail-parser logs undecodable names at ERROR; with no handler Python prints that on stderr.
@@ -490,7 +490,7 @@ def _read(data: bytes) -> Mail:
     if plain:
         text = "\n".join(plain)
     else:
-        from .htmltext import html_to_text   # only HTML-only mail needs it
+        from torokiki_pipe.stages.s5_understand.htmltext import html_to_text   # only HTML-only mail needs it
 
         text = "\n".join(html_to_text(h) for h in html)
     if len(text) > MAX_TEXT_CHARS:

@@ -27,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from string import Template
 
-from .command import EXCERPT_CHARS, excerpt
-from .guard import Sender, loop_marker
+from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
+from torokiki_pipe.stages.s3_guard import Sender, loop_marker
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parent.parent / "templates"
 
 # Local line endings for sendmail; headers are kept short by _header_safe, so folding
 # (which can put a bare line break straight after "Subject:") is not needed.
@@ -140,7 +140,7 @@ def attachment_from_content(content: dict) -> tuple[str, bytes] | None:
         data = base64.b64decode(attached["data"], validate=False)
     except (binascii.Error, ValueError):
         return None
-    from .mime import safe_filename
+    from torokiki_pipe.stages.s5_understand.mime import safe_filename
 
     name = safe_filename(str(attached.get("name") or ""), "application/octet-stream")
     return name, data

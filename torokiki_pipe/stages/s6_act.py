@@ -11,15 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .command import CreateResponseRequest, GetRequest, HelpRequest, Invalid, Request
-from .guard import Sender
-from .outcome import Outcome
-from .records import ERRONEOUS, FAILED_HTTPS
-from .reply import Reply, attachment_from_content, problems_text, render
+from torokiki_pipe import __version__
+from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid, Request
+from torokiki_pipe.stages.s3_guard import Sender
+from torokiki_pipe.outcome import Outcome
+from torokiki_pipe.adapters.records import ERRONEOUS, FAILED_HTTPS
+from torokiki_pipe.stages.s7_reply import Reply, attachment_from_content, problems_text, render
 
 if TYPE_CHECKING:
-    from .website import WebsiteAnswer
+    from torokiki_pipe.adapters.website import WebsiteAnswer
 
 SERVICE = f"Torokiki Mailserver {__version__}"
 
@@ -91,7 +91,7 @@ def _after_get(answer: WebsiteAnswer, url: str, subject: str) -> Step:
                     url=url)
     if answer.status == "too-large":
         # Not a failure: the content exists, it only cannot travel by mail; its link can.
-        from .website import MAX_CONTENT_BYTES
+        from torokiki_pipe.adapters.website import MAX_CONTENT_BYTES
 
         limit = f"{MAX_CONTENT_BYTES / (1024 * 1024):g} MB"
         return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}),

@@ -45,9 +45,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import UsageParser
-from . import config as configuration
-from .records import FAILED_SENDS, LOG_FILE, STASH_KINDS, make_private_dirs
+from torokiki_pipe.cli import UsageParser
+from torokiki_pipe import config as configuration
+from torokiki_pipe.adapters.records import FAILED_SENDS, LOG_FILE, STASH_KINDS, make_private_dirs
 
 DONE = "done"
 MAIL_SUFFIX = ".eml"
@@ -246,9 +246,9 @@ HANDLED, LEFT, STOPPED = "handled", "left", "stopped"
 def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> str:
     """Replay one kept mail: HANDLED (and, unless dry run, moved to done/), LEFT for the next
     replay, or STOPPED (left, and the run was stopped by SIGTERM or Ctrl-C)."""
-    from .cli import handle
-    from .pipeline import Envelope
-    from .read import read_mail
+    from torokiki_pipe.cli import handle
+    from torokiki_pipe.pipeline import Envelope
+    from torokiki_pipe.stages.s1_read import read_mail
 
     log_dir = Path(settings.log_dir)
 
@@ -302,7 +302,7 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> str:
 
 def _message_id(data: bytes) -> str:
     try:
-        from .headers import read_head
+        from torokiki_pipe.stages.s2_headers import read_head
 
         return read_head(data).message_id
     except Exception:   # the pipe itself copes with any header; this is only for finding the log line
@@ -361,7 +361,7 @@ def _result(code, log_dir, offset, message_id, out, err, dry_run) -> Result:
 
 def _log_entry(log_file: Path, offset: int, message_id: str):
     """The last line written for this message since `offset` (the last line at all when none matches)."""
-    from .report import parse_line
+    from torokiki_pipe.admin.report import parse_line
 
     try:
         with open(log_file, "rb") as stream:
@@ -418,7 +418,7 @@ def reply_recipient(data: bytes, gateway_address: str) -> tuple[str, str]:
     from email.errors import HeaderDefect
     from email.policy import default
 
-    from .guard import LOOP_MARKER_PREFIX, Sender, reply_sender
+    from torokiki_pipe.stages.s3_guard import LOOP_MARKER_PREFIX, Sender, reply_sender
 
     message = email.message_from_bytes(data)      # compat32: header values as they are written
     if not any(str(v).strip().lower().startswith(LOOP_MARKER_PREFIX) for v in message.get_all("X-Loop") or []):
@@ -442,7 +442,7 @@ def reply_recipient(data: bytes, gateway_address: str) -> tuple[str, str]:
 
 
 def _mailer(settings):
-    from .sendmail import Sendmail
+    from torokiki_pipe.adapters.sendmail import Sendmail
 
     if hasattr(settings, "null_sender"):
         try:
@@ -464,6 +464,6 @@ def say(path: Path, **fields) -> None:
         if any(c in text for c in ' "=') or not text:
             text = '"' + text.replace('"', "'") + '"'
         parts.append(f"{key}={text}")
-    from .check import emit
+    from torokiki_pipe.admin.check import emit
 
     emit(sys.stdout, " ".join(parts))   # a reader gone (`| head`) must not stop the replay half-way
