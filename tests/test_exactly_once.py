@@ -6,7 +6,7 @@ import dataclasses
 import os
 import time
 
-from torokiki_pipe import cli
+from torokiki_pipe import run
 from torokiki_pipe import config
 from torokiki_pipe.stages.s3_guard import loop_marker
 from torokiki_pipe.adapters.journal import Journal
@@ -96,8 +96,8 @@ class CrashingWebsite:
 def test_a_message_that_crashes_three_times_is_answered_once_and_not_retried(pipe_env, smtp_sink, website):
     settings = config.load(os.fspath(pipe_env), {})
     raw = RawMail(mail("get: 'http://torokiki.net/image/1/response'"), oversize=False)
-    effects = dataclasses.replace(cli.real_effects(settings), website=CrashingWebsite())
-    codes = [cli.handle(raw, Envelope(), settings, effects=effects) for _ in range(5)]
+    effects = dataclasses.replace(run.real_effects(settings), website=CrashingWebsite())
+    codes = [run.handle(raw, Envelope(), settings, effects=effects) for _ in range(5)]
     assert codes == [75, 75, 0, 0, 0]
     time.sleep(0.5)
     [reply] = replies(smtp_sink, 1)                 # answered once: later deliveries are finished
@@ -246,12 +246,12 @@ def test_the_time_limit_counts_as_a_failure_and_gives_up_in_the_end(pipe_env, sm
 
     settings = config.load(os.fspath(pipe_env.variant(TOROKIKI_GIVE_UP_AFTER="1s")), {})
     raw = RawMail(mail(CREATE, "text: 'slowly'", msgid="<alarm@example.net>"), oversize=False)
-    effects = dataclasses.replace(cli.real_effects(settings), website=Trickling())
-    assert cli.handle(raw, Envelope(), settings, effects=effects) == 75
+    effects = dataclasses.replace(run.real_effects(settings), website=Trickling())
+    assert run.handle(raw, Envelope(), settings, effects=effects) == 75
     line = log_lines(pipe_env)[-1]
     assert "outcome=timed-out" in line and "message-id=<alarm@example.net>" in line
     time.sleep(1.2)
-    assert cli.handle(raw, Envelope(), settings, effects=effects) == 0
+    assert run.handle(raw, Envelope(), settings, effects=effects) == 0
     assert "outcome=gave-up" in log_lines(pipe_env)[-1]
     [reply] = replies(smtp_sink, 1)
     assert "may have been saved" in reply.message().get_body(("plain",)).get_content()
@@ -278,7 +278,7 @@ def test_a_crash_whose_error_quotes_the_key_keeps_it_out_of_the_log(pipe_env, sm
         fetch = submit
 
     raw = RawMail(mail(CREATE, "text: 'leak'", msgid="<leak@example.net>"), oversize=False)
-    effects = dataclasses.replace(cli.real_effects(settings), website=Leaky())
-    assert cli.handle(raw, Envelope(), settings, effects=effects) == 75
+    effects = dataclasses.replace(run.real_effects(settings), website=Leaky())
+    assert run.handle(raw, Envelope(), settings, effects=effects) == 75
     log = (pipe_env.log_dir / "torokiki-pipe.log").read_text()
     assert "ValueError" in log and settings.api_key not in log.replace("\n ", "")

@@ -328,7 +328,7 @@ def test_a_reply_whose_allowance_was_taken_but_not_stored_is_sent_on_the_next_de
     """The refusal marker (or the reply budget) was taken, then storing the reply failed."""
     import dataclasses
 
-    from torokiki_pipe import cli
+    from torokiki_pipe import run
     from torokiki_pipe import config
     from torokiki_pipe.adapters.journal import Journal
     from torokiki_pipe.pipeline import Envelope
@@ -337,12 +337,12 @@ def test_a_reply_whose_allowance_was_taken_but_not_stored_is_sent_on_the_next_de
     settings = config.load(os.fspath(pipe_env.variant(TOROKIKI_REPLY_LIMIT="1/hour")), {})
     data = (f"From: Kiri <kiri@example.net>\nTo: {GATEWAY}\nSubject: {subject}\n"
             "Message-ID: <owed@example.net>\n\nhello\n").encode()
-    real = cli.real_effects(settings)
+    real = run.real_effects(settings)
     journal = DiskFullOnce(Journal(real.records.journal_dir, settings.journal_expire))
     effects = dataclasses.replace(real, journal=journal)
-    first = cli.handle(RawMail(data, False), Envelope(), settings, effects=effects)
+    first = run.handle(RawMail(data, False), Envelope(), settings, effects=effects)
     assert first == 75 and smtp_sink.messages == []
-    assert cli.handle(RawMail(data, False), Envelope(), settings, effects=effects) == 0
+    assert run.handle(RawMail(data, False), Envelope(), settings, effects=effects) == 0
     [reply] = smtp_sink.wait_for(1)
     assert str(reply.message()["In-Reply-To"]) == "<owed@example.net>"
     assert "withheld" not in (pipe_env.log_dir / "torokiki-pipe.log").read_text()

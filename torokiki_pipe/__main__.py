@@ -15,7 +15,7 @@ def main() -> int:
     # HTML.  What loading built is frozen out of any collection; the
     # administrator's commands, which may handle many messages, turn it back on.
     gc.disable()
-    # Until the run installs its own handlers (cli.RunSignals), a stop finds
+    # Until the run installs its own handlers (run.RunSignals), a stop finds
     # nothing done: say so in the one status line and ask for a retry.
     from torokiki_pipe.outcome import Outcome, exit_code, status_line
 

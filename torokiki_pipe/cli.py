@@ -1,58 +1,20 @@
-"""The command line: the one place where a run becomes an exit code.
+"""The command line: argv in, exit code out.
 
 ``torokiki-pipe [--config FILE] [--sender ADDR] [--recipient ADDR] [--dry-run] [FILE]``
-reads one message (FILE or stdin), processes it, and exits with the code
-`outcome.exit_code` gives.  Whatever happens, no traceback reaches stderr:
-an unexpected error keeps the raw mail in ``logs/crashed/``, writes the
-traceback to the log file and defers the message (exit 75); stderr gets one
-line that starts with an RFC 3463 enhanced status code, which Postfix quotes.
+runs the pipe on one message (`run.run_pipe`); ``torokiki-pipe check|replay|report``
+runs an administrator's program (`admin/`).  Whatever happens, no traceback
+reaches stderr: what is not an exit code by now becomes one line that starts
+with an RFC 3463 enhanced status code, which Postfix quotes.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
-import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import replace
-from datetime import datetime, timezone
 
-from torokiki_pipe import __version__
-from torokiki_pipe import config as configuration
-from torokiki_pipe.outcome import Outcome, exit_code, status_line
-from torokiki_pipe.pipeline import Effects, Envelope, Processed, Stopped, process
-from torokiki_pipe.stages.s1_read import drain, read_mail
-from torokiki_pipe.adapters.records import CRASHED, Records
-
-
-class UsageParser(argparse.ArgumentParser):
-    """argparse, but wrong usage exits EX_USAGE (64), not argparse's 2; every command takes --config."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_argument("--config", metavar="FILE", help="env file (default: $TOROKIKI_PIPE_CONFIG, else ./.env)")
-
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
-def parse_args(argv):
-    parser = UsageParser(prog="torokiki-pipe",
-                     description="Torokiki's email gateway: reads one RFC 822 message (FILE or stdin), "
-                                 "saves what it asks for on the website, answers the sender, and exits "
-                                 "0 (handled) or 75 (try again later).")
-    parser.add_argument("file", nargs="?", metavar="FILE", help="the message; default: standard input")
-    parser.add_argument("--sender", metavar="ADDR", help="envelope sender (Postfix ${sender}); empty for a bounce")
-    parser.add_argument("--recipient", metavar="ADDR", help="envelope recipient (Postfix ${recipient})")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="change nothing: no POST, no mail sent, nothing under logs/; "
-                             "print the request and the reply instead")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser.parse_args(argv)
-
+from torokiki_pipe.arguments import parse_args
+from torokiki_pipe.outcome import Outcome, Stopped, exit_code, status_line
 
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
 SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
@@ -63,323 +25,39 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            import gc
-            from importlib import import_module
+            return _administer(argv[0], argv[1:])
+        args = parse_args(argv)
+        from torokiki_pipe.run import run_pipe   # after the usage check: --help loads no stage
 
-            gc.enable()   # off for a one-message pipe run (see __main__); replay handles many
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)          # no pipe run's stop handlers
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-            try:
-                return import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
-            except BrokenPipeError:     # `torokiki-pipe report | head -1`: the reader has had enough
-                from torokiki_pipe.admin.check import silence
-
-                silence(sys.stdout)
-                return os.EX_OK
-        return _run(parse_args(argv))
+        return run_pipe(args)
     except SystemExit as done:   # --help, --version, usage errors
         return done.code if isinstance(done.code, int) else os.EX_USAGE
     except Stopped as stop:
-        _say(stop.outcome, stop.detail)
+        say(stop.outcome, stop.detail)
         return exit_code(stop.outcome)
     except BaseException as error:  # the last guard: never a traceback on stderr
-        _say(Outcome.CRASHED, f"{type(error).__name__} before the message was read")
+        say(Outcome.CRASHED, f"{type(error).__name__} before the message was read")
         return exit_code(Outcome.CRASHED)
 
 
-def _run(args) -> int:
-    started = time.monotonic()
-    signals = RunSignals()
-    signals.install()          # from the first byte read: a stop always ends with a status line
+def _administer(name: str, argv: list) -> int:
+    import gc
+    from importlib import import_module
+
+    gc.enable()   # off for a one-message pipe run (see __main__); replay handles many
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)          # no pipe run's stop handlers
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        try:
-            settings = configuration.load(args.config)
-        except configuration.ConfigError as error:
-            if not args.file or args.file == "-":
-                drain(sys.stdin.buffer)   # so the MTA's write does not fail with a broken pipe
-            _say(Outcome.CONFIG_ERROR, str(error))
-            return exit_code(Outcome.CONFIG_ERROR)
-        try:
-            raw = _read(args.file, settings.max_message_bytes)
-        except OSError as error:
-            _say(Outcome.USAGE if args.file else Outcome.CRASHED, f"cannot read the message: {error.strerror}")
-            return os.EX_NOINPUT if args.file else exit_code(Outcome.CRASHED)
-        envelope = Envelope(sender=args.sender, recipient=args.recipient)
-        return handle(raw, envelope, settings, dry_run=args.dry_run, started=started, signals=signals)
-    except Stopped as stop:    # before the message was read whole: nothing was done
-        _say(stop.outcome, stop.detail)
-        return exit_code(stop.outcome)
-    finally:
-        signals.restore()
-        # The run is over and its exit code decided: a stop from here to the exit changes nothing.
-        for number in RunSignals.STOPS:
-            signal.signal(number, signal.SIG_IGN)
+        return import_module(SUBCOMMANDS[name]).main(argv)
+    except BrokenPipeError:     # `torokiki-pipe report | head -1`: the reader has had enough
+        from torokiki_pipe.admin.check import silence
+
+        silence(sys.stdout)
+        return os.EX_OK
 
 
-def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started: float | None = None,
-           effects: Effects | None = None, force: bool = False, signals: RunSignals | None = None) -> int:
-    """Process one message already read, record it, and return its exit code.
-
-    The one path for the pipe and for `replay`; `effects` replaces the real
-    adapters (the dry run's, or a test's); `force` is `replay --force`.
-    """
-    started = time.monotonic() if started is None else started
-    own_signals = signals is None
-    signals = RunSignals() if own_signals else signals
-    if effects is None and dry_run:
-        from torokiki_pipe.adapters.dryrun import dry_run_effects
-
-        effects = dry_run_effects(settings, sys.stdout)
-    elif effects is None:
-        effects = real_effects(settings, signals.uninterrupted)
-    records = effects.records
-    _warn_world_readable(settings, records)
-    if own_signals:
-        signals.install()
-    try:
-        done = process(raw, envelope, settings, effects, force=force)
-    except Stopped as stop:
-        done = Processed(stop.outcome, stop.detail, message_id=_identify(raw, envelope)[0])
-    except OSError as error:
-        # Writing logs/ failed (disk full, permissions): try again later.
-        done = Processed(Outcome.LOGS_UNWRITABLE, f"cannot write {settings.log_dir}: {error.strerror or error}")
-    except Exception:
-        done = _crashed(raw, envelope, settings, effects)
-    finally:
-        signals.finishing = True   # recording what happened is never cut off
-        if own_signals:
-            signals.restore()
-    if signals.noted:
-        done = replace(done, detail=f"{done.detail}; {signals.noted}")
-    code = exit_code(done.outcome)
-    line = log_line(done, code, time.monotonic() - started)
-    if settings.api_key and settings.api_key in line:   # the last guard: never the key in a log line
-        line = line.replace(settings.api_key, "<redacted>")
-    unrecorded = ""
-    try:
-        records.append_line(line)
-    except OSError as error:
-        unrecorded = f"cannot write the log in {settings.log_dir}: {error.strerror or error}"
-    if settings.syslog and not dry_run or unrecorded:
-        _to_syslog(line, code)     # also the one record left when logs/ cannot be written
-    if done.outcome not in DECIDED_BY_HEADERS and not dry_run:   # those runs never load the journal
-        _sweep(settings, effects)
-    if code != os.EX_OK:
-        _say(done.outcome, f"{done.detail}; {unrecorded}" if unrecorded else done.detail)
-    elif dry_run:
-        print(f"# outcome: {done.outcome.value} (exit {code}): {done.detail}")
-    return code
-
-
-# Mail the guard settles from its headers: no journal, no website, no reply.
-DECIDED_BY_HEADERS = (Outcome.IGNORED, Outcome.UNANSWERABLE)
-
-# Far below Postfix's command_time_limit (1000 s): a pipe Postfix kills is
-# bounced, not retried, so we stop ourselves first and ask for a retry.
-RUN_TIME_LIMIT = 600
-
-
-class RunSignals:
-    """SIGTERM, SIGINT and the run's time limit (SIGALRM) end the run as `Stopped`.
-
-    Once the reply's hand-over has begun (`uninterrupted`), the run only
-    finishes: a signal then is noted for the log line, never raised, so
-    nothing is cut off between "sendmail took it" and "the journal knows".
-    """
-
-    STOPS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
-
-    def __init__(self):
-        self.finishing = False
-        self.noted = ""
-        self._previous: dict = {}
-
-    def install(self) -> None:
-        for number in (*self.STOPS, signal.SIGALRM):
-            self._previous[number] = signal.signal(number, self._arrived)
-        signal.alarm(RUN_TIME_LIMIT)
-
-    def restore(self) -> None:
-        signal.alarm(0)
-        for number, previous in self._previous.items():
-            signal.signal(number, previous)
-        self._previous.clear()
-
-    @contextmanager
-    def uninterrupted(self):
-        self.finishing = True       # from here on the run finishes, whatever arrives
-        yield
-
-    def _arrived(self, number, frame):
-        if number == signal.SIGALRM:
-            outcome, detail = Outcome.TIMED_OUT, f"the run took longer than {RUN_TIME_LIMIT} s"
-        else:
-            outcome, detail = Outcome.INTERRUPTED, f"stopped by {self.STOPS[number]} before the work was done"
-        if self.finishing:
-            self.noted = f"{detail.split(' before')[0]} while the reply was handed over: finished first"
-            return
-        raise Stopped(outcome, detail)
-
-
-def real_effects(settings, uninterrupted=None) -> Effects:
-    records = Records(settings.log_dir)
-
-    def website():
-        from torokiki_pipe.adapters.website import Website
-        return Website(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url)
-
-    def mailer():
-        from torokiki_pipe.adapters.sendmail import Sendmail
-        return Sendmail(settings.sendmail, null_sender=settings.null_sender)
-
-    def journal():
-        from torokiki_pipe.adapters.journal import Journal
-        return Journal(records.journal_dir, settings.journal_expire)
-
-    def budget():
-        from torokiki_pipe.adapters.reply_budget import ReplyBudget
-        return ReplyBudget(records.counters_dir, settings.reply_limit)
-
-    return Effects(website=Deferred(website), mailer=Deferred(mailer), records=records,
-                   journal=Deferred(journal), budget=Deferred(budget),
-                   now=lambda: datetime.now(timezone.utc), uninterrupted=uninterrupted or nullcontext)
-
-
-def _sweep(settings, effects: Effects) -> None:
-    """Housekeeping, at most once an hour across all runs: expired state and leftovers go."""
-    try:
-        if effects.records.sweep_due():
-            effects.journal.expire()
-            effects.budget.expire()
-            effects.records.sweep()
-    except OSError:
-        pass   # the next run's sweep tries again
-
-
-class Deferred:
-    """Stands for an adapter until its first use, then builds it.
-
-    Mail decided from its headers alone (ignored mail above all) so never
-    loads the HTTP client, the journal's lock or the sendmail adapter: at one
-    process per message, every module imported is paid for by every message.
-    """
-
-    def __init__(self, build):
-        self._build = build
-        self._built = None
-
-    def __getattr__(self, name):
-        if self._built is None:
-            self._built = self._build()
-        return getattr(self._built, name)
-
-
-def _read(file, limit):
-    if file and file != "-":
-        with open(file, "rb") as stream:
-            return read_mail(stream, limit)
-    return read_mail(sys.stdin.buffer, limit)
-
-
-POISON_AFTER = 3   # the same crash this often on one message: stop retrying it
-
-
-def _crashed(raw, envelope, settings, effects) -> Processed:
-    """Keep the mail (once) and the traceback; defer, unless this message keeps crashing the same way."""
-    import hashlib
-    import traceback
-
-    trace = traceback.format_exc()
-    if settings.api_key:
-        # An exception's text may quote what it was handed, a request header among it.
-        from torokiki_pipe.adapters.website import Redactor
-
-        trace = Redactor(settings.api_key).text(trace)
-    where = traceback.extract_tb(sys.exc_info()[2])[-1]
-    signature = f"{sys.exc_info()[0].__name__} at {os.path.basename(where.filename)}:{where.lineno}"
-    message_id, sender = _identify(raw, envelope)
-    digest = hashlib.sha256(raw.data).hexdigest()
-    records, kept = effects.records, "(not kept)"
-    try:
-        crash = effects.journal.crashed(digest, signature)
-    except OSError:
-        crash = None
-    if crash is not None and crash.answered:
-        # Told once already that it cannot be processed: finished, not answered again.
-        return Processed(Outcome.DUPLICATE, f"{signature} again; the sender was already told it cannot be processed",
-                         message_id=message_id, sender=sender)
-    try:
-        kept = str(records.stash(CRASHED, {".eml": raw.data}, key=digest[:32]))
-        records.append_line(f"crash traceback follows ({signature})\n" + trace.rstrip())
-    except OSError:
-        pass
-    if crash is not None and crash.count >= POISON_AFTER:
-        from torokiki_pipe.pipeline import answer_poisoned
-
-        answered = answer_poisoned(raw, envelope, settings, effects, key=digest[:32])
-        try:
-            effects.journal.crash_answered(digest)
-        except OSError:
-            pass
-        return Processed(Outcome.POISONED, f"{signature} {crash.count} times; {answered}; mail kept as {kept}",
-                         message_id=message_id, sender=sender)
-    return Processed(Outcome.CRASHED, f"internal error ({signature}), mail kept as {kept}",
-                     message_id=message_id, sender=sender)
-
-
-def _identify(raw, envelope) -> tuple[str, str]:
-    """Best effort: which message crashed, and from whom, for the log line."""
-    try:
-        from torokiki_pipe.stages.s2_headers import read_head
-
-        head = read_head(raw.data)
-    except Exception:
-        return "", envelope.sender or ""
-    return head.message_id, (envelope.sender if envelope.sender is not None else head.from_)[:200]
-
-
-def _warn_world_readable(settings, records) -> None:
-    """Warn once (per config file change) that others can read the API key."""
-    if settings.source is None or not configuration.world_readable(settings.source):
-        return
-    marker = settings.log_dir / ".warned-world-readable"
-    try:
-        if marker.exists() and marker.stat().st_mtime >= settings.source.stat().st_mtime:
-            return
-        records.append_line(f"{_stamp()} warning: {settings.source} is readable by every user and holds the API key; "
-                            f"chmod 600 it")
-        marker.touch(mode=0o600)
-    except OSError:
-        pass
-
-
-def _to_syslog(line: str, code: int) -> None:
-    import syslog
-
-    syslog.openlog("torokiki-pipe", syslog.LOG_PID, syslog.LOG_MAIL)
-    syslog.syslog(syslog.LOG_INFO if code == os.EX_OK else syslog.LOG_WARNING, line.split(" ", 1)[1])
-
-
-def _stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def log_line(done: Processed, code: int, seconds: float) -> str:
-    stamp = _stamp()
-    fields = [("message-id", done.message_id), ("sender", done.sender), ("command", done.command),
-              ("url", done.url), ("outcome", done.outcome.value), ("exit", str(code)),
-              ("duration", f"{seconds:.3f}s"), ("detail", done.detail)]
-    return stamp + " " + " ".join(f"{k}={_quote(v)}" for k, v in fields)
-
-
-def _quote(value: str) -> str:
-    # One line, printable: whatever a mail or a website put in a detail.
-    value = " ".join("".join(c if c.isprintable() else " " for c in str(value)).split())[:500] or "-"
-    return value if not any(c in value for c in ' "=') else '"' + value.replace('"', "'") + '"'
-
-
-def _say(outcome: Outcome, detail: str) -> None:
+def say(outcome: Outcome, detail: str) -> None:
+    """The one stderr line of a non-zero exit."""
     print(status_line(outcome, detail), file=sys.stderr)
 
 

@@ -21,6 +21,8 @@ import enum
 import os
 from dataclasses import dataclass
 
+from torokiki_pipe.stages.s8_record import one_line
+
 
 class Outcome(enum.Enum):
     # Handled: the MTA may forget the message.
@@ -92,6 +94,17 @@ def exit_code(outcome: Outcome) -> int:
 
 def status_line(outcome: Outcome, detail: str) -> str:
     """The one line for stderr: enhanced status, then a short reason."""
-    reason = " ".join(detail.split())[:300]  # one line, short: Postfix quotes it
+    reason = one_line(detail, 300)  # one line, short: Postfix quotes it
     return f"{EXIT_POLICY[outcome].status} {outcome.value}: {reason}" if reason else (
         f"{EXIT_POLICY[outcome].status} {outcome.value}")
+
+
+class Stopped(BaseException):
+    """Raised by the run's signal handlers (`run.RunSignals`) to end it early with `outcome`; never by the pipeline.
+
+    A BaseException, so that no ``except Exception`` mistakes it for a crash.
+    """
+
+    def __init__(self, outcome: Outcome, detail: str):
+        super().__init__(detail)
+        self.outcome, self.detail = outcome, detail

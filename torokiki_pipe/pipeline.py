@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Optional
 
 from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
 from torokiki_pipe.stages.s2_headers import Head, read_head
-from torokiki_pipe.outcome import Outcome, is_temporary
+from torokiki_pipe.outcome import Outcome, Stopped, is_temporary
 from torokiki_pipe.stages.s1_read import RawMail
-from torokiki_pipe.adapters.records import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
+from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
 
 if TYPE_CHECKING:
     from torokiki_pipe.stages.s6_act import Step
@@ -63,17 +63,6 @@ class Effects:
     # Entered where no signal may cut the run short (the reply's hand-over):
     # from there on, a stop asked for is noted and the run finishes.
     uninterrupted: Callable[[], ContextManager] = field(default=nullcontext)
-
-
-class Stopped(BaseException):
-    """Raised by the process's signal handlers to end the run early (never by the pipeline).
-
-    A BaseException, so that no ``except Exception`` mistakes it for a crash.
-    """
-
-    def __init__(self, outcome: Outcome, detail: str):
-        super().__init__(detail)
-        self.outcome, self.detail = outcome, detail
 
 
 @dataclass(frozen=True)
@@ -157,13 +146,14 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
     from torokiki_pipe.stages.s7_reply import build
 
     note = _duration_words(effects.budget.limit.window) if last else None
-    message = build(step.reply, _context(head, sender, config, effects), last_before_limit=note)
+    message = build(step.reply, reply_context(head, sender, config, effects), last_before_limit=note)
     entry = journal.answer(entry, message, outcome=step.outcome.value, detail=step.detail,
                            url=step.url, command=line.command, recipient=sender.address)
     return _deliver(message, entry, config, effects, seen)
 
 
-def _context(head: Head, sender: Sender, config: Config, effects: Effects):
+def reply_context(head: Head, sender: Sender, config: Config, effects: Effects):
+    """Who a reply to this mail goes to and what it answers."""
     from torokiki_pipe.stages.s7_reply import ReplyContext
 
     return ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
@@ -293,31 +283,3 @@ def _duration_words(seconds: float) -> str:
             count = round(seconds / size)
             return f"{count} {word}" + ("" if count == 1 else "s")
     return f"{int(seconds)} seconds"
-
-
-def answer_poisoned(raw: RawMail, envelope: Envelope, config: Config, effects: Effects, key: str) -> str:
-    """Tell the sender that their mail keeps failing, if they may be answered at all.
-
-    Called after the gateway crashed on this mail again and again; it must not
-    crash itself, so it only uses the header stages, and says what it did.
-    The answer counts against the sender's reply limit, for message `key`.
-    """
-    try:
-        from torokiki_pipe.adapters.reply_budget import SILENT
-        from torokiki_pipe.stages.s7_reply import Reply, build
-
-        head = read_head(raw.data)
-        if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):
-            return "not answered (automatic mail)"
-        sender = reply_sender(head.from_raw)
-        if not isinstance(sender, Sender):
-            return f"not answered ({sender})"
-        if effects.budget.take(sender.address, key) == SILENT:
-            return "not answered (reply limit reached for this address)"
-        reply = Reply("poisoned.txt", {"subject": head.subject or "(no subject)"})
-        with effects.uninterrupted():
-            result = effects.mailer.send(build(reply, _context(head, sender, config, effects)),
-                                         sender.address)
-        return "sender answered" if result.sent else f"answer not sent ({result.detail})"
-    except Exception as error:  # the last resort must not become the next crash
-        return f"not answered ({type(error).__name__})"

@@ -1,13 +1,4 @@
-"""The one place that names the layout of ``logs/``, and writes into it.
-
-    logs/torokiki-pipe.log     one line per message (and tracebacks of crashes)
-    logs/erroneous_emails/     mails refused or not understood, raw
-    logs/failed_https/         raw mail + the HTTP exchange that failed (key redacted)
-    logs/failed_sends/         replies sendmail would not take, ready to send
-    logs/ignored/              mails rightly left unanswered (bounces, auto-replies, lists, loops)
-    logs/crashed/              mails the gateway itself failed on, for replay
-    logs/journal/              how far each message got (exactly once; see journal.py)
-    logs/replies/              reply counters per sender (see ratelimit.py)
+"""Adapter: writes into ``logs/``, whose layout `stages.s8_record` names.
 
 Every file is written to a temporary name and renamed into place, so a reader
 never sees half a file; names are made from the time, the process and a random
@@ -23,23 +14,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-LOG_FILE = "torokiki-pipe.log"
-ERRONEOUS = "erroneous_emails"
-FAILED_HTTPS = "failed_https"
-FAILED_SENDS = "failed_sends"
-IGNORED = "ignored"
-CRASHED = "crashed"
-STASH_KINDS = (ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED, CRASHED)
-JOURNAL = "journal"
-REPLY_COUNTERS = "replies"
-TEMPORARY_PREFIX = ".tmp-"
+from torokiki_pipe.stages.s8_record import JOURNAL, LOG_FILE, REPLY_COUNTERS, STASH_KINDS, TEMPORARY_PREFIX
+
 SWEEP_INTERVAL = 3600         # seconds between two housekeeping sweeps
 STALE_TEMPORARY = 3600        # a temporary file this old was left by a killed write
 
 
 @dataclass(frozen=True)
 class Records:
-    """The layout of ``logs/``: every path the gateway writes is named here."""
+    """``logs/`` at `root`: the paths of its layout, and the only writes into it."""
     root: Path
 
     @property

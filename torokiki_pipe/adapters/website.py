@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from torokiki_pipe import __version__
+from torokiki_pipe.stages.s8_record import one_line
 
 if TYPE_CHECKING:
     from torokiki_pipe.stages.s5_understand.urls import ContentUrl
@@ -230,8 +231,7 @@ def _reason(received: Received, redactor: Redactor) -> str:
     if not isinstance(message, str) or not message.strip():
         return ""
     # Redacted before it is cut, so that a cut cannot leave half a key behind.
-    text = " ".join("".join(c if c.isprintable() else " " for c in message).split())
-    return ": " + redactor.cut(text, 200)
+    return ": " + redactor.cut(one_line(message), 200)
 
 
 def network_detail(error) -> str:

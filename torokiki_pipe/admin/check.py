@@ -28,9 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from torokiki_pipe.cli import UsageParser
+from torokiki_pipe.arguments import UsageParser
 from torokiki_pipe import config as configuration
-from torokiki_pipe.adapters.records import LOG_FILE, STASH_KINDS
+from torokiki_pipe.stages.s8_record import one_line
+from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 
 PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
 PROBE_TIMEOUT = 10.0                  # seconds, at most
@@ -61,8 +62,7 @@ class Findings:
         self._redactor = Redactor(value) if value else None
 
     def _clean(self, text: str) -> str:
-        text = self._redactor.text(str(text)) if self._redactor else str(text)
-        return " ".join(text.split())
+        return one_line(self._redactor.text(str(text)) if self._redactor else text)
 
     def ok(self, text: str) -> None:
         emit(sys.stdout, f"ok: {self._clean(text)}")

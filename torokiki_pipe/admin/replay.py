@@ -1,6 +1,6 @@
 """``torokiki-pipe replay [--config FILE] [--resend] [--dry-run] FILE|DIR ...``
 
-Runs kept mails through the pipe again, with `cli.handle` (so with the same
+Runs kept mails through the pipe again, with `run.handle` (so with the same
 journal, records and log line as a delivery from Postfix; nothing is posted or
 answered twice when the journal already knows the mail).  Arguments are
 ``.eml`` files or one of the stash folders (``logs/crashed``,
@@ -27,7 +27,7 @@ succeed.  A crashed mail needs no force: its entry never finished.  The same Ide
 that did store it answers with what it stored.  Saved or answered mail is
 never forced: that would answer the sender twice.
 
-``--dry-run`` hands ``dry_run=True`` to `cli.handle` (prints the request and
+``--dry-run`` hands ``dry_run=True`` to `run.handle` (prints the request and
 reply instead) and moves nothing; with ``--resend`` it says what it would send.
 
 Exit 0 when every file was handled, 75 (EX_TEMPFAIL) when some are left,
@@ -45,9 +45,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from torokiki_pipe.cli import UsageParser
+from torokiki_pipe.arguments import UsageParser
 from torokiki_pipe import config as configuration
-from torokiki_pipe.adapters.records import FAILED_SENDS, LOG_FILE, STASH_KINDS, make_private_dirs
+from torokiki_pipe.adapters.records import make_private_dirs
+from torokiki_pipe.stages.s8_record import as_logged, field_value, FAILED_SENDS, LOG_FILE, STASH_KINDS
 
 DONE = "done"
 MAIL_SUFFIX = ".eml"
@@ -246,7 +247,7 @@ HANDLED, LEFT, STOPPED = "handled", "left", "stopped"
 def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> str:
     """Replay one kept mail: HANDLED (and, unless dry run, moved to done/), LEFT for the next
     replay, or STOPPED (left, and the run was stopped by SIGTERM or Ctrl-C)."""
-    from torokiki_pipe.cli import handle
+    from torokiki_pipe.run import handle
     from torokiki_pipe.pipeline import Envelope
     from torokiki_pipe.stages.s1_read import read_mail
 
@@ -370,15 +371,10 @@ def _log_entry(log_file: Path, offset: int, message_id: str):
             text = stream.read().decode("utf-8", "replace")
     except OSError:
         return None
-    wanted = _as_logged(message_id)
+    wanted = as_logged(message_id)
     entries = [e for e in map(parse_line, text.splitlines()) if e is not None]
     mine = [e for e in entries if e.get("message-id") == wanted]
     return (mine or entries or [None])[-1]
-
-
-def _as_logged(value: str) -> str:
-    # what cli.log_line makes of a value, quotes taken off again
-    return " ".join(str(value).split())[:500].replace('"', "'") or "-"
 
 
 # --------------------------------------------------------------------------- resend
@@ -456,14 +452,8 @@ def _mailer(settings):
 
 def say(path: Path, **fields) -> None:
     """One line: the file, then key=value pairs as in the log (values with spaces quoted)."""
-    parts = [str(path)]
-    for key, value in fields.items():
-        if value is None or value == "":
-            continue
-        text = " ".join(str(value).split())[:500]
-        if any(c in text for c in ' "=') or not text:
-            text = '"' + text.replace('"', "'") + '"'
-        parts.append(f"{key}={text}")
+    parts = [str(path)] + [f"{key}={field_value(value)}" for key, value in fields.items()
+                           if value is not None and value != ""]
     from torokiki_pipe.admin.check import emit
 
     emit(sys.stdout, " ".join(parts))   # a reader gone (`| head`) must not stop the replay half-way

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from torokiki_pipe.cli import UsageParser
-from torokiki_pipe.adapters.records import LOG_FILE, STASH_KINDS
+from torokiki_pipe.arguments import UsageParser
+from torokiki_pipe.stages import s8_record as record
+from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 
 # Outcomes that say something went wrong with a sender's mail ("poisoned": crashed for good).
 SENDER_ERRORS = ("invalid", "refused", "unanswerable", "reply-failed", "crashed", "poisoned")
@@ -31,8 +32,6 @@ OTHER_ERRORS = ("gave-up",)
 LAST_ERRORS = 10
 TOP_SENDERS = 10
 
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (.*)$")
-_FIELD = re.compile(r'([a-z][a-z-]*)=("[^"]*"|\S*)')
 _ROTATED = re.compile(re.escape(LOG_FILE) + r"(?:\.(\d+)|-(\d{8,10})(?:\.backup)?)?(\.gz)?$")
 _SINCE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -64,22 +63,15 @@ class Entry:
 
 
 def parse_line(text: str) -> Entry | None:
-    """One log line as written by cli.log_line, or None when it is not one."""
-    match = _STAMP.match(text.rstrip("\r\n"))
-    if not match:
+    """One log line as `stages.s8_record.log_line` wrote it, or None when it is not one."""
+    parsed = record.parse_line(text)
+    if parsed is None:
         return None
     try:
-        when = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(parsed[0], record.STAMP_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         return None
-    fields = {}
-    for key, value in _FIELD.findall(match[2]):
-        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
-            value = value[1:-1]
-        fields.setdefault(key, value)
-    if "outcome" not in fields:
-        return None
-    return Entry(when, fields)
+    return Entry(when, parsed[1])
 
 
 def log_files(log_dir: Path) -> list[Path]:

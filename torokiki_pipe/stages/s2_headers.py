@@ -19,6 +19,9 @@ from email.errors import MessageError
 from email.feedparser import BufferedSubFile, FeedParser
 from email.header import decode_header, make_header
 
+# A NUL or ESC in a Message-ID or Subject once reached the log line and the reply.
+from torokiki_pipe.stages.s8_record import one_line
+
 # The first empty line ends the header block, whatever the line endings.
 _HEADER_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
 MAX_HEADER_BYTES = 1 << 20   # a megabyte of headers is already hostile
@@ -195,18 +198,18 @@ def read_head(data: bytes) -> Head:
         return tuple(decode_words(v) for v in raw.get(name.lower(), []))
 
     return Head(
-        message_id=_one_line(text("Message-ID")),
-        from_=_one_line(text("From")),
+        message_id=one_line(text("Message-ID")),
+        from_=one_line(text("From")),
         from_raw=raw["from"][0] if "from" in raw else "",
-        subject=_one_line(text("Subject")),
-        return_path=_one_line(text("Return-Path")) if "return-path" in raw else None,
-        auto_submitted=_one_line(text("Auto-Submitted")).lower(),
-        precedence=_one_line(text("Precedence")).lower(),
+        subject=one_line(text("Subject")),
+        return_path=one_line(text("Return-Path")) if "return-path" in raw else None,
+        auto_submitted=one_line(text("Auto-Submitted")).lower(),
+        precedence=one_line(text("Precedence")).lower(),
         list_headers=tuple(sorted(k for k in raw if k.startswith("list-"))),
         content_type=_content_type(message),
-        x_loop=tuple(_one_line(v).lower() for v in all_of("X-Loop")),
-        references=_one_line(text("References")),
-        in_reply_to=_one_line(text("In-Reply-To")),
+        x_loop=tuple(one_line(v).lower() for v in all_of("X-Loop")),
+        references=one_line(text("References")),
+        in_reply_to=one_line(text("In-Reply-To")),
         body_start=body_start,
         source=(items, data),
     )
@@ -267,14 +270,6 @@ def decode_words(value) -> str:
     # MessageError: bad base64 (HeaderParseError) or a charset name Python refuses (CharsetError)
     except (LookupError, UnicodeError, ValueError, AssertionError, MessageError):
         return raw
-
-
-# C0, DEL and C1 controls: a NUL or ESC in a Message-ID or Subject reached the log line and the reply.
-_CONTROLS = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.translate(_CONTROLS).split())
 
 
 def _content_type(message) -> str:

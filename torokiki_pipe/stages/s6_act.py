@@ -15,7 +15,7 @@ from torokiki_pipe import __version__
 from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid, Request
 from torokiki_pipe.stages.s3_guard import Sender
 from torokiki_pipe.outcome import Outcome
-from torokiki_pipe.adapters.records import ERRONEOUS, FAILED_HTTPS
+from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS
 from torokiki_pipe.stages.s7_reply import Reply, attachment_from_content, problems_text, render
 
 if TYPE_CHECKING:

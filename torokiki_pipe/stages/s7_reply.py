@@ -29,10 +29,14 @@ from string import Template
 
 from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
 from torokiki_pipe.stages.s3_guard import Sender, loop_marker
+from torokiki_pipe.stages.s8_record import one_line
+
+# A display name or subject on one line, short: it can never add a header or a recipient.
+HEADER_CHARS = 200
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 
-# Local line endings for sendmail; headers are kept short by _header_safe, so folding
+# Local line endings for sendmail; headers are kept short by one_line, so folding
 # (which can put a bare line break straight after "Subject:") is not needed.
 REPLY_POLICY = SMTP.clone(linesep="\n", max_line_length=998)
 
@@ -99,8 +103,8 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
         body = f"{text.rstrip()}\n\n{note}\n{separator}{signature}" if separator else f"{body.rstrip()}\n\n{note}\n"
     message = EmailMessage(policy=REPLY_POLICY)
     message["From"] = Address("Torokiki", addr_spec=context.gateway_address)
-    message["To"] = Address(_header_safe(excerpt(context.to.display_name)), addr_spec=context.to.address)
-    message["Subject"] = _header_safe(subject)
+    message["To"] = Address(one_line(excerpt(context.to.display_name), HEADER_CHARS), addr_spec=context.to.address)
+    message["Subject"] = one_line(subject, HEADER_CHARS)
     message["Date"] = format_datetime(context.now)
     message["Message-ID"] = make_msgid("torokiki", domain=context.gateway_address.rpartition("@")[2])
     original = context.message_id.strip()
@@ -161,11 +165,6 @@ def problems_text(problems) -> str:
 
 def _is_message_id(text: str) -> bool:
     return text.startswith("<") and text.endswith(">") and len(text) < 500
-
-
-def _header_safe(text: str) -> str:
-    # A display name or subject can never add a header or a recipient.
-    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:200]
 
 
 # html.escape's table: importing the html package loads html.entities, a 1 ms
