@@ -184,7 +184,7 @@ def test_site_url_has_no_path_and_api_url_may():
 
 # --------------------------------------------------------------------------- text values
 
-@pytest.mark.parametrize("key", config.KEYS)
+@pytest.mark.parametrize("key", config.SETTING_NAMES)
 @pytest.mark.parametrize("bad", ["\n", "\r", "\t", "\x00", "\x7f", "\u200b", "\u00a0", "\u2028", "\x1b[31m"])
 def test_no_value_holds_a_control_or_invisible_character(key, bad):
     value = {"TOROKIKI_API_KEY": "k3y", "TOROKIKI_SENDMAIL": "/usr/sbin/sendmail", "TOROKIKI_LOG_DIR": "/tmp/logs",
@@ -312,7 +312,7 @@ def test_the_environment_is_named_when_it_overrides_the_file(tmp_path):
 # --------------------------------------------------------------------------- anything at all
 
 @FEW
-@given(key=st.sampled_from(config.KEYS), value=st.text(max_size=40))
+@given(key=st.sampled_from(config.SETTING_NAMES), value=st.text(max_size=40))
 def test_any_value_gives_settings_or_one_config_error(key, value):
     try:
         settings = load_with(**{key: value})

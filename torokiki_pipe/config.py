@@ -48,7 +48,7 @@ DEFAULT_REPLY_LIMIT = "20/hour"
 MINUTE, HOUR, DAY = 60, 3600, 86400
 
 # The settings the gateway reads; `check` warns about any other TOROKIKI_* key.
-KEYS = (
+SETTING_NAMES = (
     "TOROKIKI_SITE_URL", "TOROKIKI_API_URL", "TOROKIKI_API_KEY",
     "TOROKIKI_GATEWAY_ADDRESS", "TOROKIKI_SENDMAIL", "TOROKIKI_LOG_DIR",
     "TOROKIKI_HTTP_TIMEOUT", "TOROKIKI_MAX_MESSAGE_BYTES", "TOROKIKI_API_CALLER_ID",
@@ -163,10 +163,6 @@ class Config:
     source: Path | None = None          # the env file read, if any
     unknown_keys: tuple[str, ...] = ()  # TOROKIKI_* names set but not read (typos?), for `check`
 
-    @property
-    def site_host(self) -> str:
-        return urlsplit(self.site_url).hostname or ""
-
     def __repr__(self) -> str:  # never print the key, even by accident
         return f"Config(site_url={self.site_url!r}, api_url={self.api_url!r}, api_key=<redacted>, ...)"
 
@@ -194,14 +190,14 @@ def load(explicit: str | None = None, environ: Mapping[str, str] | None = None) 
 
 def known_key(key: str) -> bool:
     """True for a key the gateway reads, or one that is deliberately someone else's."""
-    return key in KEYS or key in OTHER_KEYS or key.startswith(OTHER_PREFIXES)
+    return key in SETTING_NAMES or key in OTHER_KEYS or key.startswith(OTHER_PREFIXES)
 
 
 def suggest(key: str) -> str:
     """", did you mean TOROKIKI_API_KEY?" for a near miss of a known key, else ""."""
     from difflib import get_close_matches
 
-    close = get_close_matches(key.upper(), KEYS, n=1, cutoff=0.75)
+    close = get_close_matches(key.upper(), SETTING_NAMES, n=1, cutoff=0.75)
     return f"; did you mean {close[0]}?" if close else ""
 
 

@@ -30,15 +30,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, ContextManager, Optional
 
-from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
-from torokiki_pipe.stages.s2_headers import Head, read_head
+# Cost tier 1, what every message pays: its headers and the guard.  The later
+# tiers are each one import where a message first needs them (tier 2 past the
+# guard, 3 to act and reply, 4 to parse the body); the adapters, which load
+# filelock and the HTTP and sendmail modules, are built on first use (run.py).
 from torokiki_pipe.outcome import Outcome, Stopped, is_temporary
 from torokiki_pipe.stages.s1_read import RawMail
-from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
+from torokiki_pipe.stages.s2_headers import Head, read_head
+from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
+from torokiki_pipe.stages.s4_journal import JournalBusy
+from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_SENDS, IGNORED
 
 if TYPE_CHECKING:
-    from torokiki_pipe.stages.s6_act import Step
     from torokiki_pipe.config import Config
+    from torokiki_pipe.stages.s6_act import Step
+    from torokiki_pipe.stages.s7_reply import ReplyContext
 
 # Outcomes whose reply is withheld when the same mail was already refused today.
 REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
@@ -80,79 +86,78 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
             force: bool = False) -> Processed:
     """`force`: submit again a mail the journal finished without success (`replay --force`)."""
     head = read_head(raw.data)
-    seen = Processed(Outcome.IGNORED, "", message_id=head.message_id)
+    so_far = Processed(Outcome.IGNORED, "", message_id=head.message_id)   # the log line, as far as it is known
 
     reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data)
     if reason:
         effects.records.stash(IGNORED, {".eml": raw.data}, key=head.digest[:32])
-        return replace(seen, detail=reason, sender=_who(head, envelope))
+        return replace(so_far, detail=reason, sender=_who(head, envelope))
     sender = reply_sender(head.from_raw)
     if not isinstance(sender, Sender):
         effects.records.stash(ERRONEOUS, {".eml": raw.data}, key=head.digest[:32])
-        return replace(seen, outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
+        return replace(so_far, outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
 
-    # Past the guard the mail will be answered: only now load what answering
-    # takes, so that ignored mail is decided from the headers at the least cost.
-    from torokiki_pipe.stages.s5_understand.command import read_subject
+    # Cost tier 2, a mail to answer: the subject's grammar, and the journal (its lock).
+    from torokiki_pipe.stages.s5_understand import command
 
-    line = read_subject(head.subject)
-    seen = replace(seen, sender=sender.address, command=line.command)
-    from torokiki_pipe.adapters.journal import JournalBusy
-
+    line = command.read_subject(head.subject)
+    so_far = replace(so_far, sender=sender.address, command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
-            return _answer(raw, head, line, sender, entry, config, effects, seen)
+            return _answer(raw, head, line, sender, entry, config, effects, so_far)
     except JournalBusy as busy:
-        return replace(seen, outcome=Outcome.BUSY, detail=str(busy))
+        return replace(so_far, outcome=Outcome.BUSY, detail=str(busy))
     except Stopped as stop:
-        return replace(seen, outcome=stop.outcome, detail=stop.detail)
+        return replace(so_far, outcome=stop.outcome, detail=stop.detail)
 
 
 def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effects: Effects,
-            seen: Processed) -> Processed:
+            so_far: Processed) -> Processed:
     """Under the message's journal lock: resume, or act, then reply exactly once."""
     journal = effects.journal
     if entry.stage == "done":
-        return replace(seen, outcome=Outcome.DUPLICATE, url=entry.url,
+        return replace(so_far, outcome=Outcome.DUPLICATE, url=entry.url,
                        detail=f"already handled ({entry.outcome}: {entry.detail})")
     if entry.owes_reply:
         stored = journal.stored_reply(entry)
         if stored is not None:   # the website step is done: only the reply is owed, byte for byte
-            resumed = replace(seen, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
+            resumed = replace(so_far, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
             return _deliver(stored, entry, config, effects, resumed)
 
+    # Cost tier 3, acting and replying: the website exchange as a value, the reply's MIME.
+    from torokiki_pipe.stages import s6_act as act, s7_reply as reply
+
     try:
-        step = _too_big(head, config) if raw.oversize else _act(raw, head, line, sender, config, entry.key, effects)
+        step = (act.too_big(head.subject, config.max_message_bytes) if raw.oversize
+                else _act(raw, head, line, sender, config, entry.key, effects))
     except Stopped as stop:
         if stop.outcome is not Outcome.TIMED_OUT:
             raise
-        step = _out_of_time(stop, line, config)
+        step = act.out_of_time(stop.detail, line, config.site_url)
     if is_temporary(step.outcome):
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
             _keep(effects, step, raw, entry.key)   # once per message: the same name at every retry
-            return replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
-        step = _give_up(step, head, journal.failing_for(entry), config.site_url)
+            return replace(so_far, outcome=step.outcome, detail=step.detail, url=step.url)
+        step = act.give_up(step, head.subject, journal.failing_for(entry), config.site_url)
     _keep(effects, step, raw, entry.key)
-    seen = replace(seen, outcome=step.outcome, detail=step.detail, url=step.url)
+    so_far = replace(so_far, outcome=step.outcome, detail=step.detail, url=step.url)
     if step.reply is None:
         journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
-        return seen
+        return so_far
 
     withheld, last = _allowance(step, sender, head, raw, entry.key, effects)
     if withheld:
         journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
-        return replace(seen, detail=f"{step.detail}; {withheld}")
-    from torokiki_pipe.stages.s7_reply import build
-
-    note = _duration_words(effects.budget.limit.window) if last else None
-    message = build(step.reply, reply_context(head, sender, config, effects), last_before_limit=note)
+        return replace(so_far, detail=f"{step.detail}; {withheld}")
+    note = reply.duration_words(effects.budget.limit.window) if last else None
+    message = reply.build(step.reply, reply_context(head, sender, config, effects), last_before_limit=note)
     entry = journal.answer(entry, message, outcome=step.outcome.value, detail=step.detail,
                            url=step.url, command=line.command, recipient=sender.address)
-    return _deliver(message, entry, config, effects, seen)
+    return _deliver(message, entry, config, effects, so_far)
 
 
-def reply_context(head: Head, sender: Sender, config: Config, effects: Effects):
+def reply_context(head: Head, sender: Sender, config: Config, effects: Effects) -> ReplyContext:
     """Who a reply to this mail goes to and what it answers."""
     from torokiki_pipe.stages.s7_reply import ReplyContext
 
@@ -162,64 +167,23 @@ def reply_context(head: Head, sender: Sender, config: Config, effects: Effects):
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:
-    from torokiki_pipe.stages.s6_act import invalid_step, perform
-    from torokiki_pipe.stages.s5_understand.command import HelpRequest, Invalid, Problem, needs_body, understand
+    from torokiki_pipe.stages import s6_act as act
+    from torokiki_pipe.stages.s5_understand import command
 
-    if not needs_body(line):
-        request = HelpRequest()
-    else:
-        from torokiki_pipe.stages.s5_understand.mime import parse_mail   # the full parse, only for mail that needs it
+    mail = None
+    if command.needs_body(line):
+        # Cost tier 4, the body: the full MIME parse, the body grammar, HTML to text.
+        from torokiki_pipe.stages.s5_understand import mime
 
         try:
-            mail = parse_mail(raw.data)
+            mail = mime.parse_mail(raw.data)
         except (ValueError, LookupError, TypeError, IndexError, AttributeError) as error:
-            return invalid_step(Invalid(line.command, (Problem(
+            return act.invalid_step(command.Invalid(line.command, (command.Problem(
                 f"the mail could not be read ({type(error).__name__}); send it again as a simple mail"),)),
                 config.site_url, head.subject)
-        request = understand(line, mail, config.site_url)
-    return perform(request, website=effects.website, sender=sender, site_url=config.site_url,
-                   subject=head.subject, idempotency_key=f"torokiki-pipe-{key}",
-                   caller_id=config.api_caller_id)
-
-
-def _out_of_time(stop: Stopped, line, config: Config) -> Step:
-    """Out of time while acting: a failure like any other, so the give-up clock runs."""
-    from torokiki_pipe.stages.s6_act import Step
-    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
-
-    try:
-        url = parse_content_url(line.argument, config.site_url).canonical(config.site_url)
-    except BadUrl:
-        url = ""
-    # A POST cut short may have reached the website.
-    return Step(Outcome.TIMED_OUT, stop.detail, url=url, maybe_saved=line.command == "create-response-to")
-
-
-def _too_big(head: Head, config: Config) -> Step:
-    from torokiki_pipe.stages.s6_act import Step
-    from torokiki_pipe.stages.s7_reply import Reply
-
-    limit = f"{config.max_message_bytes / (1024 * 1024):g} MB"
-    return Step(Outcome.TOO_BIG, f"larger than {config.max_message_bytes} bytes",
-                Reply("too-big.txt", {"subject": head.subject or "(no subject)", "limit": limit}),
-                keep=ERRONEOUS)
-
-
-def _give_up(step: Step, head: Head, waited: float, site_url: str) -> Step:
-    from torokiki_pipe.stages.s6_act import Step
-    from torokiki_pipe.stages.s7_reply import Reply
-
-    # Say what is known: a POST whose answer was unclear may have been stored; a refused
-    # API key is ours to fix, and its wording (fix TOROKIKI_API_KEY) is not for the sender.
-    if step.outcome is Outcome.KEY_REFUSED:
-        template = "gave-up-ours.txt"
-    else:
-        template = "gave-up-unsure.txt" if step.maybe_saved else "gave-up.txt"
-    values = {"subject": head.subject or "(no subject)", "detail": step.detail, "waited": _duration_words(waited),
-              "url": step.url or site_url}
-    return Step(Outcome.GAVE_UP, f"gave up after {_duration_words(waited)}: {step.detail}",
-                Reply(template, values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url,
-                maybe_saved=step.maybe_saved)
+    return act.perform(command.understand(line, mail, config.site_url), website=effects.website, sender=sender,
+                       site_url=config.site_url, subject=head.subject, idempotency_key=f"torokiki-pipe-{key}",
+                       caller_id=config.api_caller_id)
 
 
 def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, key: str,
@@ -228,19 +192,17 @@ def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, key: str,
 
     Taken for message `key`: asked again after a kill, it gives the same answer.
     """
-    from torokiki_pipe.adapters.reply_budget import LAST, SILENT
-
     if step.outcome in REFUSALS:
         body = memoryview(raw.data)[head.body_start:]   # no copy of the body
         if not effects.budget.first_time_refused(sender.address, head.subject, body, key):
             return "reply withheld: the same mail was refused and answered today", False
     decision = effects.budget.take(sender.address, key)
-    if decision == SILENT:
+    if decision == "silent":
         return "reply withheld: reply limit reached for this address", False
-    return "", decision == LAST
+    return "", decision == "last"
 
 
-def _deliver(message: bytes, entry, config: Config, effects: Effects, seen: Processed) -> Processed:
+def _deliver(message: bytes, entry, config: Config, effects: Effects, so_far: Processed) -> Processed:
     journal = effects.journal
     with effects.uninterrupted():
         entry = journal.sending(entry)
@@ -250,17 +212,17 @@ def _deliver(message: bytes, entry, config: Config, effects: Effects, seen: Proc
                 journal.finish(entry)
             except OSError as error:
                 # Sendmail has the reply: the message is handled.  A retry would answer twice.
-                return replace(seen, detail=f"{seen.detail}; journal not updated ({error.strerror or error})")
-            return seen
+                return replace(so_far, detail=f"{so_far.detail}; journal not updated ({error.strerror or error})")
+            return so_far
     if result.status == "temporary":
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
-            return replace(seen, outcome=Outcome.SEND_DEFERRED,
-                           detail=f"reply not handed over ({result.detail}); {seen.detail}")
+            return replace(so_far, outcome=Outcome.SEND_DEFERRED,
+                           detail=f"reply not handed over ({result.detail}); {so_far.detail}")
     effects.records.stash(FAILED_SENDS, {".eml": message}, key=entry.key)
     journal.finish(entry, detail=f"{entry.detail}; reply kept in {FAILED_SENDS}/")
-    return replace(seen, outcome=Outcome.REPLY_FAILED,
-                   detail=f"reply could not be sent ({result.detail}); {seen.detail}")
+    return replace(so_far, outcome=Outcome.REPLY_FAILED,
+                   detail=f"reply could not be sent ({result.detail}); {so_far.detail}")
 
 
 def _keep(effects: Effects, step: Step, raw: RawMail, key: str) -> None:
@@ -275,11 +237,3 @@ def _who(head: Head, envelope: Envelope) -> str:
     if envelope.sender is not None:
         return envelope.sender or "<>"
     return head.from_[:200]
-
-
-def _duration_words(seconds: float) -> str:
-    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= size:
-            count = round(seconds / size)
-            return f"{count} {word}" + ("" if count == 1 else "s")
-    return f"{int(seconds)} seconds"

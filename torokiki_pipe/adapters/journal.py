@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Iterator
 
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
+from torokiki_pipe.stages.s4_journal import JournalBusy
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
 
@@ -46,10 +47,6 @@ RECEIVED, ANSWERED, SENDING, DONE = "received", "answered", "sending", "done"
 # and answered mail is never forced: that would answer the sender twice.
 # (A poisoned mail never finishes its entry: a plain replay runs it again.)
 FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "reply-failed"})
-
-
-class JournalBusy(Exception):
-    """Another run holds this message's lock for too long: try again later."""
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torokiki_pipe import __version__
-from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid, Request
+from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid
 from torokiki_pipe.stages.s3_guard import Sender
 from torokiki_pipe.outcome import Outcome
 from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS
-from torokiki_pipe.stages.s7_reply import Reply, attachment_from_content, problems_text, render
+from torokiki_pipe.stages.s7_reply import Reply, attachment_from_content, duration_words, problems_text, render
 
 if TYPE_CHECKING:
+    from torokiki_pipe.stages.s5_understand.command import Request, SubjectLine
     from torokiki_pipe.adapters.website import WebsiteAnswer
 
 SERVICE = f"Torokiki Mailserver {__version__}"
@@ -130,3 +131,37 @@ def _refused_or_unavailable(answer: WebsiteAnswer, url: str, subject: str) -> St
     values = {"subject": subject or "(no subject)", "detail": answer.detail, "url": url}
     return Step(Outcome.REFUSED, answer.detail, Reply("refused.txt", values), keep=FAILED_HTTPS,
                 exchange=answer.exchange, url=url)
+
+
+def too_big(subject: str, limit: int) -> Step:
+    """A mail over TOROKIKI_MAX_MESSAGE_BYTES: not parsed, not posted, answered briefly."""
+    words = f"{limit / (1024 * 1024):g} MB"
+    return Step(Outcome.TOO_BIG, f"larger than {limit} bytes",
+                Reply("too-big.txt", {"subject": subject or "(no subject)", "limit": words}), keep=ERRONEOUS)
+
+
+def out_of_time(detail: str, line: SubjectLine, site_url: str) -> Step:
+    """Out of time while acting: a failure like any other, so the give-up clock runs."""
+    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
+
+    try:
+        url = parse_content_url(line.argument, site_url).canonical(site_url)
+    except BadUrl:
+        url = ""
+    # A POST cut short may have reached the website.
+    return Step(Outcome.TIMED_OUT, detail, url=url, maybe_saved=line.command == "create-response-to")
+
+
+def give_up(step: Step, subject: str, waited: float, site_url: str) -> Step:
+    """Temporary failures for longer than TOROKIKI_GIVE_UP_AFTER: answer that it was not saved."""
+    # Say what is known: a POST whose answer was unclear may have been stored; a refused
+    # API key is ours to fix, and its wording (fix TOROKIKI_API_KEY) is not for the sender.
+    if step.outcome is Outcome.KEY_REFUSED:
+        template = "gave-up-ours.txt"
+    else:
+        template = "gave-up-unsure.txt" if step.maybe_saved else "gave-up.txt"
+    values = {"subject": subject or "(no subject)", "detail": step.detail, "waited": duration_words(waited),
+              "url": step.url or site_url}
+    return Step(Outcome.GAVE_UP, f"gave up after {duration_words(waited)}: {step.detail}",
+                Reply(template, values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url,
+                maybe_saved=step.maybe_saved)

@@ -174,3 +174,12 @@ _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&qu
 
 def _html_escaped(values: dict) -> dict:
     return {k: str(v).translate(_HTML_ESCAPES) for k, v in values.items()}
+
+
+def duration_words(seconds: float) -> str:
+    """A duration as a reply says it: "2 days", "1 hour", "45 seconds"."""
+    for size, word in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            count = round(seconds / size)
+            return f"{count} {word}" + ("" if count == 1 else "s")
+    return f"{int(seconds)} seconds"

@@ -86,13 +86,15 @@ def read_subject(subject: str) -> SubjectLine:
 
 
 def needs_body(line: SubjectLine) -> bool:
-    """Only `help` by subject can be answered from the headers alone."""
-    return line.command != "help"
+    """Whether `understand` needs the parsed mail: not for a command answered from its subject alone."""
+    command = COMMANDS.get(line.command)
+    return command is None or command.needs_body
 
 
 class HelpCommand:
     name = "help"
     usage = "help"
+    needs_body = False     # answered from the subject alone: the body is never parsed
 
     @staticmethod
     def understand(line: SubjectLine, mail: Mail | None, site_url: str) -> Request:
@@ -102,6 +104,7 @@ class HelpCommand:
 class GetCommand:
     name = "get"
     usage = "get: 'URL'"
+    needs_body = True
 
     @staticmethod
     def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
@@ -121,6 +124,7 @@ class GetCommand:
 class CreateResponseToCommand:
     name = "create-response-to"
     usage = "create-response-to: 'URL'"
+    needs_body = True
 
     @staticmethod
     def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
@@ -163,12 +167,17 @@ class CreateResponseToCommand:
 COMMANDS = {c.name: c for c in (HelpCommand, GetCommand, CreateResponseToCommand)}
 
 
-def understand(line: SubjectLine, mail: Mail, site_url: str) -> Request:
+def understand(line: SubjectLine, mail: Mail | None, site_url: str) -> Request:
+    """The request the mail makes, or every problem it has; `mail` is None when `needs_body` says so."""
+    command = COMMANDS.get(line.command)
+    if command is not None and not command.needs_body:
+        return command.understand(line, mail, site_url)
+    if mail is None:
+        raise TypeError(f"{line.command or 'a mail without a command'} needs the parsed mail")
     if mail.too_complex:
         return Invalid(line.command, (Problem(
             f"the mail is too complex for the gateway to read ({excerpt(mail.too_complex)}); send it again "
             "as a simple mail: your text, and at most one attached file"),))
-    command = COMMANDS.get(line.command)
     if command is not None:
         return command.understand(line, mail, site_url)
     if line.command == "" and body_is_help(mail.text):

@@ -1,4 +1,4 @@
-"""Stage 2b: the full parse, for the commands that need the body.
+"""The full parse of a mail, for the commands that need its body (cost tier 4).
 
 Gives the text a person wrote and the files they attached:
 
