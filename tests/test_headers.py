@@ -1,4 +1,4 @@
-from torokiki_pipe.stages.s2_headers import MAX_HEADER_FIELDS, read_head
+from torokiki_pipe.stages.s2_headers import MAX_HEADER_FIELDS, _parse_head, read_head
 from torokiki_pipe.stages.s1_read import RawMail, read_mail
 import io
 
@@ -47,8 +47,10 @@ def test_the_header_block_is_read_to_its_first_thousand_fields(newline):
     before = read_head((b"From: k@x.net\nSubject: help\n" + junk + b"\nbody").replace(b"\n", newline))
     after = read_head((b"From: k@x.net\n" + junk + b"Subject: help\n\nbody").replace(b"\n", newline))
     assert before.subject == "help" and after.subject == ""
-    assert len(before.source[0]) == MAX_HEADER_FIELDS
-    assert before.source[0][-1] == (f"X-{MAX_HEADER_FIELDS - 3}", "junk" + newline.decode() + " folded")
+    items = _parse_head((b"From: k@x.net\nSubject: help\n" + junk).replace(b"\n", newline)).raw_items()
+    items = list(items)
+    assert len(items) == MAX_HEADER_FIELDS
+    assert items[-1] == (f"X-{MAX_HEADER_FIELDS - 3}", "junk" + newline.decode() + " folded")
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
@@ -59,7 +61,8 @@ def test_a_big_header_block_is_read_as_the_email_package_reads_it(newline):
              + b"\nSubject: help\n" + b"".join(b"X-%d: v\n" % i for i in range(500))).replace(b"\n", newline)
     head = read_head(block + newline + b"body")
     assert len(block) > 64 * 1024
-    assert head.source[0] == tuple(BytesHeaderParser().parsebytes(block).raw_items())
+    assert head.subject == "help"
+    assert tuple(_parse_head(block).raw_items()) == tuple(BytesHeaderParser().parsebytes(block).raw_items())
 
 
 def test_a_megabyte_of_folded_header_is_read():

@@ -27,9 +27,8 @@ import os
 import re
 import shlex
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 DEFAULT_SITE_URL = "http://torokiki.net"
@@ -84,8 +83,7 @@ MAX_CONFIG_FILE_BYTES = 1024 * 1024
 _SECRET_KEYS = ("TOROKIKI_API_KEY",)
 
 
-@dataclass(frozen=True)
-class ReplyLimit:
+class ReplyLimit(NamedTuple):
     """TOROKIKI_REPLY_LIMIT, read; ratelimit.ReplyBudget enforces it."""
     count: int        # replies allowed per window; 0 means no limit
     window: float     # seconds
@@ -143,8 +141,7 @@ class ConfigError(Exception):
     """A missing or unusable setting; str() is one line for stderr."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """The gateway's settings, read and checked once."""
     site_url: str
     api_url: str

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from torokiki_pipe.stages.s8_record import one_line
 
@@ -51,8 +51,7 @@ class Outcome(enum.Enum):
     USAGE = "usage"
 
 
-@dataclass(frozen=True)
-class ExitRule:
+class ExitRule(NamedTuple):
     """The exit code an outcome gives the MTA, and its enhanced status."""
     code: int
     status: str  # RFC 3463 enhanced status code, for the stderr line

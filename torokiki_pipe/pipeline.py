@@ -26,9 +26,9 @@ so that a website that never answers is given up on like one that is down.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, ContextManager, Optional
+from typing import TYPE_CHECKING, Callable, ContextManager, NamedTuple, Optional
 
 # Cost tier 1, what every message pays: its headers and the guard.  The later
 # tiers are each one import where a message first needs them (tier 2 past the
@@ -50,8 +50,7 @@ if TYPE_CHECKING:
 REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
 
 
-@dataclass(frozen=True)
-class Envelope:
+class Envelope(NamedTuple):
     """What the MTA says about the delivery, besides the message."""
     sender: Optional[str] = None      # Postfix ${sender}; "" is the null sender
     recipient: Optional[str] = None   # Postfix ${recipient}
@@ -71,8 +70,7 @@ class Effects:
     uninterrupted: Callable[[], ContextManager] = field(default=nullcontext)
 
 
-@dataclass(frozen=True)
-class Processed:
+class Processed(NamedTuple):
     """What became of one message: the outcome and the lines for the log."""
     outcome: Outcome
     detail: str
@@ -91,24 +89,24 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data)
     if reason:
         effects.records.stash(IGNORED, {".eml": raw.data}, key=head.digest[:32])
-        return replace(so_far, detail=reason, sender=_who(head, envelope))
+        return so_far._replace(detail=reason, sender=_who(head, envelope))
     sender = reply_sender(head.from_raw)
     if not isinstance(sender, Sender):
         effects.records.stash(ERRONEOUS, {".eml": raw.data}, key=head.digest[:32])
-        return replace(so_far, outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
+        return so_far._replace(outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
 
     # Cost tier 2, a mail to answer: the subject's grammar, and the journal (its lock).
     from torokiki_pipe.stages.s5_understand import command
 
     line = command.read_subject(head.subject)
-    so_far = replace(so_far, sender=sender.address, command=line.command)
+    so_far = so_far._replace(sender=sender.address, command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
             return _answer(raw, head, line, sender, entry, config, effects, so_far)
     except JournalBusy as busy:
-        return replace(so_far, outcome=Outcome.BUSY, detail=str(busy))
+        return so_far._replace(outcome=Outcome.BUSY, detail=str(busy))
     except Stopped as stop:
-        return replace(so_far, outcome=stop.outcome, detail=stop.detail)
+        return so_far._replace(outcome=stop.outcome, detail=stop.detail)
 
 
 def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effects: Effects,
@@ -116,12 +114,12 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
     """Under the message's journal lock: resume, or act, then reply exactly once."""
     journal = effects.journal
     if entry.stage == "done":
-        return replace(so_far, outcome=Outcome.DUPLICATE, url=entry.url,
+        return so_far._replace(outcome=Outcome.DUPLICATE, url=entry.url,
                        detail=f"already handled ({entry.outcome}: {entry.detail})")
     if entry.owes_reply:
         stored = journal.stored_reply(entry)
         if stored is not None:   # the website step is done: only the reply is owed, byte for byte
-            resumed = replace(so_far, outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
+            resumed = so_far._replace(outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
             return _deliver(stored, entry, config, effects, resumed)
 
     # Cost tier 3, acting and replying: the website exchange as a value, the reply's MIME.
@@ -138,10 +136,10 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
             _keep(effects, step, raw, entry.key)   # once per message: the same name at every retry
-            return replace(so_far, outcome=step.outcome, detail=step.detail, url=step.url)
+            return so_far._replace(outcome=step.outcome, detail=step.detail, url=step.url)
         step = act.give_up(step, head.subject, journal.failing_for(entry), config.site_url)
     _keep(effects, step, raw, entry.key)
-    so_far = replace(so_far, outcome=step.outcome, detail=step.detail, url=step.url)
+    so_far = so_far._replace(outcome=step.outcome, detail=step.detail, url=step.url)
     if step.reply is None:
         journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
         return so_far
@@ -149,7 +147,7 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
     withheld, last = _allowance(step, sender, head, raw, entry.key, effects)
     if withheld:
         journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
-        return replace(so_far, detail=f"{step.detail}; {withheld}")
+        return so_far._replace(detail=f"{step.detail}; {withheld}")
     note = reply.duration_words(effects.budget.limit.window) if last else None
     message = reply.build(step.reply, reply_context(head, sender, config, effects), last_before_limit=note)
     entry = journal.answer(entry, message, outcome=step.outcome.value, detail=step.detail,
@@ -212,16 +210,16 @@ def _deliver(message: bytes, entry, config: Config, effects: Effects, so_far: Pr
                 journal.finish(entry)
             except OSError as error:
                 # Sendmail has the reply: the message is handled.  A retry would answer twice.
-                return replace(so_far, detail=f"{so_far.detail}; journal not updated ({error.strerror or error})")
+                return so_far._replace(detail=f"{so_far.detail}; journal not updated ({error.strerror or error})")
             return so_far
     if result.status == "temporary":
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
-            return replace(so_far, outcome=Outcome.SEND_DEFERRED,
+            return so_far._replace(outcome=Outcome.SEND_DEFERRED,
                            detail=f"reply not handed over ({result.detail}); {so_far.detail}")
     effects.records.stash(FAILED_SENDS, {".eml": message}, key=entry.key)
     journal.finish(entry, detail=f"{entry.detail}; reply kept in {FAILED_SENDS}/")
-    return replace(so_far, outcome=Outcome.REPLY_FAILED,
+    return so_far._replace(outcome=Outcome.REPLY_FAILED,
                    detail=f"reply could not be sent ({result.detail}); {so_far.detail}")
 
 

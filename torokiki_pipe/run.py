@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
 from datetime import datetime, timezone
 
 from torokiki_pipe import config as configuration
@@ -92,7 +91,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
         if own_signals:
             signals.restore()
     if signals.noted:
-        done = replace(done, detail=f"{done.detail}; {signals.noted}")
+        done = done._replace(detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
     line = log_line(_stamp(), {"message-id": done.message_id, "sender": done.sender, "command": done.command,
                                "url": done.url, "outcome": done.outcome.value, "exit": code,

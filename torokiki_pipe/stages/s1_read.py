@@ -9,14 +9,12 @@ all left to the parser, which accepts each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class RawMail:
+class RawMail(NamedTuple):
     """The message as read from stdin, up to the size limit."""
     data: bytes          # the message, at most limit + 1 bytes of it
     oversize: bool       # more than the limit arrived; data is only the start

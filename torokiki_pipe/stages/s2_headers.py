@@ -12,12 +12,12 @@ forty, and milliseconds, not a second.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
-from functools import cached_property
 from email.errors import MessageError
 from email.feedparser import BufferedSubFile, FeedParser
 from email.header import decode_header, make_header
+from typing import NamedTuple
 
 # A NUL or ESC in a Message-ID or Subject once reached the log line and the reply.
 from torokiki_pipe.stages.s8_record import one_line
@@ -139,8 +139,7 @@ def feed_parser(factory=None, **options) -> FeedParser:
     return parser
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):
     """What the headers say, read before (and often instead of) the body."""
     message_id: str
     from_: str                 # decoded, for logs
@@ -155,24 +154,8 @@ class Head:
     references: str
     in_reply_to: str
     body_start: int            # offset of the body in the raw bytes
-    # The parsed header items and the raw mail, from which `digest` is computed.
-    source: tuple = field(repr=False, compare=False)
-
-    # The digests are computed on first use, by mail that gets past the guard:
-    # ignored mail then never loads hashlib (OpenSSL) nor reads its body again.
-    @cached_property
-    def digest(self) -> str:
-        """sha256 of what the sender wrote (see content_digest)."""
-        items, data = self.source
-        return content_digest(items, memoryview(data)[self.body_start:])   # no copy of the body
-
-    @cached_property
-    def key(self) -> str:
-        """Stable identity of this message, for journals and Idempotency-Key."""
-        import hashlib
-
-        source = self.message_id.strip().encode("utf-8", "replace") if self.message_id.strip() else None
-        return hashlib.sha256(source).hexdigest()[:32] if source else self.digest[:32]
+    digest: str                # sha256 of what the sender wrote (content_digest): names what is kept
+    key: str                   # stable identity of the message, for the journal and Idempotency-Key
 
 
 def read_head(data: bytes) -> Head:
@@ -197,8 +180,10 @@ def read_head(data: bytes) -> Head:
     def all_of(name: str) -> tuple[str, ...]:
         return tuple(decode_words(v) for v in raw.get(name.lower(), []))
 
+    message_id = one_line(text("Message-ID"))
+    digest = content_digest(items, memoryview(data)[body_start:])   # no copy of the body
     return Head(
-        message_id=one_line(text("Message-ID")),
+        message_id=message_id,
         from_=one_line(text("From")),
         from_raw=raw["from"][0] if "from" in raw else "",
         subject=one_line(text("Subject")),
@@ -211,7 +196,8 @@ def read_head(data: bytes) -> Head:
         references=one_line(text("References")),
         in_reply_to=one_line(text("In-Reply-To")),
         body_start=body_start,
-        source=(items, data),
+        digest=digest,
+        key=message_key(message_id, digest),
     )
 
 
@@ -246,10 +232,14 @@ _TRACE = frozenset({"received", "return-path", "delivered-to", "x-original-to", 
 _TRACE_PREFIXES = ("x-spam", "x-virus", "arc-", "x-ms-exchange-organization")
 
 
+def message_key(message_id: str, digest: str) -> str:
+    """The message's identity: its Message-ID's hash, or its content's when it has none."""
+    source = message_id.strip().encode("utf-8", "replace")
+    return hashlib.sha256(source).hexdigest()[:32] if source else digest[:32]
+
+
 def content_digest(items, body) -> str:
     """sha256 of the sender's headers and the body: the same mail delivered twice digests alike."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, value in items:
         lower = name.lower()

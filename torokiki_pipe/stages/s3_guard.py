@@ -9,8 +9,8 @@ it on ordinary mail, and gateways that honoured it dropped people's real mail.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from email.utils import getaddresses
+from typing import NamedTuple
 
 from torokiki_pipe.stages.s2_headers import Head
 
@@ -27,8 +27,7 @@ def loop_marker(gateway_address: str) -> str:
     return f"{LOOP_MARKER_PREFIX} {gateway_address.lower()}"
 
 
-@dataclass(frozen=True)
-class Sender:
+class Sender(NamedTuple):
     """The one address a reply may go to, with the name written beside it."""
     display_name: str
     address: str

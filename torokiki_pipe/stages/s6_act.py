@@ -8,8 +8,7 @@ and what to keep in ``logs/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import NamedTuple, TYPE_CHECKING
 
 from torokiki_pipe import __version__
 from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid
@@ -25,8 +24,7 @@ if TYPE_CHECKING:
 SERVICE = f"Torokiki Mailserver {__version__}"
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """What acting on a request came to: the outcome, the reply and what to keep."""
     outcome: Outcome
     detail: str

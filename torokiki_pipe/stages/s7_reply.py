@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -26,6 +25,8 @@ from email.utils import format_datetime, make_msgid
 from functools import lru_cache
 from pathlib import Path
 from string import Template
+from types import MappingProxyType
+from typing import Mapping, NamedTuple
 
 from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
 from torokiki_pipe.stages.s3_guard import Sender, loop_marker
@@ -41,8 +42,7 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 REPLY_POLICY = SMTP.clone(linesep="\n", max_line_length=998)
 
 
-@dataclass(frozen=True)
-class ReplyContext:
+class ReplyContext(NamedTuple):
     """What every reply needs to know about the mail it answers."""
     to: Sender
     gateway_address: str
@@ -53,11 +53,10 @@ class ReplyContext:
     now: datetime
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """Which reply to send: its templates, their values and a file to attach."""
     template: str
-    values: dict = field(default_factory=dict)
+    values: Mapping[str, object] = MappingProxyType({})
     html_template: str | None = None
     attachment: tuple[str, bytes] | None = None    # (file name, data)
 

@@ -9,8 +9,7 @@ Mailman's email commands.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import NamedTuple, TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
     from torokiki_pipe.stages.s5_understand.mime import Attachment, Mail
@@ -23,35 +22,29 @@ RESPONSE_TAGS = frozenset({"text", "tags", "objective", "location"})
 MAX_COMMAND_CHARS = 64      # far above the longest command, create-response-to
 
 
-@dataclass(frozen=True)
-class SubjectLine:
+class SubjectLine(NamedTuple):
     """The command word of the subject and its argument."""
     command: str        # lower-cased command word; "" when the subject is empty
     argument: str       # what follows the colon, unquoted
     raw: str
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One thing wrong with a mail, said so that the sender can fix it."""
     message: str
     line: int | None = None     # body line, for body errors
 
 
-@dataclass(frozen=True)
-class HelpRequest:
+class HelpRequest(NamedTuple):
     """`help`: the sender asks how the gateway is used."""
-    pass
 
 
-@dataclass(frozen=True)
-class GetRequest:
+class GetRequest(NamedTuple):
     """`get: 'URL'`: send me this content."""
     url: ContentUrl
 
 
-@dataclass(frozen=True)
-class CreateResponseRequest:
+class CreateResponseRequest(NamedTuple):
     """`create-response-to: 'URL'`: save this text or file as a response."""
     url: ContentUrl                 # what is answered
     text: str | None
@@ -61,8 +54,7 @@ class CreateResponseRequest:
     attachment: Attachment | None
 
 
-@dataclass(frozen=True)
-class Invalid:
+class Invalid(NamedTuple):
     """A mail the gateway cannot act on, with every problem it has."""
     command: str
     problems: tuple[Problem, ...]
