@@ -761,7 +761,7 @@ def test_https_end_to_end_against_a_site_whose_certificate_verifies(run_pipe, pi
     import shutil
     import ssl
 
-    from torokiki_pipe.devtools.reference_site import make_server
+    from torokiki_pipe.devtools.reference_site.server import make_server
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: no certificate to test with")
