@@ -1,17 +1,23 @@
-"""A reference Torokiki website: a stand-in for development, tests and the demo.
+"""The reference website's HTTP server: the content API over a Store, with fault injection.
 
-It speaks the content API of ``torokiki-api.md`` (only what the gateway uses)
-and keeps content as JSON files in a folder.  It is not the real website:
-nothing here is meant for production.  Standard library only.
+``make_server(store_dir, site_url, api_key)`` binds a TorokikiServer to a store with its
+seeds; ``serve_in_thread(...)`` also serves it from a daemon thread and returns
+``(server, base_url)``; ``server.shutdown()`` stops it, wakes the answers that sleep or
+write for long, and closes the socket.  Standard library only; not for production.
 
-Store layout (every file written atomically, tempfile + os.replace)::
+The API (torokiki-api.md; contract.py holds its rules):
 
-    STORE/image/{seed}/seed.json                 {"id": 1, "content": {...}}
-    STORE/image/{seed}/responses/{id}.json       {"id", "seed", "idempotency_key", "location", "content"}
-    STORE/idempotency/{sha256(key)}.json         {"key", "seed", "id", "location"}
-
-Response ids are one counter across the store, starting at 101 so that they
-never look like seed ids.
+``GET /image/{seed}/response[/{id}]`` (and HEAD)
+    200 with the content object, 404 when there is none.
+``POST /image/{seed}/response``
+    401 without the server's X-API-Key (when it has one), 415 unless the Content-Type is
+    application/json, 404 for a seed that does not exist, 400 for a body that is not JSON
+    or breaks the contract; otherwise stored and answered 201 ``{"id", "location"}`` with
+    the new response's Location.  A known Idempotency-Key stores nothing and answers the
+    first submission's 201 again, with ``Idempotent-Replayed: true``.
+Anything else
+    404 for another path, 405 for a POST to a response and for other methods, 411 for a
+    chunked body, 413 for a body over MAX_BODY_BYTES.
 
 Fault injection (loopback clients only) for tests::
 
@@ -69,303 +75,38 @@ echoed is the X-API-Key the client sent, or the server's own when none was sent.
 A mode that writes for long (``huge``, ``endless``, ``trickle``) stops when the
 client goes away (a write fails, or blocks for WRITE_TIMEOUT seconds), when the
 server shuts down, and at the latest after ENDLESS_LIMIT bytes or MAX_DELAY seconds.
-
-Run it::
-
-    python -m torokiki_pipe.devtools.reference_site --port 0 --store /tmp/store \\
-        --site-url http://torokiki.net [--api-key KEY] [--port-file FILE]
-
-or, in tests, ``server, url = serve_in_thread(store, site_url, api_key)`` and
-``server.shutdown()``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
-import hashlib
 import hmac
 import ipaddress
 import json
 import os
 import re
-import signal
 import socket
-import struct
 import sys
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from torokiki_pipe.adapters.records import write_atomically
+from torokiki_pipe.devtools.reference_site.contract import SAVED_STATUSES, Invalid, validate
+from torokiki_pipe.devtools.reference_site.store import Store
 
-FIRST_RESPONSE_ID = 101
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELAY = 600.0
 MODES = ("ok", "down", "refuse", "slow", "flaky", "echo-key", "huge", "endless", "trickle", "foreign-location")
 HOSTILE = ("echo-key", "huge", "endless", "trickle", "foreign-location")
-SAVED_STATUSES = (201, 301, 302, 303)
 DEFAULT_HUGE_SIZE = 200 * 1024 * 1024
 MAX_HUGE_SIZE = 1 << 34
 ENDLESS_LIMIT = 1 << 34            # an "endless" body still stops here (16 GB)
 WRITE_TIMEOUT = 10.0               # a client that stops reading is a client gone
 DEFAULT_FOREIGN_LOCATION = "http://evil.example/image/1/response/1"
-CONTENT_FIELDS = {"Submitter", "InspiredBy", "Text", "Tags", "Objective", "Location",
-                  "Attachment", "APICaller"}
 
 _API_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?$")
-
-
-# --------------------------------------------------------------------------- files
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write `value` as JSON to `path` so that readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
-    write_atomically(path, text.encode("utf-8"))
-
-
-def _read_json(path: Path) -> Any | None:
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
-    except FileNotFoundError:
-        return None
-
-
-# --------------------------------------------------------------------------- seeds
-
-def make_png(width: int, height: int, pixel) -> bytes:
-    """A valid 8-bit RGB PNG; `pixel(x, y)` returns (r, g, b)."""
-    rows = bytearray()
-    for y in range(height):
-        rows.append(0)                      # filter type: none
-        for x in range(width):
-            rows.extend(bytes(pixel(x, y)))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(bytes(rows), 9)) + chunk(b"IEND", b""))
-
-
-def _sepia(seed: int):
-    """A small sepia 'photograph': sky, a horizon, a darker street."""
-    def pixel(x: int, y: int):
-        if y < 10:                                      # sky
-            shade = 200 - y * 3
-        elif y < 12 + (x * seed) % 5:                   # roofline
-            shade = 90
-        else:                                           # street
-            shade = 140 - (y - 12) * 4 + ((x + y * seed) % 7) * 3
-        shade = max(20, min(235, shade))
-        return (shade, int(shade * 0.85), int(shade * 0.65))
-    return pixel
-
-
-SEEDS = {
-    1: {
-        "name": "lambton-quay-1910.png",
-        "Text": "Lambton Quay, Wellington, about 1910: electric trams and horse-drawn "
-                "carts pass the shops that line the old shoreline.",
-        "Tags": ["lambtonquay", "transport", "tram"],
-        "Objective": "How do people get around the city?",
-    },
-    2: {
-        "name": "cuba-street-1935.png",
-        "Text": "Cuba Street in the 1930s: shoppers, verandas and a tram on its way "
-                "into town.",
-        "Tags": ["cubastreet", "shopping"],
-        "Objective": "What do people wear?",
-    },
-    3: {
-        "name": "oriental-bay-1925.png",
-        "Text": "Bathers and strollers at Oriental Bay in the 1920s, with the "
-                "Roseneath hills behind.",
-        "Tags": ["orientalbay", "beach", "summer"],
-    },
-}
-
-
-def seed_content(seed: int) -> dict:
-    info = SEEDS[seed]
-    png = make_png(32, 24, _sepia(seed))
-    return {
-        "Submitter": "Torokiki curators <curators@torokiki.net>",
-        "Text": info["Text"],
-        "Tags": list(info["Tags"]),
-        **({"Objective": info["Objective"]} if "Objective" in info else {}),
-        "Attachment": {"name": info["name"], "data": base64.b64encode(png).decode("ascii")},
-    }
-
-
-# --------------------------------------------------------------------------- store
-
-class Store:
-    """Content kept as JSON files under one folder.  One process at a time."""
-
-    def __init__(self, root: os.PathLike | str, site_url: str):
-        self.root = Path(root)
-        self.site_url = site_url.rstrip("/")
-        self.lock = threading.Lock()
-        self._last_id: int | None = None
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    # paths
-    def _seed_dir(self, seed: int) -> Path:
-        return self.root / "image" / str(seed)
-
-    def _response_path(self, seed: int, rid: int) -> Path:
-        return self._seed_dir(seed) / "responses" / f"{rid}.json"
-
-    def _key_path(self, key: str) -> Path:
-        return self.root / "idempotency" / (hashlib.sha256(key.encode("utf-8")).hexdigest() + ".json")
-
-    def location(self, seed: int, rid: int) -> str:
-        return f"{self.site_url}/image/{seed}/response/{rid}"
-
-    # reading
-    def populate(self) -> None:
-        """Create seeds 1, 2, 3 when the store has no seed yet."""
-        if any(self.seed_ids()):
-            return
-        for seed in SEEDS:
-            write_json_atomic(self._seed_dir(seed) / "seed.json", {"id": seed, "content": seed_content(seed)})
-
-    def seed_ids(self) -> list[int]:
-        base = self.root / "image"
-        if not base.is_dir():
-            return []
-        return sorted(int(p.name) for p in base.iterdir()
-                      if p.name.isdigit() and (p / "seed.json").is_file())
-
-    def seed(self, seed: int) -> dict | None:
-        record = _read_json(self._seed_dir(seed) / "seed.json")
-        return None if record is None else record["content"]
-
-    def response(self, seed: int, rid: int) -> dict | None:
-        record = _read_json(self._response_path(seed, rid))
-        return None if record is None else record["content"]
-
-    def responses(self) -> list[dict]:
-        """Every stored response record, in id order."""
-        records = []
-        for path in (self.root / "image").glob("*/responses/*.json"):
-            record = _read_json(path)
-            if record is not None:
-                records.append(record)
-        return sorted(records, key=lambda r: r["id"])
-
-    def known_key(self, key: str) -> dict | None:
-        return _read_json(self._key_path(key))
-
-    # writing (call with self.lock held)
-    def _next_id(self) -> int:
-        # One scan of the store, then a counter: only this process adds responses, and a
-        # scan per POST grew with the store (the benchmark's website adds a thousand).
-        if self._last_id is None:
-            ids = [int(p.stem) for p in (self.root / "image").glob("*/responses/*.json") if p.stem.isdigit()]
-            self._last_id = max(ids, default=FIRST_RESPONSE_ID - 1)
-        self._last_id += 1
-        return self._last_id
-
-    def add_response(self, seed: int, content: dict, key: str | None, sent: bytes | None = None) -> dict:
-        """Store a response.  `sent` is the JSON text `content` was parsed from, when there is one."""
-        rid = self._next_id()
-        record = {"id": rid, "seed": seed, "idempotency_key": key,
-                  "location": self.location(seed, rid), "content": content}
-        path = self._response_path(seed, rid)
-        if sent is None:
-            write_json_atomic(path, record)
-        else:
-            # The content is kept as the client sent it (parsed and validated already):
-            # encoding a 7 MB photo's JSON again took longer than the rest of its POST.
-            head = json.dumps({k: v for k, v in record.items() if k != "content"}, ensure_ascii=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, head[:-1].encode("utf-8") + b', "content": ' + sent + b"}\n")
-        if key is not None:
-            write_json_atomic(self._key_path(key), {"key": key, "seed": seed, "id": rid,
-                                                    "location": record["location"]})
-        return record
-
-
-# --------------------------------------------------------------------------- validation
-
-class Invalid(Exception):
-    """The submitted content breaks the contract; str() says how."""
-
-
-def validate(content: Any, seed: int, store: Store) -> None:
-    if not isinstance(content, dict):
-        raise Invalid("the body must be a JSON object")
-    unknown = sorted(set(content) - CONTENT_FIELDS)
-    if unknown:
-        raise Invalid(f"unknown field(s): {', '.join(unknown)}")
-
-    inspired = content.get("InspiredBy")
-    if not isinstance(inspired, str) or not inspired:
-        raise Invalid("InspiredBy is required")
-    prefix = f"{store.site_url}/image/{seed}/response"
-    rest = inspired[len(prefix):] if inspired.startswith(prefix) else None
-    if rest == "":
-        pass                                                 # the seed itself
-    elif rest is not None and re.fullmatch(r"/[0-9]+", rest):
-        if store.response(seed, int(rest[1:])) is None:
-            raise Invalid(f"InspiredBy names no response of seed {seed}: {inspired}")
-    else:
-        raise Invalid(f"InspiredBy must be {prefix} or {prefix}/ID (canonical, no trailing slash), "
-                      f"not {inspired!r}")
-
-    has_text, has_attachment = "Text" in content, "Attachment" in content
-    if has_text == has_attachment:
-        raise Invalid("exactly one of Text and Attachment is required")
-    if has_text and (not isinstance(content["Text"], str) or not content["Text"].strip()):
-        raise Invalid("Text must be a non-empty string")
-    if has_attachment:
-        attachment = content["Attachment"]
-        if not isinstance(attachment, dict) or set(attachment) != {"name", "data"}:
-            raise Invalid("Attachment must be an object with exactly name and data")
-        if not isinstance(attachment["name"], str) or not attachment["name"].strip():
-            raise Invalid("Attachment.name must be a non-empty string")
-        if "/" in attachment["name"] or "\\" in attachment["name"]:
-            raise Invalid("Attachment.name must be a file name, not a path")
-        data = attachment["data"]
-        if not isinstance(data, str):
-            raise Invalid("Attachment.data must be a base64 string")
-        if not data.strip("="):
-            raise Invalid("Attachment.data is empty")
-        if not is_base64(data):
-            raise Invalid("Attachment.data is not valid base64 (no line breaks allowed)")
-
-    if "Tags" in content:
-        tags = content["Tags"]
-        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-            raise Invalid("Tags must be a list of non-empty strings")
-    for field in ("Submitter", "Objective", "Location"):
-        if field in content and (not isinstance(content[field], str) or not content[field].strip()):
-            raise Invalid(f"{field} must be a non-empty string")
-    if "APICaller" in content and not isinstance(content["APICaller"], dict):
-        raise Invalid("APICaller must be an object")
-
-
-_BASE64_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def is_base64(text: str) -> bool:
-    """Canonical base64 (RFC 4648, padded, no line breaks), checked without decoding it."""
-    try:
-        data = text.encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    rest = data.translate(None, _BASE64_LETTERS)      # what is not a letter: at most "==", at the end
-    return len(data) % 4 == 0 and rest in (b"", b"=", b"==") and data.endswith(rest)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -858,7 +599,7 @@ def make_server(store_dir: os.PathLike | str, site_url: str, api_key: str | None
     return TorokikiServer((host, port), store, api_key=api_key, quiet=quiet)
 
 
-def _base_url(server: TorokikiServer) -> str:
+def base_url(server: TorokikiServer) -> str:
     host = server.server_address[0]
     if ":" in host:
         host = f"[{host}]"
@@ -876,46 +617,4 @@ def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None
                               name="torokiki-website", daemon=True)
     thread.start()
     server.thread = thread
-    return server, _base_url(server)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torokiki_pipe.devtools.reference_site",
-                                     description="Reference Torokiki website for development and tests.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--store", required=True, help="folder that keeps the content")
-    parser.add_argument("--site-url", default="http://torokiki.net",
-                        help="public site URL used in Location and InspiredBy")
-    parser.add_argument("--api-key", default=os.environ.get("TOROKIKI_REFERENCE_API_KEY"),
-                        help="require this X-API-Key on submissions")
-    parser.add_argument("--port-file", help="write the port number to this file")
-    parser.add_argument("--quiet", action="store_true", help="do not log requests")
-    args = parser.parse_args(argv)
-
-    try:
-        server = make_server(args.store, args.site_url, api_key=args.api_key,
-                             host=args.host, port=args.port, quiet=args.quiet)
-    except OSError as error:
-        print(f"cannot start: {error}", file=sys.stderr)
-        return 1
-    if args.port_file:
-        write_atomically(Path(args.port_file), f"{server.port}\n".encode())
-    print(f"listening on {_base_url(server)}", flush=True)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stopping.set()
-        server.server_close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return server, base_url(server)
