@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from torokiki_pipe.adapters.records import write_atomically
-from torokiki_pipe.devtools.reference_site.server import base_url, make_server
+from torokiki_pipe.devtools.reference_site.server import make_server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.port_file:
         write_atomically(Path(args.port_file), f"{server.port}\n".encode())
-    print(f"listening on {base_url(server)}", flush=True)
+    print(f"listening on {server.base_url}", flush=True)
 
     def stop(signum, frame):
         raise KeyboardInterrupt

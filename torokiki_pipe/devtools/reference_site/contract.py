@@ -1,18 +1,25 @@
-"""The content API of torokiki-api.md, as the reference website enforces it on submissions.
+"""The content API of torokiki-api.md, as the reference website enforces it.
 
-Each rule cites the section of torokiki-api.md it carries out.  Only the website's side is
-here; the gateway's side (which URLs in mail it accepts, how it reads the answers) is the
-gateway's own.
+Each rule names the section of torokiki-api.md it carries out.  Only the website's side is
+here: which URLs in mail the gateway accepts, how it normalises them and how it reads the
+answers are the gateway's own.
 
-- "The content object (JSON)": CONTENT_FIELDS, and ``validate``, which raises Invalid for a
-  submitted content object that breaks it, with a message for the 400 answer.
-- "Content URLs": ``validate`` accepts only the canonical form in ``InspiredBy``.
-- "Submitting a response": ``InspiredBy`` names the seed the POST went to, or a stored
-  response of that seed; SAVED_STATUSES are the answers that mean "saved".
+"Content URLs"
+    CONTENT_PATH is the path of a seed or of a response (decimal ids, segment ``image``,
+    then ``response``, an optional trailing ``/``); ``content_url`` is its canonical form
+    (the site URL, the path, no trailing slash), the one ``validate`` accepts in
+    ``InspiredBy`` and the one a saved response's Location gives.
+"The content object (JSON)"
+    CONTENT_FIELDS, and ``validate``: ``Text`` or ``Attachment``, never both; ``Tags`` a
+    list of strings; ``Attachment.data`` base64 without line breaks (``is_base64``).
+"Submitting a response"
+    ``validate``: ``InspiredBy`` names the seed whose collection the POST went to, or a
+    stored response of that seed.  SAVED_STATUSES are the answers that mean "saved".
 
-Where the page is silent, the website is strict (non-empty strings, a file name without a
-path, no field the page does not name), so that a gateway which passes here sends what any
-reading of the page allows.
+Where the page is silent the website is strict (``InspiredBy`` required; ``Text``,
+``Submitter``, ``Objective``, ``Location`` and each tag non-empty; ``APICaller`` an object;
+``Attachment.name`` a file name, not a path; no field the page does not name), so that a
+gateway which passes here sends what any reading of the page allows.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torokiki_pipe.devtools.reference_site.store import Store
 
+# "Content URLs": the path of seed `seed`, or (with `id`) of its response `id`.
+CONTENT_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?$")
 # "The content object (JSON)": every field the object may have.
 CONTENT_FIELDS = {"Submitter", "InspiredBy", "Text", "Tags", "Objective", "Location",
                   "Attachment", "APICaller"}
@@ -31,20 +40,30 @@ SAVED_STATUSES = (201, 301, 302, 303)
 
 
 class Invalid(Exception):
-    """The submitted content breaks the contract; str() says how."""
+    """The submitted content breaks the contract; str() says how (the 400 answer's error)."""
+
+
+def content_url(site_url: str, seed: int, response: int | None = None) -> str:
+    """The canonical URL of seed `seed`, or of its response `response`; `site_url` ends without "/"."""
+    return f"{site_url}/image/{seed}/response" + ("" if response is None else f"/{response}")
 
 
 def validate(content: Any, seed: int, store: Store) -> None:
+    """Raise Invalid unless `content` may be stored as a response POSTed to seed `seed`.
+
+    `store` says the site URL and which responses exist; nothing is written.
+    """
     if not isinstance(content, dict):
         raise Invalid("the body must be a JSON object")
     unknown = sorted(set(content) - CONTENT_FIELDS)
     if unknown:
         raise Invalid(f"unknown field(s): {', '.join(unknown)}")
 
+    # "Content URLs" (the canonical form) and "Submitting a response" (the seed posted to).
     inspired = content.get("InspiredBy")
     if not isinstance(inspired, str) or not inspired:
         raise Invalid("InspiredBy is required")
-    prefix = f"{store.site_url}/image/{seed}/response"
+    prefix = content_url(store.site_url, seed)
     rest = inspired[len(prefix):] if inspired.startswith(prefix) else None
     if rest == "":
         pass                                                 # the seed itself
@@ -55,6 +74,7 @@ def validate(content: Any, seed: int, store: Store) -> None:
         raise Invalid(f"InspiredBy must be {prefix} or {prefix}/ID (canonical, no trailing slash), "
                       f"not {inspired!r}")
 
+    # "The content object (JSON)".
     has_text, has_attachment = "Text" in content, "Attachment" in content
     if has_text == has_attachment:
         raise Invalid("exactly one of Text and Attachment is required")

@@ -84,7 +84,6 @@ import hmac
 import ipaddress
 import json
 import os
-import re
 import socket
 import sys
 import threading
@@ -93,23 +92,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from torokiki_pipe.devtools.reference_site.contract import SAVED_STATUSES, Invalid, validate
+from torokiki_pipe.devtools.reference_site.contract import CONTENT_PATH, SAVED_STATUSES, Invalid, validate
 from torokiki_pipe.devtools.reference_site.store import Store
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELAY = 600.0
 MODES = ("ok", "down", "refuse", "slow", "flaky", "echo-key", "huge", "endless", "trickle", "foreign-location")
-HOSTILE = ("echo-key", "huge", "endless", "trickle", "foreign-location")
+HOSTILE_MODES = ("echo-key", "huge", "endless", "trickle", "foreign-location")
 DEFAULT_HUGE_SIZE = 200 * 1024 * 1024
 MAX_HUGE_SIZE = 1 << 34
 ENDLESS_LIMIT = 1 << 34            # an "endless" body still stops here (16 GB)
 WRITE_TIMEOUT = 10.0               # a client that stops reading is a client gone
 DEFAULT_FOREIGN_LOCATION = "http://evil.example/image/1/response/1"
 
-_API_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?$")
+
+class BadControl(Exception):
+    """A /_control body the server cannot apply; str() says why (the 400 answer's error)."""
 
 
-def _json_bytes(value: Any) -> bytes:
+def _json_answer(value: Any) -> bytes:
+    """The body of a JSON answer, as every answer of this server writes it."""
     return (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
@@ -135,8 +137,8 @@ class Filler:
             yield chunk
 
 
-def summary(record: dict) -> dict:
-    """A stored response for /_stats: everything but the attachment bytes."""
+def stats_item(record: dict) -> dict:
+    """A stored response as /_stats lists it: everything, the attachment's data as its size."""
     content = dict(record["content"])
     if "Attachment" in content:
         attachment = content["Attachment"]
@@ -149,7 +151,7 @@ def summary(record: dict) -> dict:
 # --------------------------------------------------------------------------- server
 
 class TorokikiServer(ThreadingHTTPServer):
-    """The HTTP server; state for fault injection and counters lives here."""
+    """The HTTP server of one Store; the fault-injection mode and the /_stats counters live here."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -174,11 +176,19 @@ class TorokikiServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    @property
+    def base_url(self) -> str:
+        """http://HOST:PORT where the server answers (an IPv6 host in brackets)."""
+        host = self.server_address[0]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
     def count(self, name: str) -> None:
         with self.state_lock:
             self.counts[name] += 1
 
-    def fault(self) -> tuple[int | None, float]:
+    def injected_fault(self) -> tuple[int | None, float]:
         """(status to answer instead, or None; seconds to sleep first)."""
         with self.state_lock:
             mode = self.mode["mode"]
@@ -194,37 +204,38 @@ class TorokikiServer(ThreadingHTTPServer):
             return None, 0.0
 
     def set_mode(self, body: Any) -> dict:
+        """Apply a POST /_control body and return the mode now in force; BadControl if it is wrong."""
         if not isinstance(body, dict):
-            raise Invalid("the body must be a JSON object")
+            raise BadControl("the body must be a JSON object")
         mode = body.get("mode", "ok")
         if mode not in MODES:
-            raise Invalid(f"mode must be one of {', '.join(MODES)}")
+            raise BadControl(f"mode must be one of {', '.join(MODES)}")
         delay = body.get("delay", {"slow": 5.0, "trickle": 1.0}.get(mode, 0.0))
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
-            raise Invalid(f"delay must be a number of seconds between 0 and {MAX_DELAY:g}")
+            raise BadControl(f"delay must be a number of seconds between 0 and {MAX_DELAY:g}")
         status = body.get("status")
         if status is not None and (isinstance(status, bool) or not isinstance(status, int)
                                    or not 200 <= status <= 599):
-            raise Invalid("status must be an HTTP status between 200 and 599")
+            raise BadControl("status must be an HTTP status between 200 and 599")
         size = body.get("size", DEFAULT_HUGE_SIZE)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_HUGE_SIZE:
-            raise Invalid(f"size must be a number of bytes between 1 and {MAX_HUGE_SIZE}")
+            raise BadControl(f"size must be a number of bytes between 1 and {MAX_HUGE_SIZE}")
         location = body.get("location", DEFAULT_FOREIGN_LOCATION)
         if location is not None and (not isinstance(location, str) or not location.isprintable()):
-            raise Invalid("location must be a one-line string or null")
+            raise BadControl("location must be a one-line string or null")
         part = body.get("part", "body")
         if part not in ("body", "head"):
-            raise Invalid("part must be body or head")
+            raise BadControl("part must be body or head")
         length = body.get("length", True)
         if not isinstance(length, bool):
-            raise Invalid("length must be true or false")
+            raise BadControl("length must be true or false")
         with self.state_lock:
             self.mode = {"mode": mode, "delay": float(delay), "status": status, "size": size,
                          "location": location, "part": part, "length": length}
             self.flaky_count = 0
             return dict(self.mode)
 
-    def current(self) -> dict:
+    def current_mode(self) -> dict:
         with self.state_lock:
             return dict(self.mode)
 
@@ -232,7 +243,7 @@ class TorokikiServer(ThreadingHTTPServer):
         with self.state_lock:
             result = dict(self.counts)
             result["mode"] = dict(self.mode)
-        result["items"] = [summary(r) for r in self.store.responses()]
+        result["items"] = [stats_item(r) for r in self.store.responses()]
         return result
 
     def handle_error(self, request, client_address) -> None:
@@ -266,7 +277,7 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     def _send_json(self, status: int, value: Any, headers: dict | None = None) -> None:
-        body = (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+        body = _json_answer(value)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -314,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "the body is not JSON")
             return False, None
 
-    def _loopback_client(self) -> bool:
+    def _client_is_loopback(self) -> bool:
         host = self.client_address[0]
         try:
             address = ipaddress.ip_address(host.split("%")[0])
@@ -323,13 +334,13 @@ class Handler(BaseHTTPRequestHandler):
         mapped = getattr(address, "ipv4_mapped", None)
         return address.is_loopback or bool(mapped and mapped.is_loopback)
 
-    def _path(self) -> str:
+    def _request_path(self) -> str:
         return urlsplit(self.path).path
 
     # ---- faults
-    def _apply_fault(self) -> bool:
+    def _answer_injected_fault(self) -> bool:
         """Answer an injected fault; True when the request was answered."""
-        status, delay = self.server.fault()
+        status, delay = self.server.injected_fault()
         if delay:
             self.server.stopping.wait(delay)
         if status is None:
@@ -343,36 +354,36 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- methods
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        path = self._path()
+        path = self._request_path()
         if path in ("/_stats", "/_control"):
-            if not self._loopback_client():
+            if not self._client_is_loopback():
                 self._error(403, "control endpoints answer loopback clients only")
             elif path == "/_stats":
                 self._send_json(200, self.server.stats())
             else:
                 self._send_json(200, dict(self.server.mode))
             return
-        match = _API_PATH.match(path)
+        match = CONTENT_PATH.match(path)
         if not match:
             self._error(404, "not found")
             return
         self.server.count("gets")
-        if self._apply_fault():
+        if self._answer_injected_fault():
             return
         seed, rid = int(match["seed"]), match["id"]
         store = self.server.store
         content = store.seed(seed) if rid is None else store.response(seed, int(rid))
         if content is None:
             self._error(404, "no such content")
-        elif not self._hostile_get(content):
+        elif not self._answer_get_hostile(content):
             self._send_json(200, content)
 
     do_HEAD = do_GET
 
     def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
-        path = self._path()
+        path = self._request_path()
         if path == "/_control":
-            if not self._loopback_client():
+            if not self._client_is_loopback():
                 if self._read_body() is not None:
                     self._error(403, "control endpoints answer loopback clients only")
                 return
@@ -381,10 +392,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             try:
                 self._send_json(200, self.server.set_mode(body))
-            except Invalid as error:
+            except BadControl as error:
                 self._error(400, str(error))
             return
-        match = _API_PATH.match(path)
+        match = CONTENT_PATH.match(path)
         if not match or match["id"] is not None:
             if self._read_body() is None:
                 return
@@ -395,9 +406,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.server.count("posts")
         raw = self._read_body()
-        if raw is None or self._apply_fault():
+        if raw is None or self._answer_injected_fault():
             return
-        mode = self.server.current()
+        mode = self.server.current_mode()
         if mode["mode"] == "echo-key" and (mode["status"] or 422) not in SAVED_STATUSES:
             self.server.count("faults")
             self._echo_key_error(mode["status"] or 422)
@@ -438,7 +449,7 @@ class Handler(BaseHTTPRequestHandler):
         known = None
         with store.lock:      # answered after it is released: a trickled answer must not hold it
             if key is not None:
-                known = store.known_key(key)
+                known = store.earlier_submission(key)
             if known is None:
                 try:
                     validate(content, seed, store)
@@ -449,16 +460,17 @@ class Handler(BaseHTTPRequestHandler):
                 record = store.add_response(seed, content, key, sent=raw)
         if known is not None:
             server.count("duplicates")
-            self._saved({"id": known["id"], "location": known["location"]}, {"Idempotent-Replayed": "true"}, mode)
+            self._answer_saved({"id": known["id"], "location": known["location"]},
+                               {"Idempotent-Replayed": "true"}, mode)
             return
         server.count("stored")
-        self._saved({"id": record["id"], "location": record["location"]}, {}, mode)
+        self._answer_saved({"id": record["id"], "location": record["location"]}, {}, mode)
 
     # ---- hostile modes
-    def _saved(self, value: dict, headers: dict, mode: dict) -> None:
+    def _answer_saved(self, value: dict, headers: dict, mode: dict) -> None:
         """Answer a stored (or replayed) submission: 201 with its Location, unless a hostile mode says otherwise."""
         name, location = mode["mode"], value["location"]
-        if name not in HOSTILE:
+        if name not in HOSTILE_MODES:
             self._send_json(201, value, {"Location": location, **headers})
             return
         status = mode["status"] or 201
@@ -474,18 +486,18 @@ class Handler(BaseHTTPRequestHandler):
         if status in SAVED_STATUSES:
             headers = {"Location": location, **headers}
         if name == "trickle":
-            self._trickle(status, headers, _json_bytes(value), mode)
+            self._trickle(status, headers, _json_answer(value), mode)
             return
         head = json.dumps(value, ensure_ascii=False)[:-1].encode("utf-8") + b', "padding": "'
         if name == "huge":
             size = max(0, mode["size"] - len(head) - 2)
-            self._stream(status, headers, [head, Filler(size, b"x" * 65536), b'"}'], mode)
+            self._write_long_body(status, headers, [head, Filler(size, b"x" * 65536), b'"}'], mode)
         else:
-            self._stream(status, headers, [head, Filler(None, b"x" * 65536)], mode, chunked=True)
+            self._write_long_body(status, headers, [head, Filler(None, b"x" * 65536)], mode, chunked=True)
 
-    def _hostile_get(self, content: dict) -> bool:
+    def _answer_get_hostile(self, content: dict) -> bool:
         """Answer a GET of `content` as the hostile mode says; False when it says nothing."""
-        mode = self.server.current()
+        mode = self.server.current_mode()
         name = mode["mode"]
         if name == "echo-key":
             key = self._echoed_key()
@@ -502,12 +514,12 @@ class Handler(BaseHTTPRequestHandler):
             head = (b'{"Submitter": "Torokiki curators <curators@torokiki.net>", "Text": "A very large file.", '
                     b'"Attachment": {"name": "huge.bin", "data": "')
             size = max(4, (mode["size"] - len(head) - 3) // 4 * 4)
-            self._stream(mode["status"] or 200, {}, [head, Filler(size, BASE64_BLOCK), b'"}}'], mode)
+            self._write_long_body(mode["status"] or 200, {}, [head, Filler(size, BASE64_BLOCK), b'"}}'], mode)
         elif name == "endless":
-            self._stream(mode["status"] or 200, {}, [b'{"Text": "', Filler(None, b"a" * 65536)], mode,
+            self._write_long_body(mode["status"] or 200, {}, [b'{"Text": "', Filler(None, b"a" * 65536)], mode,
                          chunked=True)
         elif name == "trickle":
-            self._trickle(mode["status"] or 200, {}, _json_bytes(content), mode)
+            self._trickle(mode["status"] or 200, {}, _json_answer(content), mode)
         else:
             return False
         return True
@@ -533,7 +545,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, status: int, headers: dict, pieces: list, mode: dict, chunked: bool = False) -> None:
+    def _write_long_body(self, status: int, headers: dict, pieces: list, mode: dict, chunked: bool = False) -> None:
         """Write a long body in chunks, until done, the client is gone or the server stops."""
         self.close_connection = True
         self.connection.settimeout(WRITE_TIMEOUT)
@@ -599,13 +611,6 @@ def make_server(store_dir: os.PathLike | str, site_url: str, api_key: str | None
     return TorokikiServer((host, port), store, api_key=api_key, quiet=quiet)
 
 
-def base_url(server: TorokikiServer) -> str:
-    host = server.server_address[0]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
-
-
 def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None = None,
                     host: str = "127.0.0.1", quiet: bool = True) -> tuple[TorokikiServer, str]:
     """Start a server on a free loopback port in a daemon thread.
@@ -617,4 +622,4 @@ def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None
                               name="torokiki-website", daemon=True)
     thread.start()
     server.thread = thread
-    return server, base_url(server)
+    return server, server.base_url

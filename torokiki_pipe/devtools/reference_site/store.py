@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from torokiki_pipe.adapters.records import write_atomically
+from torokiki_pipe.devtools.reference_site.contract import content_url
 
 FIRST_RESPONSE_ID = 101
 
@@ -38,7 +39,8 @@ def write_json_atomic(path: Path, value: Any) -> None:
     write_atomically(path, text.encode("utf-8"))
 
 
-def _read_json(path: Path) -> Any | None:
+def _read_json_or_none(path: Path) -> Any | None:
+    """The JSON in `path`, or None when there is no such file."""
     try:
         with open(path, encoding="utf-8") as stream:
             return json.load(stream)
@@ -65,7 +67,7 @@ def make_png(width: int, height: int, pixel) -> bytes:
             + chunk(b"IDAT", zlib.compress(bytes(rows), 9)) + chunk(b"IEND", b""))
 
 
-def _sepia(seed: int):
+def _sepia_pixels(seed: int):
     """A small sepia 'photograph': sky, a horizon, a darker street."""
     def pixel(x: int, y: int):
         if y < 10:                                      # sky
@@ -104,8 +106,9 @@ SEEDS = {
 
 
 def seed_content(seed: int) -> dict:
+    """The content object of seed `seed` (one of SEEDS), its picture drawn afresh."""
     info = SEEDS[seed]
-    png = make_png(32, 24, _sepia(seed))
+    png = make_png(32, 24, _sepia_pixels(seed))
     return {
         "Submitter": "Torokiki curators <curators@torokiki.net>",
         "Text": info["Text"],
@@ -134,11 +137,12 @@ class Store:
     def _response_path(self, seed: int, rid: int) -> Path:
         return self._seed_dir(seed) / "responses" / f"{rid}.json"
 
-    def _key_path(self, key: str) -> Path:
+    def _idempotency_path(self, key: str) -> Path:
         return self.root / "idempotency" / (hashlib.sha256(key.encode("utf-8")).hexdigest() + ".json")
 
     def location(self, seed: int, rid: int) -> str:
-        return f"{self.site_url}/image/{seed}/response/{rid}"
+        """The canonical URL of response `rid` to seed `seed`: what its Location says."""
+        return content_url(self.site_url, seed, rid)
 
     # reading
     def populate(self) -> None:
@@ -156,24 +160,25 @@ class Store:
                       if p.name.isdigit() and (p / "seed.json").is_file())
 
     def seed(self, seed: int) -> dict | None:
-        record = _read_json(self._seed_dir(seed) / "seed.json")
+        record = _read_json_or_none(self._seed_dir(seed) / "seed.json")
         return None if record is None else record["content"]
 
     def response(self, seed: int, rid: int) -> dict | None:
-        record = _read_json(self._response_path(seed, rid))
+        record = _read_json_or_none(self._response_path(seed, rid))
         return None if record is None else record["content"]
 
     def responses(self) -> list[dict]:
         """Every stored response record, in id order."""
         records = []
         for path in (self.root / "image").glob("*/responses/*.json"):
-            record = _read_json(path)
+            record = _read_json_or_none(path)
             if record is not None:
                 records.append(record)
         return sorted(records, key=lambda r: r["id"])
 
-    def known_key(self, key: str) -> dict | None:
-        return _read_json(self._key_path(key))
+    def earlier_submission(self, key: str) -> dict | None:
+        """{"key", "seed", "id", "location"} of the response first stored with Idempotency-Key `key`."""
+        return _read_json_or_none(self._idempotency_path(key))
 
     # writing (call with self.lock held)
     def _next_id(self) -> int:
@@ -200,6 +205,6 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, head[:-1].encode("utf-8") + b', "content": ' + sent + b"}\n")
         if key is not None:
-            write_json_atomic(self._key_path(key), {"key": key, "seed": seed, "id": rid,
-                                                    "location": record["location"]})
+            write_json_atomic(self._idempotency_path(key), {"key": key, "seed": seed, "id": rid,
+                                                            "location": record["location"]})
         return record
