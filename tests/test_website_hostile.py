@@ -1,6 +1,6 @@
 """A hostile website against the installed pipe, and the judging of its answers.
 
-The reference website's hostile modes (devtools/website.py) echo the API key
+The reference website's hostile modes (devtools/reference_site/server.py) echo the API key
 in error texts, headers and the Location, send huge, endless and trickled
 bodies, foreign Locations and the statuses that mean "the key is wrong" or
 "later".  Each run asserts on everything the gateway leaves behind: the
