@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from torokiki_pipe.devtools.reference_site import serve_in_thread
+from torokiki_pipe.devtools.reference_site.server import serve_in_thread
 
 SITE_URL = "http://torokiki.net"
 GATEWAY_ADDRESS = "gateway@torokiki.net"

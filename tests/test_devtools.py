@@ -22,7 +22,9 @@ import pytest
 import requests
 
 from torokiki_pipe.devtools import outbox, smtpsink
-from torokiki_pipe.devtools.reference_site import is_base64, make_png, serve_in_thread
+from torokiki_pipe.devtools.reference_site.contract import is_base64
+from torokiki_pipe.devtools.reference_site.server import serve_in_thread
+from torokiki_pipe.devtools.reference_site.store import make_png
 from torokiki_pipe.adapters.sendmail import Sendmail
 
 SITE = "http://torokiki.net"

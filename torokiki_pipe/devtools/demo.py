@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from torokiki_pipe.devtools import outbox
-from torokiki_pipe.devtools.reference_site import serve_in_thread
+from torokiki_pipe.devtools.reference_site.server import serve_in_thread
 
 SITE_URL = "http://torokiki.net"
 GATEWAY = "gateway@torokiki.net"

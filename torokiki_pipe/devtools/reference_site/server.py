@@ -1,17 +1,23 @@
-"""A reference Torokiki website: a stand-in for development, tests and the demo.
+"""The reference website's HTTP server: the content API over a Store, with fault injection.
 
-It speaks the content API of ``torokiki-api.md`` (only what the gateway uses)
-and keeps content as JSON files in a folder.  It is not the real website:
-nothing here is meant for production.  Standard library only.
+``make_server(store_dir, site_url, api_key)`` binds a TorokikiServer to a store with its
+seeds; ``serve_in_thread(...)`` also serves it from a daemon thread and returns
+``(server, base_url)``; ``server.shutdown()`` stops it, wakes the answers that sleep or
+write for long, and closes the socket.  Standard library only; not for production.
 
-Store layout (every file written atomically, tempfile + os.replace)::
+The API (torokiki-api.md; contract.py holds its rules):
 
-    STORE/image/{seed}/seed.json                 {"id": 1, "content": {...}}
-    STORE/image/{seed}/responses/{id}.json       {"id", "seed", "idempotency_key", "location", "content"}
-    STORE/idempotency/{sha256(key)}.json         {"key", "seed", "id", "location"}
-
-Response ids are one counter across the store, starting at 101 so that they
-never look like seed ids.
+``GET /image/{seed}/response[/{id}]`` (and HEAD)
+    200 with the content object, 404 when there is none.
+``POST /image/{seed}/response``
+    401 without the server's X-API-Key (when it has one), 415 unless the Content-Type is
+    application/json, 404 for a seed that does not exist, 400 for a body that is not JSON
+    or breaks the contract; otherwise stored and answered 201 ``{"id", "location"}`` with
+    the new response's Location.  A known Idempotency-Key stores nothing and answers the
+    first submission's 201 again, with ``Idempotent-Replayed: true``.
+Anything else
+    404 for another path, 405 for a POST to a response and for other methods, 411 for a
+    chunked body, 413 for a body over MAX_BODY_BYTES.
 
 Fault injection (loopback clients only) for tests::
 
@@ -69,306 +75,43 @@ echoed is the X-API-Key the client sent, or the server's own when none was sent.
 A mode that writes for long (``huge``, ``endless``, ``trickle``) stops when the
 client goes away (a write fails, or blocks for WRITE_TIMEOUT seconds), when the
 server shuts down, and at the latest after ENDLESS_LIMIT bytes or MAX_DELAY seconds.
-
-Run it::
-
-    python -m torokiki_pipe.devtools.reference_site --port 0 --store /tmp/store \\
-        --site-url http://torokiki.net [--api-key KEY] [--port-file FILE]
-
-or, in tests, ``server, url = serve_in_thread(store, site_url, api_key)`` and
-``server.shutdown()``.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
-import hashlib
 import hmac
 import ipaddress
 import json
 import os
-import re
-import signal
 import socket
-import struct
 import sys
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from torokiki_pipe.adapters.records import write_atomically
+from torokiki_pipe.devtools.reference_site.contract import CONTENT_PATH, SAVED_STATUSES, Invalid, validate
+from torokiki_pipe.devtools.reference_site.store import Store
 
-FIRST_RESPONSE_ID = 101
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELAY = 600.0
 MODES = ("ok", "down", "refuse", "slow", "flaky", "echo-key", "huge", "endless", "trickle", "foreign-location")
-HOSTILE = ("echo-key", "huge", "endless", "trickle", "foreign-location")
-SAVED_STATUSES = (201, 301, 302, 303)
+HOSTILE_MODES = ("echo-key", "huge", "endless", "trickle", "foreign-location")
 DEFAULT_HUGE_SIZE = 200 * 1024 * 1024
 MAX_HUGE_SIZE = 1 << 34
 ENDLESS_LIMIT = 1 << 34            # an "endless" body still stops here (16 GB)
 WRITE_TIMEOUT = 10.0               # a client that stops reading is a client gone
 DEFAULT_FOREIGN_LOCATION = "http://evil.example/image/1/response/1"
-CONTENT_FIELDS = {"Submitter", "InspiredBy", "Text", "Tags", "Objective", "Location",
-                  "Attachment", "APICaller"}
-
-_API_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?$")
 
 
-# --------------------------------------------------------------------------- files
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write `value` as JSON to `path` so that readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
-    write_atomically(path, text.encode("utf-8"))
+class BadControl(Exception):
+    """A /_control body the server cannot apply; str() says why (the 400 answer's error)."""
 
 
-def _read_json(path: Path) -> Any | None:
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
-    except FileNotFoundError:
-        return None
-
-
-# --------------------------------------------------------------------------- seeds
-
-def make_png(width: int, height: int, pixel) -> bytes:
-    """A valid 8-bit RGB PNG; `pixel(x, y)` returns (r, g, b)."""
-    rows = bytearray()
-    for y in range(height):
-        rows.append(0)                      # filter type: none
-        for x in range(width):
-            rows.extend(bytes(pixel(x, y)))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(bytes(rows), 9)) + chunk(b"IEND", b""))
-
-
-def _sepia(seed: int):
-    """A small sepia 'photograph': sky, a horizon, a darker street."""
-    def pixel(x: int, y: int):
-        if y < 10:                                      # sky
-            shade = 200 - y * 3
-        elif y < 12 + (x * seed) % 5:                   # roofline
-            shade = 90
-        else:                                           # street
-            shade = 140 - (y - 12) * 4 + ((x + y * seed) % 7) * 3
-        shade = max(20, min(235, shade))
-        return (shade, int(shade * 0.85), int(shade * 0.65))
-    return pixel
-
-
-SEEDS = {
-    1: {
-        "name": "lambton-quay-1910.png",
-        "Text": "Lambton Quay, Wellington, about 1910: electric trams and horse-drawn "
-                "carts pass the shops that line the old shoreline.",
-        "Tags": ["lambtonquay", "transport", "tram"],
-        "Objective": "How do people get around the city?",
-    },
-    2: {
-        "name": "cuba-street-1935.png",
-        "Text": "Cuba Street in the 1930s: shoppers, verandas and a tram on its way "
-                "into town.",
-        "Tags": ["cubastreet", "shopping"],
-        "Objective": "What do people wear?",
-    },
-    3: {
-        "name": "oriental-bay-1925.png",
-        "Text": "Bathers and strollers at Oriental Bay in the 1920s, with the "
-                "Roseneath hills behind.",
-        "Tags": ["orientalbay", "beach", "summer"],
-    },
-}
-
-
-def seed_content(seed: int) -> dict:
-    info = SEEDS[seed]
-    png = make_png(32, 24, _sepia(seed))
-    return {
-        "Submitter": "Torokiki curators <curators@torokiki.net>",
-        "Text": info["Text"],
-        "Tags": list(info["Tags"]),
-        **({"Objective": info["Objective"]} if "Objective" in info else {}),
-        "Attachment": {"name": info["name"], "data": base64.b64encode(png).decode("ascii")},
-    }
-
-
-# --------------------------------------------------------------------------- store
-
-class Store:
-    """Content kept as JSON files under one folder.  One process at a time."""
-
-    def __init__(self, root: os.PathLike | str, site_url: str):
-        self.root = Path(root)
-        self.site_url = site_url.rstrip("/")
-        self.lock = threading.Lock()
-        self._last_id: int | None = None
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    # paths
-    def _seed_dir(self, seed: int) -> Path:
-        return self.root / "image" / str(seed)
-
-    def _response_path(self, seed: int, rid: int) -> Path:
-        return self._seed_dir(seed) / "responses" / f"{rid}.json"
-
-    def _key_path(self, key: str) -> Path:
-        return self.root / "idempotency" / (hashlib.sha256(key.encode("utf-8")).hexdigest() + ".json")
-
-    def location(self, seed: int, rid: int) -> str:
-        return f"{self.site_url}/image/{seed}/response/{rid}"
-
-    # reading
-    def populate(self) -> None:
-        """Create seeds 1, 2, 3 when the store has no seed yet."""
-        if any(self.seed_ids()):
-            return
-        for seed in SEEDS:
-            write_json_atomic(self._seed_dir(seed) / "seed.json", {"id": seed, "content": seed_content(seed)})
-
-    def seed_ids(self) -> list[int]:
-        base = self.root / "image"
-        if not base.is_dir():
-            return []
-        return sorted(int(p.name) for p in base.iterdir()
-                      if p.name.isdigit() and (p / "seed.json").is_file())
-
-    def seed(self, seed: int) -> dict | None:
-        record = _read_json(self._seed_dir(seed) / "seed.json")
-        return None if record is None else record["content"]
-
-    def response(self, seed: int, rid: int) -> dict | None:
-        record = _read_json(self._response_path(seed, rid))
-        return None if record is None else record["content"]
-
-    def responses(self) -> list[dict]:
-        """Every stored response record, in id order."""
-        records = []
-        for path in (self.root / "image").glob("*/responses/*.json"):
-            record = _read_json(path)
-            if record is not None:
-                records.append(record)
-        return sorted(records, key=lambda r: r["id"])
-
-    def known_key(self, key: str) -> dict | None:
-        return _read_json(self._key_path(key))
-
-    # writing (call with self.lock held)
-    def _next_id(self) -> int:
-        # One scan of the store, then a counter: only this process adds responses, and a
-        # scan per POST grew with the store (the benchmark's website adds a thousand).
-        if self._last_id is None:
-            ids = [int(p.stem) for p in (self.root / "image").glob("*/responses/*.json") if p.stem.isdigit()]
-            self._last_id = max(ids, default=FIRST_RESPONSE_ID - 1)
-        self._last_id += 1
-        return self._last_id
-
-    def add_response(self, seed: int, content: dict, key: str | None, sent: bytes | None = None) -> dict:
-        """Store a response.  `sent` is the JSON text `content` was parsed from, when there is one."""
-        rid = self._next_id()
-        record = {"id": rid, "seed": seed, "idempotency_key": key,
-                  "location": self.location(seed, rid), "content": content}
-        path = self._response_path(seed, rid)
-        if sent is None:
-            write_json_atomic(path, record)
-        else:
-            # The content is kept as the client sent it (parsed and validated already):
-            # encoding a 7 MB photo's JSON again took longer than the rest of its POST.
-            head = json.dumps({k: v for k, v in record.items() if k != "content"}, ensure_ascii=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, head[:-1].encode("utf-8") + b', "content": ' + sent + b"}\n")
-        if key is not None:
-            write_json_atomic(self._key_path(key), {"key": key, "seed": seed, "id": rid,
-                                                    "location": record["location"]})
-        return record
-
-
-# --------------------------------------------------------------------------- validation
-
-class Invalid(Exception):
-    """The submitted content breaks the contract; str() says how."""
-
-
-def validate(content: Any, seed: int, store: Store) -> None:
-    if not isinstance(content, dict):
-        raise Invalid("the body must be a JSON object")
-    unknown = sorted(set(content) - CONTENT_FIELDS)
-    if unknown:
-        raise Invalid(f"unknown field(s): {', '.join(unknown)}")
-
-    inspired = content.get("InspiredBy")
-    if not isinstance(inspired, str) or not inspired:
-        raise Invalid("InspiredBy is required")
-    prefix = f"{store.site_url}/image/{seed}/response"
-    rest = inspired[len(prefix):] if inspired.startswith(prefix) else None
-    if rest == "":
-        pass                                                 # the seed itself
-    elif rest is not None and re.fullmatch(r"/[0-9]+", rest):
-        if store.response(seed, int(rest[1:])) is None:
-            raise Invalid(f"InspiredBy names no response of seed {seed}: {inspired}")
-    else:
-        raise Invalid(f"InspiredBy must be {prefix} or {prefix}/ID (canonical, no trailing slash), "
-                      f"not {inspired!r}")
-
-    has_text, has_attachment = "Text" in content, "Attachment" in content
-    if has_text == has_attachment:
-        raise Invalid("exactly one of Text and Attachment is required")
-    if has_text and (not isinstance(content["Text"], str) or not content["Text"].strip()):
-        raise Invalid("Text must be a non-empty string")
-    if has_attachment:
-        attachment = content["Attachment"]
-        if not isinstance(attachment, dict) or set(attachment) != {"name", "data"}:
-            raise Invalid("Attachment must be an object with exactly name and data")
-        if not isinstance(attachment["name"], str) or not attachment["name"].strip():
-            raise Invalid("Attachment.name must be a non-empty string")
-        if "/" in attachment["name"] or "\\" in attachment["name"]:
-            raise Invalid("Attachment.name must be a file name, not a path")
-        data = attachment["data"]
-        if not isinstance(data, str):
-            raise Invalid("Attachment.data must be a base64 string")
-        if not data.strip("="):
-            raise Invalid("Attachment.data is empty")
-        if not is_base64(data):
-            raise Invalid("Attachment.data is not valid base64 (no line breaks allowed)")
-
-    if "Tags" in content:
-        tags = content["Tags"]
-        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-            raise Invalid("Tags must be a list of non-empty strings")
-    for field in ("Submitter", "Objective", "Location"):
-        if field in content and (not isinstance(content[field], str) or not content[field].strip()):
-            raise Invalid(f"{field} must be a non-empty string")
-    if "APICaller" in content and not isinstance(content["APICaller"], dict):
-        raise Invalid("APICaller must be an object")
-
-
-_BASE64_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-
-
-def is_base64(text: str) -> bool:
-    """Canonical base64 (RFC 4648, padded, no line breaks), checked without decoding it."""
-    try:
-        data = text.encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    rest = data.translate(None, _BASE64_LETTERS)      # what is not a letter: at most "==", at the end
-    return len(data) % 4 == 0 and rest in (b"", b"=", b"==") and data.endswith(rest)
-
-
-def _json_bytes(value: Any) -> bytes:
+def _json_answer(value: Any) -> bytes:
+    """The body of a JSON answer, as every answer of this server writes it."""
     return (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
@@ -394,8 +137,8 @@ class Filler:
             yield chunk
 
 
-def summary(record: dict) -> dict:
-    """A stored response for /_stats: everything but the attachment bytes."""
+def stats_item(record: dict) -> dict:
+    """A stored response as /_stats lists it: everything, the attachment's data as its size."""
     content = dict(record["content"])
     if "Attachment" in content:
         attachment = content["Attachment"]
@@ -408,7 +151,7 @@ def summary(record: dict) -> dict:
 # --------------------------------------------------------------------------- server
 
 class TorokikiServer(ThreadingHTTPServer):
-    """The HTTP server; state for fault injection and counters lives here."""
+    """The HTTP server of one Store; the fault-injection mode and the /_stats counters live here."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -433,11 +176,19 @@ class TorokikiServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
+    @property
+    def base_url(self) -> str:
+        """http://HOST:PORT where the server answers (an IPv6 host in brackets)."""
+        host = self.server_address[0]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
     def count(self, name: str) -> None:
         with self.state_lock:
             self.counts[name] += 1
 
-    def fault(self) -> tuple[int | None, float]:
+    def injected_fault(self) -> tuple[int | None, float]:
         """(status to answer instead, or None; seconds to sleep first)."""
         with self.state_lock:
             mode = self.mode["mode"]
@@ -453,37 +204,38 @@ class TorokikiServer(ThreadingHTTPServer):
             return None, 0.0
 
     def set_mode(self, body: Any) -> dict:
+        """Apply a POST /_control body and return the mode now in force; BadControl if it is wrong."""
         if not isinstance(body, dict):
-            raise Invalid("the body must be a JSON object")
+            raise BadControl("the body must be a JSON object")
         mode = body.get("mode", "ok")
         if mode not in MODES:
-            raise Invalid(f"mode must be one of {', '.join(MODES)}")
+            raise BadControl(f"mode must be one of {', '.join(MODES)}")
         delay = body.get("delay", {"slow": 5.0, "trickle": 1.0}.get(mode, 0.0))
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
-            raise Invalid(f"delay must be a number of seconds between 0 and {MAX_DELAY:g}")
+            raise BadControl(f"delay must be a number of seconds between 0 and {MAX_DELAY:g}")
         status = body.get("status")
         if status is not None and (isinstance(status, bool) or not isinstance(status, int)
                                    or not 200 <= status <= 599):
-            raise Invalid("status must be an HTTP status between 200 and 599")
+            raise BadControl("status must be an HTTP status between 200 and 599")
         size = body.get("size", DEFAULT_HUGE_SIZE)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_HUGE_SIZE:
-            raise Invalid(f"size must be a number of bytes between 1 and {MAX_HUGE_SIZE}")
+            raise BadControl(f"size must be a number of bytes between 1 and {MAX_HUGE_SIZE}")
         location = body.get("location", DEFAULT_FOREIGN_LOCATION)
         if location is not None and (not isinstance(location, str) or not location.isprintable()):
-            raise Invalid("location must be a one-line string or null")
+            raise BadControl("location must be a one-line string or null")
         part = body.get("part", "body")
         if part not in ("body", "head"):
-            raise Invalid("part must be body or head")
+            raise BadControl("part must be body or head")
         length = body.get("length", True)
         if not isinstance(length, bool):
-            raise Invalid("length must be true or false")
+            raise BadControl("length must be true or false")
         with self.state_lock:
             self.mode = {"mode": mode, "delay": float(delay), "status": status, "size": size,
                          "location": location, "part": part, "length": length}
             self.flaky_count = 0
             return dict(self.mode)
 
-    def current(self) -> dict:
+    def current_mode(self) -> dict:
         with self.state_lock:
             return dict(self.mode)
 
@@ -491,7 +243,7 @@ class TorokikiServer(ThreadingHTTPServer):
         with self.state_lock:
             result = dict(self.counts)
             result["mode"] = dict(self.mode)
-        result["items"] = [summary(r) for r in self.store.responses()]
+        result["items"] = [stats_item(r) for r in self.store.responses()]
         return result
 
     def handle_error(self, request, client_address) -> None:
@@ -525,7 +277,7 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
     def _send_json(self, status: int, value: Any, headers: dict | None = None) -> None:
-        body = (json.dumps(value, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+        body = _json_answer(value)
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -573,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(400, "the body is not JSON")
             return False, None
 
-    def _loopback_client(self) -> bool:
+    def _client_is_loopback(self) -> bool:
         host = self.client_address[0]
         try:
             address = ipaddress.ip_address(host.split("%")[0])
@@ -582,13 +334,13 @@ class Handler(BaseHTTPRequestHandler):
         mapped = getattr(address, "ipv4_mapped", None)
         return address.is_loopback or bool(mapped and mapped.is_loopback)
 
-    def _path(self) -> str:
+    def _request_path(self) -> str:
         return urlsplit(self.path).path
 
     # ---- faults
-    def _apply_fault(self) -> bool:
+    def _answer_injected_fault(self) -> bool:
         """Answer an injected fault; True when the request was answered."""
-        status, delay = self.server.fault()
+        status, delay = self.server.injected_fault()
         if delay:
             self.server.stopping.wait(delay)
         if status is None:
@@ -602,36 +354,36 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- methods
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        path = self._path()
+        path = self._request_path()
         if path in ("/_stats", "/_control"):
-            if not self._loopback_client():
+            if not self._client_is_loopback():
                 self._error(403, "control endpoints answer loopback clients only")
             elif path == "/_stats":
                 self._send_json(200, self.server.stats())
             else:
                 self._send_json(200, dict(self.server.mode))
             return
-        match = _API_PATH.match(path)
+        match = CONTENT_PATH.match(path)
         if not match:
             self._error(404, "not found")
             return
         self.server.count("gets")
-        if self._apply_fault():
+        if self._answer_injected_fault():
             return
         seed, rid = int(match["seed"]), match["id"]
         store = self.server.store
         content = store.seed(seed) if rid is None else store.response(seed, int(rid))
         if content is None:
             self._error(404, "no such content")
-        elif not self._hostile_get(content):
+        elif not self._answer_get_hostile(content):
             self._send_json(200, content)
 
     do_HEAD = do_GET
 
     def do_POST(self) -> None:  # noqa: N802 (stdlib naming)
-        path = self._path()
+        path = self._request_path()
         if path == "/_control":
-            if not self._loopback_client():
+            if not self._client_is_loopback():
                 if self._read_body() is not None:
                     self._error(403, "control endpoints answer loopback clients only")
                 return
@@ -640,10 +392,10 @@ class Handler(BaseHTTPRequestHandler):
                 return
             try:
                 self._send_json(200, self.server.set_mode(body))
-            except Invalid as error:
+            except BadControl as error:
                 self._error(400, str(error))
             return
-        match = _API_PATH.match(path)
+        match = CONTENT_PATH.match(path)
         if not match or match["id"] is not None:
             if self._read_body() is None:
                 return
@@ -654,9 +406,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.server.count("posts")
         raw = self._read_body()
-        if raw is None or self._apply_fault():
+        if raw is None or self._answer_injected_fault():
             return
-        mode = self.server.current()
+        mode = self.server.current_mode()
         if mode["mode"] == "echo-key" and (mode["status"] or 422) not in SAVED_STATUSES:
             self.server.count("faults")
             self._echo_key_error(mode["status"] or 422)
@@ -697,7 +449,7 @@ class Handler(BaseHTTPRequestHandler):
         known = None
         with store.lock:      # answered after it is released: a trickled answer must not hold it
             if key is not None:
-                known = store.known_key(key)
+                known = store.earlier_submission(key)
             if known is None:
                 try:
                     validate(content, seed, store)
@@ -708,16 +460,17 @@ class Handler(BaseHTTPRequestHandler):
                 record = store.add_response(seed, content, key, sent=raw)
         if known is not None:
             server.count("duplicates")
-            self._saved({"id": known["id"], "location": known["location"]}, {"Idempotent-Replayed": "true"}, mode)
+            self._answer_saved({"id": known["id"], "location": known["location"]},
+                               {"Idempotent-Replayed": "true"}, mode)
             return
         server.count("stored")
-        self._saved({"id": record["id"], "location": record["location"]}, {}, mode)
+        self._answer_saved({"id": record["id"], "location": record["location"]}, {}, mode)
 
     # ---- hostile modes
-    def _saved(self, value: dict, headers: dict, mode: dict) -> None:
+    def _answer_saved(self, value: dict, headers: dict, mode: dict) -> None:
         """Answer a stored (or replayed) submission: 201 with its Location, unless a hostile mode says otherwise."""
         name, location = mode["mode"], value["location"]
-        if name not in HOSTILE:
+        if name not in HOSTILE_MODES:
             self._send_json(201, value, {"Location": location, **headers})
             return
         status = mode["status"] or 201
@@ -733,18 +486,18 @@ class Handler(BaseHTTPRequestHandler):
         if status in SAVED_STATUSES:
             headers = {"Location": location, **headers}
         if name == "trickle":
-            self._trickle(status, headers, _json_bytes(value), mode)
+            self._trickle(status, headers, _json_answer(value), mode)
             return
         head = json.dumps(value, ensure_ascii=False)[:-1].encode("utf-8") + b', "padding": "'
         if name == "huge":
             size = max(0, mode["size"] - len(head) - 2)
-            self._stream(status, headers, [head, Filler(size, b"x" * 65536), b'"}'], mode)
+            self._write_long_body(status, headers, [head, Filler(size, b"x" * 65536), b'"}'], mode)
         else:
-            self._stream(status, headers, [head, Filler(None, b"x" * 65536)], mode, chunked=True)
+            self._write_long_body(status, headers, [head, Filler(None, b"x" * 65536)], mode, chunked=True)
 
-    def _hostile_get(self, content: dict) -> bool:
+    def _answer_get_hostile(self, content: dict) -> bool:
         """Answer a GET of `content` as the hostile mode says; False when it says nothing."""
-        mode = self.server.current()
+        mode = self.server.current_mode()
         name = mode["mode"]
         if name == "echo-key":
             key = self._echoed_key()
@@ -761,12 +514,12 @@ class Handler(BaseHTTPRequestHandler):
             head = (b'{"Submitter": "Torokiki curators <curators@torokiki.net>", "Text": "A very large file.", '
                     b'"Attachment": {"name": "huge.bin", "data": "')
             size = max(4, (mode["size"] - len(head) - 3) // 4 * 4)
-            self._stream(mode["status"] or 200, {}, [head, Filler(size, BASE64_BLOCK), b'"}}'], mode)
+            self._write_long_body(mode["status"] or 200, {}, [head, Filler(size, BASE64_BLOCK), b'"}}'], mode)
         elif name == "endless":
-            self._stream(mode["status"] or 200, {}, [b'{"Text": "', Filler(None, b"a" * 65536)], mode,
+            self._write_long_body(mode["status"] or 200, {}, [b'{"Text": "', Filler(None, b"a" * 65536)], mode,
                          chunked=True)
         elif name == "trickle":
-            self._trickle(mode["status"] or 200, {}, _json_bytes(content), mode)
+            self._trickle(mode["status"] or 200, {}, _json_answer(content), mode)
         else:
             return False
         return True
@@ -792,7 +545,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _stream(self, status: int, headers: dict, pieces: list, mode: dict, chunked: bool = False) -> None:
+    def _write_long_body(self, status: int, headers: dict, pieces: list, mode: dict, chunked: bool = False) -> None:
         """Write a long body in chunks, until done, the client is gone or the server stops."""
         self.close_connection = True
         self.connection.settimeout(WRITE_TIMEOUT)
@@ -858,13 +611,6 @@ def make_server(store_dir: os.PathLike | str, site_url: str, api_key: str | None
     return TorokikiServer((host, port), store, api_key=api_key, quiet=quiet)
 
 
-def _base_url(server: TorokikiServer) -> str:
-    host = server.server_address[0]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
-
-
 def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None = None,
                     host: str = "127.0.0.1", quiet: bool = True) -> tuple[TorokikiServer, str]:
     """Start a server on a free loopback port in a daemon thread.
@@ -876,46 +622,4 @@ def serve_in_thread(store: os.PathLike | str, site_url: str, api_key: str | None
                               name="torokiki-website", daemon=True)
     thread.start()
     server.thread = thread
-    return server, _base_url(server)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m torokiki_pipe.devtools.reference_site",
-                                     description="Reference Torokiki website for development and tests.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    parser.add_argument("--store", required=True, help="folder that keeps the content")
-    parser.add_argument("--site-url", default="http://torokiki.net",
-                        help="public site URL used in Location and InspiredBy")
-    parser.add_argument("--api-key", default=os.environ.get("TOROKIKI_REFERENCE_API_KEY"),
-                        help="require this X-API-Key on submissions")
-    parser.add_argument("--port-file", help="write the port number to this file")
-    parser.add_argument("--quiet", action="store_true", help="do not log requests")
-    args = parser.parse_args(argv)
-
-    try:
-        server = make_server(args.store, args.site_url, api_key=args.api_key,
-                             host=args.host, port=args.port, quiet=args.quiet)
-    except OSError as error:
-        print(f"cannot start: {error}", file=sys.stderr)
-        return 1
-    if args.port_file:
-        write_atomically(Path(args.port_file), f"{server.port}\n".encode())
-    print(f"listening on {_base_url(server)}", flush=True)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stopping.set()
-        server.server_close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return server, server.base_url
