@@ -5,6 +5,7 @@ Each test would fail without the mechanism it names.
 import dataclasses
 import os
 import time
+from datetime import datetime, timezone
 
 from torokiki_pipe import cli
 from torokiki_pipe import config
@@ -20,6 +21,19 @@ CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
 
 def replies(smtp_sink, n, wait=10):
     return smtp_sink.wait_for(n, timeout=wait) if n else smtp_sink.messages
+
+
+class StillClock:
+    """A clock (torokiki_pipe.ports.Clock) that moves only when the test moves `seconds`."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def time(self):
+        return self.seconds
+
+    def now(self):
+        return datetime.fromtimestamp(self.seconds, timezone.utc)
 
 
 def test_a_message_delivered_twice_is_posted_once_and_answered_once(run_pipe, website, smtp_sink, pipe_env):
@@ -170,13 +184,13 @@ def test_world_readable_config_is_warned_about_once(run_pipe, pipe_env, smtp_sin
 
 
 def test_journal_entries_expire_without_a_daemon(tmp_path):
-    clock = [1_000_000.0]
-    journal = Journal(tmp_path, expire_after=3600, now=lambda: clock[0])
+    clock = StillClock(1_000_000.0)
+    journal = Journal(tmp_path, expire_after=3600, clock=clock)
     with journal.hold("k1", "d" * 64) as entry:
         journal.finish(entry)
     entry_file = tmp_path / "k1.json"
-    os.utime(entry_file, (clock[0], clock[0]))
-    clock[0] += 7200
+    os.utime(entry_file, (clock.seconds, clock.seconds))
+    clock.seconds += 7200
     assert journal.expire() == 1 and not entry_file.exists()
     assert not (tmp_path / "locks" / "k1.lock").exists()
     assert journal.expire() == 0
@@ -204,17 +218,17 @@ def test_the_sweep_removes_stale_counters_and_leftover_temporary_files(tmp_path)
     from torokiki_pipe.adapters.reply_budget import ReplyBudget
     from torokiki_pipe.adapters.records import Records
 
-    clock = [1_000_000.0]
+    clock = StillClock(1_000_000.0)
     records = Records(tmp_path / "logs")
-    budget = ReplyBudget(records.counters_dir, ReplyLimit(2, 3600), now=lambda: clock[0])
+    budget = ReplyBudget(records.counters_dir, ReplyLimit(2, 3600), clock=clock)
     assert budget.take("kiri@example.net", "m1") == "send"
     assert budget.first_time_refused("kiri@example.net", "nonsense", b"hello", "m1")
     leftover = records.counters_dir / ".tmp-123-abc"
     leftover.write_bytes(b"half a file")
-    old = clock[0] - 3 * 86400
+    old = clock.seconds - 3 * 86400
     for path in records.counters_dir.iterdir():
         os.utime(path, (old, old))
-    clock[0] += 2 * 86400
+    clock.seconds += 2 * 86400
     assert budget.expire() == 2
     assert records.sweep() == 1
     assert sorted(p.name for p in records.counters_dir.iterdir()) == []

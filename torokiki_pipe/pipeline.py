@@ -26,7 +26,7 @@ so that a website that never answers is given up on like one that is down.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable, ContextManager, Optional
 
@@ -34,11 +34,13 @@ from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
 from torokiki_pipe.stages.s2_headers import Head, read_head
 from torokiki_pipe.outcome import Outcome, is_temporary
 from torokiki_pipe.stages.s1_read import RawMail
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED
 
 if TYPE_CHECKING:
     from torokiki_pipe.stages.s6_act import Step
     from torokiki_pipe.config import Config
+    from torokiki_pipe.ports import BudgetPort, Clock, JournalPort, MailerPort, RecordsPort, WebsitePort
 
 # Outcomes whose reply is withheld when the same mail was already refused today.
 REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
@@ -53,16 +55,25 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Effects:
-    """The adapters the pipeline may touch; the dry run hands harmless ones."""
-    website: object                   # .fetch(url), .submit(url, content, key) -> WebsiteAnswer
-    mailer: object                    # .send(bytes, recipient) -> SendResult
-    records: object                   # .stash(kind, files, key), .append_line(text)
-    journal: object                   # journal.Journal: .hold, .answer, .sending, .failed, .finish, ...
-    budget: object                    # ratelimit.ReplyBudget: .take, .first_time_refused, .limit
-    now: Callable[[], datetime]
+    """The adapters the pipeline may touch (their ports: torokiki_pipe/ports.py); the dry run hands harmless ones."""
+    website: WebsitePort
+    mailer: MailerPort
+    records: RecordsPort
+    journal: JournalPort
+    budget: BudgetPort
+    clock: Clock = field(default_factory=SystemClock)
     # Entered where no signal may cut the run short (the reply's hand-over):
     # from there on, a stop asked for is noted and the run finishes.
-    uninterrupted: Callable[[], ContextManager] = field(default=nullcontext)
+    uninterrupted: Callable[[], ContextManager[None]] = field(default=nullcontext)
+    # The clock's earlier form, a function giving an aware datetime, is still
+    # taken (it becomes the clock) until every caller passes `clock=`.
+    now: InitVar[Optional[Callable[[], datetime]]] = None
+
+    def __post_init__(self, now: Optional[Callable[[], datetime]]) -> None:
+        if now is not None:
+            from torokiki_pipe.adapters.clock import CallableClock
+
+            object.__setattr__(self, "clock", CallableClock(now))
 
 
 class Stopped(BaseException):
@@ -168,7 +179,7 @@ def _context(head: Head, sender: Sender, config: Config, effects: Effects):
 
     return ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
                         message_id=head.message_id, references=head.references,
-                        original_subject=head.subject, now=effects.now())
+                        original_subject=head.subject, now=effects.clock.now())
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:

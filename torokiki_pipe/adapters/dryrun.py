@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
 
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.journal import ANSWERED, DONE, SENDING, Crash, Entry
 from torokiki_pipe.pipeline import Effects
 from torokiki_pipe.config import ReplyLimit
@@ -107,5 +107,4 @@ class NoRecords:
 
 def dry_run_effects(settings, out) -> Effects:
     return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out),
-                   records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(),
-                   now=lambda: datetime.now(timezone.utc))
+                   records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(), clock=SystemClock())

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
+
+if TYPE_CHECKING:
+    from torokiki_pipe.ports import Clock
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
 
@@ -81,10 +84,10 @@ class Crash:
 
 
 class Journal:
-    def __init__(self, root: Path, expire_after: float, now=time.time):
+    def __init__(self, root: Path, expire_after: float, clock: Clock = SystemClock()):
         self.root = Path(root)
         self.expire_after = expire_after
-        self.now = now
+        self.clock = clock
 
     # -- paths: one JSON entry, one stored reply and one lock file per key
     def _entry(self, key: str) -> Path:
@@ -117,7 +120,7 @@ class Journal:
                 entry = None
             if entry is None:
                 # Not waited onto the disk: lost in a power cut, the message simply starts afresh.
-                entry = self.save(Entry(key=key, digest=digest, created=self.now()), durable=False)
+                entry = self.save(Entry(key=key, digest=digest, created=self.clock.time()), durable=False)
             yield entry
 
     @contextmanager
@@ -148,7 +151,7 @@ class Journal:
             return None
 
     def save(self, entry: Entry, durable: bool = True) -> Entry:
-        entry = replace(entry, updated=self.now())
+        entry = replace(entry, updated=self.clock.time())
         make_private_dirs(self.root)
         write_atomically(self._entry(entry.key), json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8"),
                          durable=durable)
@@ -171,12 +174,12 @@ class Journal:
 
     def failed(self, entry: Entry) -> Entry:
         """Count a temporary failure; the first one starts the give-up clock."""
-        first = entry.first_failure if entry.first_failure is not None else self.now()
+        first = entry.first_failure if entry.first_failure is not None else self.clock.time()
         # A failure count lost in a power cut only restarts the give-up clock.
         return self.save(replace(entry, first_failure=first, failures=entry.failures + 1), durable=False)
 
     def failing_for(self, entry: Entry) -> float:
-        return 0.0 if entry.first_failure is None else self.now() - entry.first_failure
+        return 0.0 if entry.first_failure is None else self.clock.time() - entry.first_failure
 
     def finish(self, entry: Entry, **changes) -> Entry:
         saved = self.save(replace(entry, stage=DONE, **changes))
@@ -219,7 +222,7 @@ class Journal:
         """Remove entries (and their stored replies and locks) older than expire_after."""
         if not self.root.is_dir():
             return 0
-        now = self.now()
+        now = self.clock.time()
         removed = 0
         for item in os.scandir(self.root):
             if item.is_file() and not item.name.startswith(".") and now - item.stat().st_mtime > self.expire_after:

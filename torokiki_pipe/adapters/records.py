@@ -20,8 +20,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torokiki_pipe.adapters.clock import SystemClock
+
+if TYPE_CHECKING:
+    from torokiki_pipe.ports import Clock
 
 LOG_FILE = "torokiki-pipe.log"
 ERRONEOUS = "erroneous_emails"
@@ -41,6 +47,7 @@ STALE_TEMPORARY = 3600        # a temporary file this old was left by a killed w
 class Records:
     """The layout of ``logs/``: every path the gateway writes is named here."""
     root: Path
+    clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
 
     @property
     def log_file(self) -> Path:
@@ -70,7 +77,7 @@ class Records:
         """
         folder = self.folder(kind)
         make_private_dirs(folder)
-        stem = key if key and key.isalnum() else unique_stem()
+        stem = key if key and key.isalnum() else unique_stem(self.clock.time())
         written = []
         for suffix, data in files.items():
             target = folder / f"{stem}{suffix}"
@@ -82,7 +89,7 @@ class Records:
     def sweep_due(self, interval: float = SWEEP_INTERVAL) -> bool:
         """True at most once per `interval` across all runs: time for the housekeeping sweep."""
         marker = self.root / ".last-sweep"
-        now = time.time()
+        now = self.clock.time()
         try:
             if now - marker.stat().st_mtime < interval:
                 return False
@@ -96,7 +103,7 @@ class Records:
     def sweep(self, older_than: float = STALE_TEMPORARY) -> int:
         """Remove temporary files that killed writes left behind, anywhere under logs/."""
         removed = 0
-        cutoff = time.time() - older_than
+        cutoff = self.clock.time() - older_than
         folders = [self.root, self.journal_dir, self.counters_dir, *(self.root / k for k in STASH_KINDS)]
         for folder in folders:
             try:
@@ -127,9 +134,8 @@ class Records:
             os.close(fd)
 
 
-def unique_stem() -> str:
-    # Sortable by time, unique across processes and hosts sharing a folder.
-    now = time.time()
+def unique_stem(now: float) -> str:
+    # Sortable by time (`now`, epoch seconds), unique across processes and hosts sharing a folder.
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     return f"{stamp}.{int(now % 1 * 1e6):06d}Z-{os.getpid()}-{os.urandom(4).hex()}"
 

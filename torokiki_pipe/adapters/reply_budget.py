@@ -19,15 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
 if TYPE_CHECKING:
     from torokiki_pipe.config import ReplyLimit
+    from torokiki_pipe.ports import Clock
 
 SEND, LAST, SILENT = "send", "last", "silent"
 IDENTICAL_WINDOW = 24 * 3600
@@ -35,17 +36,17 @@ SAME_PREFIX = "same-"
 
 
 class ReplyBudget:
-    def __init__(self, root: Path, limit: ReplyLimit, now=time.time):
+    def __init__(self, root: Path, limit: ReplyLimit, clock: Clock = SystemClock()):
         self.root = Path(root)
         self.limit = limit
-        self.now = now
+        self.clock = clock
 
     def take(self, address: str, key: str = "") -> str:
         """SEND, LAST (send, and say it is the last one for a while) or SILENT, for message `key`."""
         if self.limit.count <= 0:
             return SEND
         with self._locked(_digest(address.lower())) as path:
-            now = self.now()
+            now = self.clock.time()
             granted = [(t, k) for t, k in _read_list(path) if now - t < self.limit.window]
             for position, (_, known) in enumerate(granted, 1):
                 if key and known == key:          # asked again for the same message: same answer
@@ -61,7 +62,7 @@ class ReplyBudget:
         and again whenever the message that was first (`key`) asks."""
         name = SAME_PREFIX + _digest(address.lower(), b"\0", subject.encode("utf-8", "replace"), b"\0", body)
         with self._locked(name) as path:
-            now = self.now()
+            now = self.clock.time()
             seen = _read_list(path)
             if seen and now - seen[-1][0] < IDENTICAL_WINDOW:
                 return bool(key) and seen[-1][1] == key
@@ -75,7 +76,7 @@ class ReplyBudget:
         except FileNotFoundError:
             return 0
         removed = 0
-        oldest = self.now() - max(self.limit.window, IDENTICAL_WINDOW)
+        oldest = self.clock.time() - max(self.limit.window, IDENTICAL_WINDOW)
         for item in items:
             name, dot, suffix = item.name.rpartition(".")
             try:
