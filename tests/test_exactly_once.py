@@ -204,6 +204,31 @@ def test_a_damaged_journal_entry_does_not_wedge_the_message(tmp_path):
     assert (tmp_path / "k2.damaged").exists()
 
 
+def test_an_entry_an_earlier_version_left_as_answered_only_has_its_stored_reply_sent(
+        run_pipe, website, smtp_sink, pipe_env):
+    # Earlier versions named the stage "reply-stored" "answered"; such entries outlive upgrades.
+    import json
+
+    from torokiki_pipe.stages.s2_headers import read_head
+
+    message = mail(CREATE, "text: 'before the upgrade'", msgid="<upgraded@example.net>")
+    head = read_head(message)
+    journal = pipe_env.log_dir / "journal"
+    journal.mkdir(parents=True)
+    stored = b"From: gateway\r\nTo: kiri@example.net\r\nSubject: stored before the upgrade\r\n\r\nsaved\r\n"
+    (journal / f"{head.key}.reply.eml").write_bytes(stored)
+    (journal / f"{head.key}.json").write_text(json.dumps(
+        {"key": head.key, "digest": head.digest, "stage": "answered", "outcome": "saved", "detail": "saved",
+         "url": "", "command": "create-response-to", "recipient": "kiri@example.net",
+         "first_failure": None, "failures": 0, "created": 1.0, "updated": 1.0}))
+    assert Journal(journal, 3600).read(head.key).stage == "reply-stored"
+    assert run_pipe(message).returncode == 0
+    [sent] = replies(smtp_sink, 1)
+    assert sent.message()["Subject"] == "stored before the upgrade"      # the stored one, not a new reply
+    assert website.stats()["posts"] == 0
+    assert json.loads((journal / f"{head.key}.json").read_text())["stage"] == "done"
+
+
 def test_the_same_mail_received_twice_over_smtp_is_one_message(run_pipe, website, smtp_sink):
     # Each SMTP delivery adds its own Received: line; the mail is still the same one.
     message = mail(CREATE, "text: 'twice'")

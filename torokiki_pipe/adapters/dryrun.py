@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from torokiki_pipe.adapters.clock import SystemClock
-from torokiki_pipe.adapters.journal import ANSWERED, DONE, SENDING, Crash, Entry
+from torokiki_pipe.adapters.journal import DONE, REPLY_STORED, SENDING, Crash, Entry
 from torokiki_pipe.pipeline import Effects
 from torokiki_pipe.config import ReplyLimit
 from torokiki_pipe.adapters.reply_budget import SEND
@@ -51,7 +51,7 @@ class MemoryJournal:
         yield Entry(key=message_key, digest=digest)
 
     def answer(self, entry, reply, **changes):
-        return replace(entry, stage=ANSWERED, **changes)
+        return replace(entry, stage=REPLY_STORED, **changes)
 
     def stored_reply(self, entry):
         return None

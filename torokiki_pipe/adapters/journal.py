@@ -6,11 +6,12 @@ how far each message got, keyed by its Message-ID (or a digest of the raw
 message when there is none, or when the same Message-ID comes with other
 content):
 
-    received -> answered (the website's answer, and the reply built from it, stored)
+    received -> reply-stored (the website's answer, and the reply built from it, stored;
+                              not yet handed over)
              -> sending (the reply is being handed to sendmail) -> done
 
 A message delivered again resumes where it stopped: a ``done`` one is not
-touched again; an ``answered`` or ``sending`` one only has its stored reply
+touched again; a ``reply-stored`` or ``sending`` one only has its stored reply
 sent, byte for byte the same (same Message-ID), so that the one case where a
 second hand-over cannot be excluded (killed while sendmail ran) gives the
 sender a copy their mail client collapses, never a second, different answer.
@@ -41,8 +42,12 @@ if TYPE_CHECKING:
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
 
-# Stages, in order.  "answered" and "sending" both hold a stored reply that is still owed.
-RECEIVED, ANSWERED, SENDING, DONE = "received", "answered", "sending", "done"
+# Stages, in order (ports.Stage).  "reply-stored" and "sending" both hold a stored reply that is
+# still owed.  "reply-stored", not "answered": that is an outcome, and the sender has no answer yet.
+RECEIVED, REPLY_STORED, SENDING, DONE = "received", "reply-stored", "sending", "done"
+# Stage names that earlier versions wrote, read as today's: a journal entry
+# lives as long as TOROKIKI_JOURNAL_EXPIRE (up to 366 days), across upgrades.
+EARLIER_STAGES = {"answered": REPLY_STORED}
 
 # Outcomes that `replay --force` may submit again: the website or the gateway
 # did not take the mail, and a fix on either side may make it succeed.  Saved
@@ -61,7 +66,7 @@ class Entry:
     key: str
     digest: str
     stage: str = RECEIVED
-    outcome: str = ""                  # outcome of the website step, once answered
+    outcome: str = ""                  # outcome of the website step, once the reply is stored
     detail: str = ""
     url: str = ""
     command: str = ""
@@ -73,7 +78,7 @@ class Entry:
 
     @property
     def owes_reply(self) -> bool:
-        return self.stage in (ANSWERED, SENDING)
+        return self.stage in (REPLY_STORED, SENDING)
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,11 @@ class Journal:
     def read(self, key: str) -> Entry | None:
         try:
             data = json.loads(self._entry(key).read_text(encoding="utf-8"))
-            return Entry(**{k: v for k, v in data.items() if k in Entry.__dataclass_fields__})
+            fields = {k: v for k, v in data.items() if k in Entry.__dataclass_fields__}
+            stage = fields.get("stage")
+            if isinstance(stage, str) and stage in EARLIER_STAGES:
+                fields["stage"] = EARLIER_STAGES[stage]
+            return Entry(**fields)
         except FileNotFoundError:
             return None
         except (ValueError, TypeError):
@@ -160,7 +169,7 @@ class Journal:
     def answer(self, entry: Entry, reply: bytes, **changes) -> Entry:
         """Store the reply that is owed, then record it as owed: both on the disk before it is sent."""
         write_atomically(self._reply(entry.key), reply)
-        return self.save(replace(entry, stage=ANSWERED, **changes))
+        return self.save(replace(entry, stage=REPLY_STORED, **changes))
 
     def stored_reply(self, entry: Entry) -> bytes | None:
         try:

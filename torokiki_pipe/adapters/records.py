@@ -145,7 +145,7 @@ def write_atomically(target: Path, data: bytes, durable: bool = True) -> None:
 
     `durable` also waits for the disk, so that the file outlives a power cut:
     for what the MTA's exit 0 hands over to us (kept mail, the journal's
-    answered/done stages); counters whose loss is harmless skip the wait.
+    reply-stored/done stages); counters whose loss is harmless skip the wait.
     """
     # A fresh, private temporary name beside the target (what tempfile.mkstemp
     # does, without its import cost on every run).
