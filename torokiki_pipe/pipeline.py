@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from torokiki_pipe.stages.s6_act import Step
     from torokiki_pipe.config import Config
     from torokiki_pipe.ports import BudgetPort, Clock, JournalPort, MailerPort, RecordsPort, WebsitePort
+    from torokiki_pipe.stages.s5_understand.command import Request
 
 # Outcomes whose reply is withheld when the same mail was already refused today.
 REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
@@ -187,7 +188,7 @@ def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: st
     from torokiki_pipe.stages.s5_understand.command import HelpRequest, Invalid, Problem, needs_body, understand
 
     if not needs_body(line):
-        request = HelpRequest()
+        request: Request = HelpRequest()
     else:
         from torokiki_pipe.stages.s5_understand.mime import parse_mail   # the full parse, only for mail that needs it
 

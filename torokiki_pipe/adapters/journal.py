@@ -32,22 +32,27 @@ import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Dict, Iterator
 
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
 if TYPE_CHECKING:
-    from torokiki_pipe.ports import Clock
+    from typing import Final
+
+    from torokiki_pipe.ports import Clock, Stage
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
 
 # Stages, in order (ports.Stage).  "reply-stored" and "sending" both hold a stored reply that is
 # still owed.  "reply-stored", not "answered": that is an outcome, and the sender has no answer yet.
-RECEIVED, REPLY_STORED, SENDING, DONE = "received", "reply-stored", "sending", "done"
+RECEIVED: Final = "received"
+REPLY_STORED: Final = "reply-stored"
+SENDING: Final = "sending"
+DONE: Final = "done"
 # Stage names that earlier versions wrote, read as today's: a journal entry
 # lives as long as TOROKIKI_JOURNAL_EXPIRE (up to 366 days), across upgrades.
-EARLIER_STAGES = {"answered": REPLY_STORED}
+EARLIER_STAGES: Dict[str, Stage] = {"answered": REPLY_STORED}
 
 # Outcomes that `replay --force` may submit again: the website or the gateway
 # did not take the mail, and a fix on either side may make it succeed.  Saved
@@ -65,7 +70,7 @@ class Entry:
     """How far one message got, as kept in the journal."""
     key: str
     digest: str
-    stage: str = RECEIVED
+    stage: Stage = RECEIVED
     outcome: str = ""                  # outcome of the website step, once the reply is stored
     detail: str = ""
     url: str = ""

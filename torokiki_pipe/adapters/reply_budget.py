@@ -27,10 +27,15 @@ from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
 if TYPE_CHECKING:
-    from torokiki_pipe.config import ReplyLimit
-    from torokiki_pipe.ports import Clock
+    from typing import Final
 
-SEND, LAST, SILENT = "send", "last", "silent"
+    from torokiki_pipe.config import ReplyLimit
+    from torokiki_pipe.ports import Clock, Decision
+
+# take()'s answers (ports.Decision): send the reply; send it and say it is the last one for a while; send none.
+SEND: Final = "send"
+LAST: Final = "last"
+SILENT: Final = "silent"
 IDENTICAL_WINDOW = 24 * 3600
 SAME_PREFIX = "same-"
 
@@ -41,7 +46,7 @@ class ReplyBudget:
         self.limit = limit
         self.clock = clock
 
-    def take(self, address: str, key: str = "") -> str:
+    def take(self, address: str, key: str = "") -> Decision:
         """SEND, LAST (send, and say it is the last one for a while) or SILENT, for message `key`."""
         if self.limit.count <= 0:
             return SEND
@@ -57,7 +62,7 @@ class ReplyBudget:
             write_atomically(path, json.dumps(granted).encode(), durable=False)   # a lost count is harmless
             return LAST if len(granted) == self.limit.count else SEND
 
-    def first_time_refused(self, address: str, subject: str, body, key: str = "") -> bool:
+    def first_time_refused(self, address: str, subject: str, body: bytes | memoryview, key: str = "") -> bool:
         """True the first time (per day) this sender sends this refused mail (its subject and body),
         and again whenever the message that was first (`key`) asks."""
         name = SAME_PREFIX + _digest(address.lower(), b"\0", subject.encode("utf-8", "replace"), b"\0", body)

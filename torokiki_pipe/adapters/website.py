@@ -53,6 +53,7 @@ from urllib.parse import urljoin, urlsplit
 from torokiki_pipe import __version__
 
 if TYPE_CHECKING:
+    from torokiki_pipe.ports import AnswerStatus
     from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
 SAVED_STATUSES = (301, 302, 303, 201)
@@ -77,8 +78,7 @@ EXCERPT_CHARS = 8000          # of a body, kept in the exchange for logs/failed_
 @dataclass(frozen=True)
 class WebsiteAnswer:
     """The website's answer, sorted into what the gateway does next; every string redacted."""
-    status: str                 # "saved" | "found" | "too-large" | "withheld" | "not-found" | "refused"
-                                # | "key-refused" | "unavailable"
+    status: AnswerStatus
     detail: str = ""            # one line for people and logs
     location: str | None = None # the new response's public URL, when saved and known
     content: dict | None = None # the content object, when found
