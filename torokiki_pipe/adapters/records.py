@@ -78,7 +78,7 @@ class Records:
         folder = self.folder(kind)
         make_private_dirs(folder)
         stem = key if key and key.isalnum() else unique_stem(self.clock.time())
-        written = []
+        written: list[Path] = []
         for suffix, data in files.items():
             target = folder / f"{stem}{suffix}"
             if not (key and not written and target.exists()):

@@ -146,7 +146,7 @@ def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: 
     total, written = len(message), 0
     stderr = _Tail(STDERR_KEPT)
     os.set_blocking(fds.stdin_write, False)
-    os.set_blocking(fds.err_read, False)
+    os.set_blocking(fds.err_read, False)    # type: ignore[arg-type]  # send() opened it
     try:    # readable when the child exits: no polling (Linux >= 5.3)
         fds.pidfd = os.pidfd_open(child.pid)
     except (AttributeError, OSError):

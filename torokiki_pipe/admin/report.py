@@ -72,7 +72,7 @@ def parse_line(text: str) -> Entry | None:
         when = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
-    fields = {}
+    fields: dict[str, str] = {}
     for key, value in _FIELD.findall(match[2]):
         if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
             value = value[1:-1]
