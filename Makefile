@@ -3,7 +3,10 @@
 #   make demo   every examples/*.eml through the installed gateway, against
 #               the reference website, replies written to a temporary outbox
 #   make test   Debian packages the tests use (when root and missing), the
-#               virtualenv, then pytest; "no tests collected" is a failure
+#               virtualenv, the type check, then pytest; "no tests collected"
+#               is a failure
+#   make typecheck  only mypy (setup.cfg [mypy]): the package, and each
+#               adapter against its port (torokiki_pipe/ports.py)
 #   make min-versions  only the check that the lowest dependency versions
 #               setup.cfg states work (tests/min-versions.txt; part of test)
 #
@@ -19,7 +22,7 @@ PYTEST_ARGS ?= -q
 # Postfix, swaks, imapfilter and Dovecot's IMAP server.
 APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
 
-.PHONY: all demo test min-versions bench deps venv install install-test clean
+.PHONY: all demo test typecheck min-versions bench deps venv install install-test clean
 
 all: test
 
@@ -38,9 +41,13 @@ demo: install
 	$(VPY) -m torokiki_pipe.devtools.demo
 
 test: deps install-test
+	$(VPY) -m mypy
 	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
+
+typecheck: install-test
+	$(VPY) -m mypy
 
 # A scratch venv with exactly tests/min-versions.txt runs the examples through
 # this tree's pipe; it skips, saying why, when the package index is unreachable.
@@ -84,4 +91,4 @@ bench:
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .hypothesis $(BENCH_VENV)
+	rm -rf build dist *.egg-info .pytest_cache .hypothesis .mypy_cache $(BENCH_VENV)

@@ -121,7 +121,7 @@ def test_values_the_tests_and_tools_use_stay_valid():
     assert (settings.give_up_after, settings.http_timeout, settings.max_message_bytes) == (1, 1, 2000)
     assert load_with(TOROKIKI_HTTP_TIMEOUT="60", TOROKIKI_MAX_MESSAGE_BYTES=str(40 * 1024 * 1024)).http_timeout == 60
     assert load_with(TOROKIKI_REPLY_LIMIT="5/hour").reply_limit == config.ReplyLimit(5, 3600)
-    assert load_with(TOROKIKI_REPLY_LIMIT="off").reply_limit.count == 0
+    assert load_with(TOROKIKI_REPLY_LIMIT="off").reply_limit.replies == 0
 
 
 def test_journal_must_outlive_the_give_up_time():
@@ -201,7 +201,7 @@ def test_an_unusable_api_key_is_refused_and_never_shown(key):
 
 def test_surrounding_white_space_is_ignored():
     settings = load_with(TOROKIKI_API_KEY="  k3y \n", TOROKIKI_HTTP_TIMEOUT=" 5 ", TOROKIKI_REPLY_LIMIT=" 5/hour ")
-    assert (settings.api_key, settings.http_timeout, settings.reply_limit.count) == ("k3y", 5, 5)
+    assert (settings.api_key, settings.http_timeout, settings.reply_limit.replies) == ("k3y", 5, 5)
 
 
 @pytest.mark.parametrize("address", ["g@t.net\nBcc: x@example.net", "g@t.net, x@example.net", "a@b@c",
@@ -291,7 +291,7 @@ def test_unknown_keys_are_listed_not_refused(tmp_path):
     settings = config.load(write(tmp_path, text), {"TOROKIKI_PIPE_CONFIG": "x", "TOROKIKI_REFERENCE_API_KEY": "k",
                                                    "TOROKIKI_SYSLG": "mail"})
     assert settings.unknown_keys == ("TOROKIKI_REPLY_LIMT", "TOROKIKI_SYSLG")
-    assert settings.reply_limit.count == 20             # the typo left the default: `check` warns
+    assert settings.reply_limit.replies == 20             # the typo left the default: `check` warns
     assert config.suggest("TOROKIKI_REPLY_LIMT") == "; did you mean TOROKIKI_REPLY_LIMIT?"
     assert config.suggest("TOROKIKI_SOMETHING_ELSE") == ""
 
@@ -323,7 +323,7 @@ def test_any_value_gives_settings_or_one_config_error(key, value):
                     settings.reply_limit.window):
         assert math.isfinite(seconds) and seconds >= 1
     assert 1024 <= settings.max_message_bytes <= 1024 ** 3
-    assert 0 <= settings.reply_limit.count <= 1000
+    assert 0 <= settings.reply_limit.replies <= 1000
 
 
 @FEW

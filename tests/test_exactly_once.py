@@ -2,9 +2,9 @@
 
 Each test would fail without the mechanism it names.
 """
-import dataclasses
 import os
 import time
+from datetime import datetime, timezone
 
 from torokiki_pipe import run
 from torokiki_pipe import config
@@ -20,6 +20,19 @@ CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
 
 def replies(smtp_sink, n, wait=10):
     return smtp_sink.wait_for(n, timeout=wait) if n else smtp_sink.messages
+
+
+class StillClock:
+    """A clock (torokiki_pipe.ports.Clock) that moves only when the test moves `seconds`."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def time(self):
+        return self.seconds
+
+    def now(self):
+        return datetime.fromtimestamp(self.seconds, timezone.utc)
 
 
 def test_a_message_delivered_twice_is_posted_once_and_answered_once(run_pipe, website, smtp_sink, pipe_env):
@@ -96,7 +109,7 @@ class CrashingWebsite:
 def test_a_message_that_crashes_three_times_is_answered_once_and_not_retried(pipe_env, smtp_sink, website):
     settings = config.load(os.fspath(pipe_env), {})
     raw = RawMail(mail("get: 'http://torokiki.net/image/1/response'"), oversize=False)
-    effects = dataclasses.replace(run.real_effects(settings), website=CrashingWebsite())
+    effects = run.real_effects(settings)._replace(website=CrashingWebsite())
     codes = [run.handle(raw, Envelope(), settings, effects=effects) for _ in range(5)]
     assert codes == [75, 75, 0, 0, 0]
     time.sleep(0.5)
@@ -170,13 +183,13 @@ def test_world_readable_config_is_warned_about_once(run_pipe, pipe_env, smtp_sin
 
 
 def test_journal_entries_expire_without_a_daemon(tmp_path):
-    clock = [1_000_000.0]
-    journal = Journal(tmp_path, expire_after=3600, now=lambda: clock[0])
+    clock = StillClock(1_000_000.0)
+    journal = Journal(tmp_path, expire_after=3600, clock=clock)
     with journal.hold("k1", "d" * 64) as entry:
         journal.finish(entry)
     entry_file = tmp_path / "k1.json"
-    os.utime(entry_file, (clock[0], clock[0]))
-    clock[0] += 7200
+    os.utime(entry_file, (clock.seconds, clock.seconds))
+    clock.seconds += 7200
     assert journal.expire() == 1 and not entry_file.exists()
     assert not (tmp_path / "locks" / "k1.lock").exists()
     assert journal.expire() == 0
@@ -188,6 +201,31 @@ def test_a_damaged_journal_entry_does_not_wedge_the_message(tmp_path):
     with journal.hold("k2", "e" * 64) as entry:
         assert entry.stage == "received"
     assert (tmp_path / "k2.damaged").exists()
+
+
+def test_an_entry_an_earlier_version_left_as_answered_only_has_its_stored_reply_sent(
+        run_pipe, website, smtp_sink, pipe_env):
+    # Earlier versions named the stage "reply-stored" "answered"; such entries outlive upgrades.
+    import json
+
+    from torokiki_pipe.stages.s2_headers import read_head
+
+    message = mail(CREATE, "text: 'before the upgrade'", msgid="<upgraded@example.net>")
+    head = read_head(message)
+    journal = pipe_env.log_dir / "journal"
+    journal.mkdir(parents=True)
+    stored = b"From: gateway\r\nTo: kiri@example.net\r\nSubject: stored before the upgrade\r\n\r\nsaved\r\n"
+    (journal / f"{head.key}.reply.eml").write_bytes(stored)
+    (journal / f"{head.key}.json").write_text(json.dumps(
+        {"key": head.key, "digest": head.digest, "stage": "answered", "outcome": "saved", "detail": "saved",
+         "url": "", "command": "create-response-to", "recipient": "kiri@example.net",
+         "first_failure": None, "failures": 0, "created": 1.0, "updated": 1.0}))
+    assert Journal(journal, 3600).read(head.key).stage == "reply-stored"
+    assert run_pipe(message).returncode == 0
+    [sent] = replies(smtp_sink, 1)
+    assert sent.message()["Subject"] == "stored before the upgrade"      # the stored one, not a new reply
+    assert website.stats()["posts"] == 0
+    assert json.loads((journal / f"{head.key}.json").read_text())["stage"] == "done"
 
 
 def test_the_same_mail_received_twice_over_smtp_is_one_message(run_pipe, website, smtp_sink):
@@ -204,17 +242,17 @@ def test_the_sweep_removes_stale_counters_and_leftover_temporary_files(tmp_path)
     from torokiki_pipe.adapters.reply_budget import ReplyBudget
     from torokiki_pipe.adapters.records import Records
 
-    clock = [1_000_000.0]
+    clock = StillClock(1_000_000.0)
     records = Records(tmp_path / "logs")
-    budget = ReplyBudget(records.counters_dir, ReplyLimit(2, 3600), now=lambda: clock[0])
+    budget = ReplyBudget(records.counters_dir, ReplyLimit(2, 3600), clock=clock)
     assert budget.take("kiri@example.net", "m1") == "send"
     assert budget.first_time_refused("kiri@example.net", "nonsense", b"hello", "m1")
     leftover = records.counters_dir / ".tmp-123-abc"
     leftover.write_bytes(b"half a file")
-    old = clock[0] - 3 * 86400
+    old = clock.seconds - 3 * 86400
     for path in records.counters_dir.iterdir():
         os.utime(path, (old, old))
-    clock[0] += 2 * 86400
+    clock.seconds += 2 * 86400
     assert budget.expire() == 2
     assert records.sweep() == 1
     assert sorted(p.name for p in records.counters_dir.iterdir()) == []
@@ -246,7 +284,7 @@ def test_the_time_limit_counts_as_a_failure_and_gives_up_in_the_end(pipe_env, sm
 
     settings = config.load(os.fspath(pipe_env.variant(TOROKIKI_GIVE_UP_AFTER="1s")), {})
     raw = RawMail(mail(CREATE, "text: 'slowly'", msgid="<alarm@example.net>"), oversize=False)
-    effects = dataclasses.replace(run.real_effects(settings), website=Trickling())
+    effects = run.real_effects(settings)._replace(website=Trickling())
     assert run.handle(raw, Envelope(), settings, effects=effects) == 75
     line = log_lines(pipe_env)[-1]
     assert "outcome=timed-out" in line and "message-id=<alarm@example.net>" in line
@@ -278,7 +316,7 @@ def test_a_crash_whose_error_quotes_the_key_keeps_it_out_of_the_log(pipe_env, sm
         fetch = submit
 
     raw = RawMail(mail(CREATE, "text: 'leak'", msgid="<leak@example.net>"), oversize=False)
-    effects = dataclasses.replace(run.real_effects(settings), website=Leaky())
+    effects = run.real_effects(settings)._replace(website=Leaky())
     assert run.handle(raw, Envelope(), settings, effects=effects) == 75
     log = (pipe_env.log_dir / "torokiki-pipe.log").read_text()
     assert "ValueError" in log and settings.api_key not in log.replace("\n ", "")

@@ -326,7 +326,6 @@ class DiskFullOnce:
 def test_a_reply_whose_allowance_was_taken_but_not_stored_is_sent_on_the_next_delivery(
         subject, pipe_env, smtp_sink, website):
     """The refusal marker (or the reply budget) was taken, then storing the reply failed."""
-    import dataclasses
 
     from torokiki_pipe import run
     from torokiki_pipe import config
@@ -339,7 +338,7 @@ def test_a_reply_whose_allowance_was_taken_but_not_stored_is_sent_on_the_next_de
             "Message-ID: <owed@example.net>\n\nhello\n").encode()
     real = run.real_effects(settings)
     journal = DiskFullOnce(Journal(real.records.journal_dir, settings.journal_expire))
-    effects = dataclasses.replace(real, journal=journal)
+    effects = real._replace(journal=journal)
     first = run.handle(RawMail(data, False), Envelope(), settings, effects=effects)
     assert first == 75 and smtp_sink.messages == []
     assert run.handle(RawMail(data, False), Envelope(), settings, effects=effects) == 0

@@ -84,8 +84,8 @@ _SECRET_KEYS = ("TOROKIKI_API_KEY",)
 
 
 class ReplyLimit(NamedTuple):
-    """TOROKIKI_REPLY_LIMIT, read; ratelimit.ReplyBudget enforces it."""
-    count: int        # replies allowed per window; 0 means no limit
+    """TOROKIKI_REPLY_LIMIT, read; adapters.reply_budget.ReplyBudget enforces it."""
+    replies: int        # replies allowed per window; 0 means no limit
     window: float     # seconds
 
 

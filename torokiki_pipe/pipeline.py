@@ -26,8 +26,6 @@ so that a website that never answers is given up on like one that is down.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Callable, ContextManager, NamedTuple, Optional
 
 # Cost tier 1, what every message pays: its headers and the guard.  The later
@@ -43,6 +41,7 @@ from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_SENDS, IGNORED
 
 if TYPE_CHECKING:
     from torokiki_pipe.config import Config
+    from torokiki_pipe.ports import BudgetPort, Clock, JournalPort, MailerPort, RecordsPort, WebsitePort
     from torokiki_pipe.stages.s6_act import Step
     from torokiki_pipe.stages.s7_reply import ReplyContext
 
@@ -56,18 +55,17 @@ class Envelope(NamedTuple):
     recipient: Optional[str] = None   # Postfix ${recipient}
 
 
-@dataclass(frozen=True)
-class Effects:
-    """The adapters the pipeline may touch; the dry run hands harmless ones."""
-    website: object                   # .fetch(url), .submit(url, content, key) -> WebsiteAnswer
-    mailer: object                    # .send(bytes, recipient) -> SendResult
-    records: object                   # .stash(kind, files, key), .append_line(text)
-    journal: object                   # journal.Journal: .hold, .answer, .sending, .failed, .finish, ...
-    budget: object                    # ratelimit.ReplyBudget: .take, .first_time_refused, .limit
-    now: Callable[[], datetime]
+class Effects(NamedTuple):
+    """The adapters the pipeline may touch (their ports: torokiki_pipe/ports.py); the dry run hands harmless ones."""
+    website: WebsitePort
+    mailer: MailerPort
+    records: RecordsPort
+    journal: JournalPort
+    budget: BudgetPort
+    clock: Clock
     # Entered where no signal may cut the run short (the reply's hand-over):
     # from there on, a stop asked for is noted and the run finishes.
-    uninterrupted: Callable[[], ContextManager] = field(default=nullcontext)
+    uninterrupted: Callable[[], ContextManager[None]] = nullcontext
 
 
 class Processed(NamedTuple):
@@ -161,7 +159,7 @@ def reply_context(head: Head, sender: Sender, config: Config, effects: Effects) 
 
     return ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
                         message_id=head.message_id, references=head.references,
-                        original_subject=head.subject, now=effects.now())
+                        original_subject=head.subject, now=effects.clock.now())
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:

@@ -19,6 +19,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 
 from torokiki_pipe import config as configuration
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import Records
 from torokiki_pipe.cli import say
 from torokiki_pipe.outcome import Outcome, exit_code
@@ -66,7 +67,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     """
     started = time.monotonic() if started is None else started
     own_signals = signals is None
-    signals = RunSignals() if own_signals else signals
+    signals = RunSignals() if signals is None else signals
     if effects is None and dry_run:
         from torokiki_pipe.adapters.dryrun import dry_run_effects
 
@@ -185,7 +186,7 @@ def real_effects(settings, uninterrupted=None) -> Effects:
 
     return Effects(website=BuiltOnFirstUse(website), mailer=BuiltOnFirstUse(mailer), records=records,
                    journal=BuiltOnFirstUse(journal), budget=BuiltOnFirstUse(budget),
-                   now=lambda: datetime.now(timezone.utc), uninterrupted=uninterrupted or nullcontext)
+                   clock=SystemClock(), uninterrupted=uninterrupted or nullcontext)
 
 
 def _sweep(settings, effects: Effects) -> None:
@@ -239,7 +240,7 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
 
         trace = Redactor(settings.api_key).text(trace)
     where = traceback.extract_tb(sys.exc_info()[2])[-1]
-    signature = f"{sys.exc_info()[0].__name__} at {os.path.basename(where.filename)}:{where.lineno}"
+    signature = f"{type(sys.exc_info()[1]).__name__} at {os.path.basename(where.filename)}:{where.lineno}"
     message_id, sender = _identify(raw, envelope)
     digest = hashlib.sha256(raw.data).hexdigest()
     records, kept = effects.records, "(not kept)"

@@ -1,29 +1,38 @@
 """Adapters for ``--dry-run``: change nothing anywhere, show what would happen.
 
 GETs still reach the website (they change nothing); the POST, the reply and
-every write under ``logs/`` are printed instead.
+every write under ``logs/`` are printed instead.  Each fits its port
+(torokiki_pipe/ports.py; checked by ``make typecheck``).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from torokiki_pipe.adapters.journal import ANSWERED, DONE, SENDING, Crash, Entry
+from torokiki_pipe.adapters.clock import SystemClock
+from torokiki_pipe.adapters.journal import DONE, REPLY_STORED, SENDING, Crash, Entry
 from torokiki_pipe.pipeline import Effects
 from torokiki_pipe.config import ReplyLimit
 from torokiki_pipe.adapters.reply_budget import SEND
 from torokiki_pipe.adapters.sendmail import SendResult
 from torokiki_pipe.adapters.website import JsonBody, Website, WebsiteAnswer
 
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterator, Optional, TextIO, Tuple
+
+    from torokiki_pipe.config import Config
+    from torokiki_pipe.ports import Decision
+    from torokiki_pipe.stages.s5_understand.urls import ContentUrl
+
 
 class DryRunWebsite(Website):
-    def __init__(self, settings, out):
+    def __init__(self, settings: Config, out: TextIO):
         super().__init__(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url)
         self.out = out
 
-    def submit(self, url, content, idempotency_key):
+    def submit(self, url: ContentUrl, content: Dict[str, Any], idempotency_key: str) -> WebsiteAnswer:
         body = JsonBody.of(content)
         headers = {"Content-Type": "application/json", "X-API-Key": "<redacted>",
                    "Idempotency-Key": idempotency_key}
@@ -34,7 +43,7 @@ class DryRunWebsite(Website):
 
 
 class PrintMailer:
-    def __init__(self, command, out):
+    def __init__(self, command: Tuple[str, ...], out: TextIO):
         self.command, self.out = command, out
 
     def send(self, message: bytes, recipient: str) -> SendResult:
@@ -47,65 +56,64 @@ class MemoryJournal:
     """A journal that remembers nothing: the dry run always starts from scratch."""
 
     @contextmanager
-    def hold(self, message_key, digest, force=False):
+    def hold(self, message_key: str, digest: str, force: bool = False) -> Iterator[Entry]:
         yield Entry(key=message_key, digest=digest)
 
-    def answer(self, entry, reply, **changes):
-        return replace(entry, stage=ANSWERED, **changes)
+    def answer(self, entry: Entry, reply: bytes, **changes: Any) -> Entry:
+        return replace(entry, stage=REPLY_STORED, **changes)
 
-    def stored_reply(self, entry):
+    def stored_reply(self, entry: Entry) -> Optional[bytes]:
         return None
 
-    def sending(self, entry):
+    def sending(self, entry: Entry) -> Entry:
         return replace(entry, stage=SENDING)
 
-    def failed(self, entry):
+    def failed(self, entry: Entry) -> Entry:
         return replace(entry, failures=entry.failures + 1, first_failure=0.0)
 
-    def failing_for(self, entry):
+    def failing_for(self, entry: Entry) -> float:
         return 0.0
 
-    def finish(self, entry, **changes):
+    def finish(self, entry: Entry, **changes: Any) -> Entry:
         return replace(entry, stage=DONE, **changes)
 
-    def crashed(self, digest, signature):
+    def crashed(self, digest: str, signature: str) -> Crash:
         return Crash(count=1, answered=False)
 
-    def crash_answered(self, digest):
+    def crash_answered(self, digest: str) -> None:
         pass
 
-    def expire(self):
+    def expire(self) -> int:
         return 0
 
 
 class NoLimit:
     limit = ReplyLimit(0, 3600)
 
-    def take(self, address, key=""):
+    def take(self, address: str, key: str = "") -> Decision:
         return SEND
 
-    def first_time_refused(self, address, subject, body, key=""):
+    def first_time_refused(self, address: str, subject: str, body: bytes | memoryview, key: str = "") -> bool:
         return True
 
-    def expire(self):
+    def expire(self) -> int:
         return 0
 
 
 class NoRecords:
-    def stash(self, kind, files, key=""):
+    def stash(self, kind: str, files: Dict[str, bytes], key: str = "") -> str:
         return f"(dry run: would keep in logs/{kind}/)"
 
-    def append_line(self, text):
+    def append_line(self, text: str) -> None:
         pass
 
-    def sweep_due(self):
+    def sweep_due(self) -> bool:
         return False
 
-    def sweep(self):
+    def sweep(self) -> int:
         return 0
 
 
-def dry_run_effects(settings, out) -> Effects:
+def dry_run_effects(settings: Config, out: TextIO) -> Effects:
     return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out),
-                   records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(),
-                   now=lambda: datetime.now(timezone.utc))
+                   records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(), clock=SystemClock())

@@ -6,11 +6,12 @@ how far each message got, keyed by its Message-ID (or a digest of the raw
 message when there is none, or when the same Message-ID comes with other
 content):
 
-    received -> answered (the website's answer, and the reply built from it, stored)
+    received -> reply-stored (the website's answer, and the reply built from it, stored;
+                              not yet handed over)
              -> sending (the reply is being handed to sendmail) -> done
 
 A message delivered again resumes where it stopped: a ``done`` one is not
-touched again; an ``answered`` or ``sending`` one only has its stored reply
+touched again; a ``reply-stored`` or ``sending`` one only has its stored reply
 sent, byte for byte the same (same Message-ID), so that the one case where a
 second hand-over cannot be excluded (killed while sendmail ran) gives the
 sender a copy their mail client collapses, never a second, different answer.
@@ -28,19 +29,31 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Dict, Iterator
 
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 from torokiki_pipe.stages.s4_journal import JournalBusy
 
+if TYPE_CHECKING:
+    from typing import Final
+
+    from torokiki_pipe.ports import Clock, Stage
+
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
 
-# Stages, in order.  "answered" and "sending" both hold a stored reply that is still owed.
-RECEIVED, ANSWERED, SENDING, DONE = "received", "answered", "sending", "done"
+# Stages, in order (ports.Stage).  "reply-stored" and "sending" both hold a stored reply that is
+# still owed.  "reply-stored", not "answered": that is an outcome, and the sender has no answer yet.
+RECEIVED: Final = "received"
+REPLY_STORED: Final = "reply-stored"
+SENDING: Final = "sending"
+DONE: Final = "done"
+# Stage names that earlier versions wrote, read as today's: a journal entry
+# lives as long as TOROKIKI_JOURNAL_EXPIRE (up to 366 days), across upgrades.
+EARLIER_STAGES: Dict[str, Stage] = {"answered": REPLY_STORED}
 
 # Outcomes that `replay --force` may submit again: the website or the gateway
 # did not take the mail, and a fix on either side may make it succeed.  Saved
@@ -54,8 +67,8 @@ class Entry:
     """How far one message got, as kept in the journal."""
     key: str
     digest: str
-    stage: str = RECEIVED
-    outcome: str = ""                  # outcome of the website step, once answered
+    stage: Stage = RECEIVED
+    outcome: str = ""                  # outcome of the website step, once the reply is stored
     detail: str = ""
     url: str = ""
     command: str = ""
@@ -67,7 +80,7 @@ class Entry:
 
     @property
     def owes_reply(self) -> bool:
-        return self.stage in (ANSWERED, SENDING)
+        return self.stage in (REPLY_STORED, SENDING)
 
 
 @dataclass(frozen=True)
@@ -78,10 +91,10 @@ class Crash:
 
 
 class Journal:
-    def __init__(self, root: Path, expire_after: float, now=time.time):
+    def __init__(self, root: Path, expire_after: float, clock: Clock = SystemClock()):
         self.root = Path(root)
         self.expire_after = expire_after
-        self.now = now
+        self.clock = clock
 
     # -- paths: one JSON entry, one stored reply and one lock file per key
     def _entry(self, key: str) -> Path:
@@ -114,7 +127,7 @@ class Journal:
                 entry = None
             if entry is None:
                 # Not waited onto the disk: lost in a power cut, the message simply starts afresh.
-                entry = self.save(Entry(key=key, digest=digest, created=self.now()), durable=False)
+                entry = self.save(Entry(key=key, digest=digest, created=self.clock.time()), durable=False)
             yield entry
 
     @contextmanager
@@ -135,7 +148,11 @@ class Journal:
     def read(self, key: str) -> Entry | None:
         try:
             data = json.loads(self._entry(key).read_text(encoding="utf-8"))
-            return Entry(**{k: v for k, v in data.items() if k in Entry.__dataclass_fields__})
+            fields = {k: v for k, v in data.items() if k in Entry.__dataclass_fields__}
+            stage = fields.get("stage")
+            if isinstance(stage, str) and stage in EARLIER_STAGES:
+                fields["stage"] = EARLIER_STAGES[stage]
+            return Entry(**fields)
         except FileNotFoundError:
             return None
         except (ValueError, TypeError):
@@ -145,7 +162,7 @@ class Journal:
             return None
 
     def save(self, entry: Entry, durable: bool = True) -> Entry:
-        entry = replace(entry, updated=self.now())
+        entry = replace(entry, updated=self.clock.time())
         make_private_dirs(self.root)
         write_atomically(self._entry(entry.key), json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8"),
                          durable=durable)
@@ -154,7 +171,7 @@ class Journal:
     def answer(self, entry: Entry, reply: bytes, **changes) -> Entry:
         """Store the reply that is owed, then record it as owed: both on the disk before it is sent."""
         write_atomically(self._reply(entry.key), reply)
-        return self.save(replace(entry, stage=ANSWERED, **changes))
+        return self.save(replace(entry, stage=REPLY_STORED, **changes))
 
     def stored_reply(self, entry: Entry) -> bytes | None:
         try:
@@ -168,12 +185,12 @@ class Journal:
 
     def failed(self, entry: Entry) -> Entry:
         """Count a temporary failure; the first one starts the give-up clock."""
-        first = entry.first_failure if entry.first_failure is not None else self.now()
+        first = entry.first_failure if entry.first_failure is not None else self.clock.time()
         # A failure count lost in a power cut only restarts the give-up clock.
         return self.save(replace(entry, first_failure=first, failures=entry.failures + 1), durable=False)
 
     def failing_for(self, entry: Entry) -> float:
-        return 0.0 if entry.first_failure is None else self.now() - entry.first_failure
+        return 0.0 if entry.first_failure is None else self.clock.time() - entry.first_failure
 
     def finish(self, entry: Entry, **changes) -> Entry:
         saved = self.save(replace(entry, stage=DONE, **changes))
@@ -216,7 +233,7 @@ class Journal:
         """Remove entries (and their stored replies and locks) older than expire_after."""
         if not self.root.is_dir():
             return 0
-        now = self.now()
+        now = self.clock.time()
         removed = 0
         for item in os.scandir(self.root):
             if item.is_file() and not item.name.startswith(".") and now - item.stat().st_mtime > self.expire_after:

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from torokiki_pipe.adapters.clock import SystemClock
+
+if TYPE_CHECKING:
+    from torokiki_pipe.ports import Clock
 
 from torokiki_pipe.stages.s8_record import JOURNAL, LOG_FILE, REPLY_COUNTERS, STASH_KINDS, TEMPORARY_PREFIX
 
@@ -24,6 +30,7 @@ STALE_TEMPORARY = 3600        # a temporary file this old was left by a killed w
 class Records:
     """``logs/`` at `root`: the paths of its layout, and the only writes into it."""
     root: Path
+    clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
 
     @property
     def log_file(self) -> Path:
@@ -53,8 +60,8 @@ class Records:
         """
         folder = self.folder(kind)
         make_private_dirs(folder)
-        stem = key if key and key.isalnum() else unique_stem()
-        written = []
+        stem = key if key and key.isalnum() else unique_stem(self.clock.time())
+        written: list[Path] = []
         for suffix, data in files.items():
             target = folder / f"{stem}{suffix}"
             if not (key and not written and target.exists()):
@@ -65,7 +72,7 @@ class Records:
     def sweep_due(self, interval: float = SWEEP_INTERVAL) -> bool:
         """True at most once per `interval` across all runs: time for the housekeeping sweep."""
         marker = self.root / ".last-sweep"
-        now = time.time()
+        now = self.clock.time()
         try:
             if now - marker.stat().st_mtime < interval:
                 return False
@@ -79,7 +86,7 @@ class Records:
     def sweep(self, older_than: float = STALE_TEMPORARY) -> int:
         """Remove temporary files that killed writes left behind, anywhere under logs/."""
         removed = 0
-        cutoff = time.time() - older_than
+        cutoff = self.clock.time() - older_than
         folders = [self.root, self.journal_dir, self.counters_dir, *(self.root / k for k in STASH_KINDS)]
         for folder in folders:
             try:
@@ -110,9 +117,8 @@ class Records:
             os.close(fd)
 
 
-def unique_stem() -> str:
-    # Sortable by time, unique across processes and hosts sharing a folder.
-    now = time.time()
+def unique_stem(now: float) -> str:
+    # Sortable by time (`now`, epoch seconds), unique across processes and hosts sharing a folder.
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     return f"{stamp}.{int(now % 1 * 1e6):06d}Z-{os.getpid()}-{os.urandom(4).hex()}"
 
@@ -122,7 +128,7 @@ def write_atomically(target: Path, data: bytes, durable: bool = True) -> None:
 
     `durable` also waits for the disk, so that the file outlives a power cut:
     for what the MTA's exit 0 hands over to us (kept mail, the journal's
-    answered/done stages); counters whose loss is harmless skip the wait.
+    reply-stored/done stages); counters whose loss is harmless skip the wait.
     """
     # A fresh, private temporary name beside the target (what tempfile.mkstemp
     # does, without its import cost on every run).

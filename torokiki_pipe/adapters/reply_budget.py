@@ -19,49 +19,55 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
 if TYPE_CHECKING:
-    from torokiki_pipe.config import ReplyLimit
+    from typing import Final
 
-SEND, LAST, SILENT = "send", "last", "silent"
+    from torokiki_pipe.config import ReplyLimit
+    from torokiki_pipe.ports import Clock, Decision
+
+# take()'s answers (ports.Decision): send the reply; send it and say it is the last one for a while; send none.
+SEND: Final = "send"
+LAST: Final = "last"
+SILENT: Final = "silent"
 IDENTICAL_WINDOW = 24 * 3600
 SAME_PREFIX = "same-"
 
 
 class ReplyBudget:
-    def __init__(self, root: Path, limit: ReplyLimit, now=time.time):
+    def __init__(self, root: Path, limit: ReplyLimit, clock: Clock = SystemClock()):
         self.root = Path(root)
         self.limit = limit
-        self.now = now
+        self.clock = clock
 
-    def take(self, address: str, key: str = "") -> str:
+    def take(self, address: str, key: str = "") -> Decision:
         """SEND, LAST (send, and say it is the last one for a while) or SILENT, for message `key`."""
-        if self.limit.count <= 0:
+        if self.limit.replies <= 0:
             return SEND
         with self._locked(_digest(address.lower())) as path:
-            now = self.now()
+            now = self.clock.time()
             granted = [(t, k) for t, k in _read_list(path) if now - t < self.limit.window]
             for position, (_, known) in enumerate(granted, 1):
                 if key and known == key:          # asked again for the same message: same answer
-                    return LAST if position == self.limit.count else SEND
-            if len(granted) >= self.limit.count:
+                    return LAST if position == self.limit.replies else SEND
+            if len(granted) >= self.limit.replies:
                 return SILENT
             granted.append((now, key))
             write_atomically(path, json.dumps(granted).encode(), durable=False)   # a lost count is harmless
-            return LAST if len(granted) == self.limit.count else SEND
+            return LAST if len(granted) == self.limit.replies else SEND
 
-    def first_time_refused(self, address: str, subject: str, body, key: str = "") -> bool:
+    def first_time_refused(self, address: str, subject: str, body: bytes | memoryview, key: str = "") -> bool:
         """True the first time (per day) this sender sends this refused mail (its subject and body),
         and again whenever the message that was first (`key`) asks."""
         name = SAME_PREFIX + _digest(address.lower(), b"\0", subject.encode("utf-8", "replace"), b"\0", body)
         with self._locked(name) as path:
-            now = self.now()
+            now = self.clock.time()
             seen = _read_list(path)
             if seen and now - seen[-1][0] < IDENTICAL_WINDOW:
                 return bool(key) and seen[-1][1] == key
@@ -75,7 +81,7 @@ class ReplyBudget:
         except FileNotFoundError:
             return 0
         removed = 0
-        oldest = self.now() - max(self.limit.window, IDENTICAL_WINDOW)
+        oldest = self.clock.time() - max(self.limit.window, IDENTICAL_WINDOW)
         for item in items:
             name, dot, suffix = item.name.rpartition(".")
             try:

@@ -36,6 +36,10 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torokiki_pipe.ports import SendStatus
 
 TEMPORARY_CODES = frozenset({os.EX_TEMPFAIL, os.EX_UNAVAILABLE, os.EX_OSERR, os.EX_IOERR})
 SEND_TIMEOUT = 120      # seconds; far below Postfix's command_time_limit
@@ -49,7 +53,7 @@ _CHUNK = 1024 * 1024    # bytes per write(2); the kernel takes what fits
 @dataclass(frozen=True)
 class SendResult:
     """Whether sendmail took the reply, and why not."""
-    status: str      # "sent" | "temporary" | "permanent"
+    status: SendStatus          # "sent" | "temporary" | "permanent"
     detail: str = ""
 
     @property
@@ -142,7 +146,7 @@ def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: 
     total, written = len(message), 0
     stderr = _Tail(STDERR_KEPT)
     os.set_blocking(fds.stdin_write, False)
-    os.set_blocking(fds.err_read, False)
+    os.set_blocking(fds.err_read, False)    # type: ignore[arg-type]  # send() opened it
     try:    # readable when the child exits: no polling (Linux >= 5.3)
         fds.pidfd = os.pidfd_open(child.pid)
     except (AttributeError, OSError):
@@ -189,7 +193,7 @@ def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: 
         return SendResult("sent")
     if code < 0:
         return SendResult("temporary", f"{name} was killed by {_signal_name(-code)}" + (f": {said}" if said else ""))
-    status = "temporary" if code in TEMPORARY_CODES else "permanent"
+    status: SendStatus = "temporary" if code in TEMPORARY_CODES else "permanent"
     return SendResult(status, f"{name} exited {code}: {said}")
 
 

@@ -54,6 +54,9 @@ from torokiki_pipe import __version__
 from torokiki_pipe.stages.s8_record import one_line
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from torokiki_pipe.ports import AnswerStatus
     from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
 SAVED_STATUSES = (301, 302, 303, 201)
@@ -78,8 +81,7 @@ EXCERPT_CHARS = 8000          # of a body, kept in the exchange for logs/failed_
 @dataclass(frozen=True)
 class WebsiteAnswer:
     """The website's answer, sorted into what the gateway does next; every string redacted."""
-    status: str                 # "saved" | "found" | "too-large" | "withheld" | "not-found" | "refused"
-                                # | "key-refused" | "unavailable"
+    status: AnswerStatus
     detail: str = ""            # one line for people and logs
     location: str | None = None # the new response's public URL, when saved and known
     content: dict | None = None # the content object, when found
@@ -318,7 +320,7 @@ class Redactor:
         """The one redaction point: every string the answer carries, content included."""
         content = answer.content
         if content is not None:
-            attachment = content.get("Attachment")
+            attachment: Any = content.get("Attachment")
             data = attachment.get("data") if isinstance(attachment, dict) else None
             if isinstance(data, str):
                 if self.holds_secret(data):
@@ -341,7 +343,7 @@ class Redactor:
             if isinstance(item, str):
                 return self.text(item)
             if isinstance(item, dict):
-                copy = {}
+                copy: dict | list = {}
                 work.append((item, copy))
                 return copy
             if isinstance(item, list):
@@ -453,7 +455,8 @@ class Website:
         api = urlsplit(self.api_url)
         target = (api.path.rstrip("/") + path) or "/"
         https = api.scheme == "https"
-        connection = http.client.HTTPConnection(api.hostname, api.port or (443 if https else 80),
+        host: str = api.hostname   # type: ignore[assignment]  # config.load refuses an API URL without one
+        connection = http.client.HTTPConnection(host, api.port or (443 if https else 80),
                                                 timeout=min(CONNECT_TIMEOUT, self.timeout))
         if https:
             connection.default_port = 443       # no ":443" in the Host header
@@ -467,7 +470,8 @@ class Website:
                 import ssl
 
                 _remaining(sock, deadline)
-                sock.settimeout(min(CONNECT_TIMEOUT, sock.gettimeout()))   # connecting includes TLS
+                # Connecting includes TLS.  The socket's timeout is never None: the connection set one.
+                sock.settimeout(min(CONNECT_TIMEOUT, sock.gettimeout()))   # type: ignore[type-var]
                 sock = connection.sock = ssl.create_default_context().wrap_socket(
                     sock, server_hostname=api.hostname)
             phase = "send"
@@ -564,6 +568,7 @@ def _read(response, sock, method: str, deadline: float, watchdog) -> Received:
     if cap == MAX_CONTENT_BYTES and declared > cap:
         return replace(head, ending="over-cap")      # not worth reading only to throw it away
     encoding = (response.getheader("Content-Encoding") or "identity").strip().lower()
+    broken: tuple[type[Exception], ...]
     decoder, broken = None, (OSError, http.client.HTTPException)
     if encoding in ("gzip", "x-gzip", "deflate"):
         import zlib
@@ -668,7 +673,7 @@ class JsonBody:
 
     @classmethod
     def of(cls, content: dict) -> "JsonBody":
-        attachment = content.get("Attachment")
+        attachment: Any = content.get("Attachment")
         data = attachment.get("data") if isinstance(attachment, dict) else None
         if data is None or isinstance(data, str):
             return cls([json.dumps(content, ensure_ascii=False).encode("utf-8")])

@@ -374,7 +374,7 @@ def _log_entry(log_file: Path, offset: int, message_id: str):
     wanted = as_logged(message_id)
     entries = [e for e in map(parse_line, text.splitlines()) if e is not None]
     mine = [e for e in entries if e.get("message-id") == wanted]
-    return (mine or entries or [None])[-1]
+    return (mine or entries)[-1] if entries else None
 
 
 # --------------------------------------------------------------------------- resend

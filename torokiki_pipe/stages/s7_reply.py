@@ -130,7 +130,7 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     # base64.encodebytes writes 76-character lines, at once.
     message.add_attachment(b"", maintype=maintype, subtype=subtype, filename=name)
     stand_in = f"torokiki-attachment-{os.urandom(8).hex()}\n"
-    message.get_payload()[-1].set_payload(stand_in)
+    message.get_payload()[-1].set_payload(stand_in)   # type: ignore[index, union-attr]  # multipart: a list
     return message.as_bytes().replace(stand_in.encode(), base64.encodebytes(data), 1)
 
 

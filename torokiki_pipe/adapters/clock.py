@@ -1,0 +1,39 @@
+"""Adapter: the one clock the gateway reads (port `torokiki_pipe.ports.Clock`).
+
+`now()` is an aware datetime in UTC (for the reply's Date header), `time()`
+seconds since the epoch (for the journal, the reply budget and ``logs/``):
+both read the same system clock.  Every adapter that reads the time takes a
+clock, so a test can hand one that stands still or jumps a day.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Callable
+
+
+class SystemClock:
+    """The system's wall clock; holds no state, so one instance may serve everything."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def time(self) -> float:
+        return time.time()
+
+
+class CallableClock:
+    """A clock made of a function that returns an aware datetime (`Effects(now=...)`, the old form)."""
+
+    def __init__(self, now: Callable[[], datetime]):
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now()
+
+    def time(self) -> float:
+        return self._now().timestamp()
