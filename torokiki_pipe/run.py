@@ -257,13 +257,13 @@ def _crashed(raw, envelope, settings, effects) -> Processed:
         records.append_line(f"crash traceback follows ({signature})\n" + trace.rstrip())
     except OSError:
         pass
-    if crash is not None and crash.count >= POISON_AFTER:
+    if crash is not None and crash.times >= POISON_AFTER:
         answered = _answer_poisoned(raw, envelope, settings, effects, key=digest[:32])
         try:
             effects.journal.crash_answered(digest)
         except OSError:
             pass
-        return Processed(Outcome.POISONED, f"{signature} {crash.count} times; {answered}; mail kept as {kept}",
+        return Processed(Outcome.POISONED, f"{signature} {crash.times} times; {answered}; mail kept as {kept}",
                          message_id=message_id, sender=sender)
     return Processed(Outcome.CRASHED, f"internal error ({signature}), mail kept as {kept}",
                      message_id=message_id, sender=sender)

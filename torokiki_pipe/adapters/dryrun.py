@@ -8,7 +8,6 @@ every write under ``logs/`` are printed instead.  Each fits its port
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from torokiki_pipe.adapters.clock import SystemClock
@@ -60,25 +59,25 @@ class MemoryJournal:
         yield Entry(key=message_key, digest=digest)
 
     def answer(self, entry: Entry, reply: bytes, **changes: Any) -> Entry:
-        return replace(entry, stage=REPLY_STORED, **changes)
+        return entry._replace(stage=REPLY_STORED, **changes)
 
     def stored_reply(self, entry: Entry) -> Optional[bytes]:
         return None
 
     def sending(self, entry: Entry) -> Entry:
-        return replace(entry, stage=SENDING)
+        return entry._replace(stage=SENDING)
 
     def failed(self, entry: Entry) -> Entry:
-        return replace(entry, failures=entry.failures + 1, first_failure=0.0)
+        return entry._replace(failures=entry.failures + 1, first_failure=0.0)
 
     def failing_for(self, entry: Entry) -> float:
         return 0.0
 
     def finish(self, entry: Entry, **changes: Any) -> Entry:
-        return replace(entry, stage=DONE, **changes)
+        return entry._replace(stage=DONE, **changes)
 
     def crashed(self, digest: str, signature: str) -> Crash:
-        return Crash(count=1, answered=False)
+        return Crash(times=1, answered=False)
 
     def crash_answered(self, digest: str) -> None:
         pass

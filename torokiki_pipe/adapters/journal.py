@@ -30,9 +30,8 @@ from __future__ import annotations
 import json
 import os
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator
+from typing import TYPE_CHECKING, Dict, Iterator, NamedTuple
 
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
@@ -62,8 +61,7 @@ EARLIER_STAGES: Dict[str, Stage] = {"answered": REPLY_STORED}
 FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "reply-failed"})
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """How far one message got, as kept in the journal."""
     key: str
     digest: str
@@ -83,10 +81,9 @@ class Entry:
         return self.stage in (REPLY_STORED, SENDING)
 
 
-@dataclass(frozen=True)
-class Crash:
+class Crash(NamedTuple):
     """What the journal knows of one raw mail that crashed the gateway."""
-    count: int           # crashes in a row with the same signature
+    times: int           # crashes in a row with the same signature
     answered: bool       # the sender was already told it cannot be processed
 
 
@@ -148,7 +145,7 @@ class Journal:
     def read(self, key: str) -> Entry | None:
         try:
             data = json.loads(self._entry(key).read_text(encoding="utf-8"))
-            fields = {k: v for k, v in data.items() if k in Entry.__dataclass_fields__}
+            fields = {k: v for k, v in data.items() if k in Entry._fields}
             stage = fields.get("stage")
             if isinstance(stage, str) and stage in EARLIER_STAGES:
                 fields["stage"] = EARLIER_STAGES[stage]
@@ -162,16 +159,16 @@ class Journal:
             return None
 
     def save(self, entry: Entry, durable: bool = True) -> Entry:
-        entry = replace(entry, updated=self.clock.time())
+        entry = entry._replace(updated=self.clock.time())
         make_private_dirs(self.root)
-        write_atomically(self._entry(entry.key), json.dumps(asdict(entry), ensure_ascii=False).encode("utf-8"),
+        write_atomically(self._entry(entry.key), json.dumps(entry._asdict(), ensure_ascii=False).encode("utf-8"),
                          durable=durable)
         return entry
 
     def answer(self, entry: Entry, reply: bytes, **changes) -> Entry:
         """Store the reply that is owed, then record it as owed: both on the disk before it is sent."""
         write_atomically(self._reply(entry.key), reply)
-        return self.save(replace(entry, stage=REPLY_STORED, **changes))
+        return self.save(entry._replace(stage=REPLY_STORED, **changes))
 
     def stored_reply(self, entry: Entry) -> bytes | None:
         try:
@@ -181,19 +178,19 @@ class Journal:
 
     def sending(self, entry: Entry) -> Entry:
         """Record, on the disk, that the hand-over to sendmail starts now."""
-        return self.save(replace(entry, stage=SENDING))
+        return self.save(entry._replace(stage=SENDING))
 
     def failed(self, entry: Entry) -> Entry:
         """Count a temporary failure; the first one starts the give-up clock."""
         first = entry.first_failure if entry.first_failure is not None else self.clock.time()
         # A failure count lost in a power cut only restarts the give-up clock.
-        return self.save(replace(entry, first_failure=first, failures=entry.failures + 1), durable=False)
+        return self.save(entry._replace(first_failure=first, failures=entry.failures + 1), durable=False)
 
     def failing_for(self, entry: Entry) -> float:
         return 0.0 if entry.first_failure is None else self.clock.time() - entry.first_failure
 
     def finish(self, entry: Entry, **changes) -> Entry:
-        saved = self.save(replace(entry, stage=DONE, **changes))
+        saved = self.save(entry._replace(stage=DONE, **changes))
         try:
             self._reply(entry.key).unlink()
         except FileNotFoundError:
@@ -213,7 +210,7 @@ class Journal:
             answered = bool(known.get("answered"))
             write_atomically(self._entry(key), json.dumps(
                 {"signature": signature, "count": count, "answered": answered}).encode())
-        return Crash(count=count, answered=answered)
+        return Crash(times=count, answered=answered)
 
     def crash_answered(self, digest: str) -> None:
         """The sender was told: later deliveries of this mail are finished, not answered again."""

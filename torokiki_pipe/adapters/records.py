@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from torokiki_pipe.adapters.clock import SystemClock
 
@@ -26,11 +26,10 @@ SWEEP_INTERVAL = 3600         # seconds between two housekeeping sweeps
 STALE_TEMPORARY = 3600        # a temporary file this old was left by a killed write
 
 
-@dataclass(frozen=True)
-class Records:
+class Records(NamedTuple):
     """``logs/`` at `root`: the paths of its layout, and the only writes into it."""
     root: Path
-    clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
+    clock: Clock = SystemClock()
 
     @property
     def log_file(self) -> Path:

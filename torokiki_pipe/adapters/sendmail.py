@@ -35,8 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from torokiki_pipe.ports import SendStatus
@@ -50,8 +49,7 @@ _POLL = 0.05            # seconds between exit checks when pidfd_open is missing
 _CHUNK = 1024 * 1024    # bytes per write(2); the kernel takes what fits
 
 
-@dataclass(frozen=True)
-class SendResult:
+class SendResult(NamedTuple):
     """Whether sendmail took the reply, and why not."""
     status: SendStatus          # "sent" | "temporary" | "permanent"
     detail: str = ""
