@@ -34,10 +34,8 @@ import requests
 
 from torokiki_pipe.devtools.reference_site import serve_in_thread
 
-SITE_URL = "http://torokiki.net"
-GATEWAY_ADDRESS = "gateway@torokiki.net"
-API_KEY = "test-api-key"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from helpers import API_KEY, GATEWAY_ADDRESS, SITE_URL, example, write_env_file
+
 PIPE_TIMEOUT = 60
 _DEFAULT = object()
 
@@ -189,16 +187,6 @@ def msmtp(smtp_sink, tmp_path) -> Msmtp:
 
 # --------------------------------------------------------------------------- the pipe
 
-def write_env_file(path: Path, values: dict[str, str]) -> Path:
-    """Write KEY=value lines (dotenv), mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        for key, value in values.items():
-            stream.write(f"{key}={value}\n")
-    os.chmod(path, 0o600)
-    return path
-
-
 class PipeEnv(os.PathLike):
     """An env file for `torokiki-pipe --config`; `os.fspath(pipe_env)` is its path."""
 
@@ -261,11 +249,6 @@ def run_pipe(pipe_program, request):
         return subprocess.run(command, input=message, capture_output=True, timeout=timeout, env=environ)
 
     return run
-
-
-def example(name: str) -> bytes:
-    """The bytes of examples/<name> (e.g. "03-text-response.eml")."""
-    return (EXAMPLES / name).read_bytes()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import write_env_file
+from helpers import write_env_file
 
 GATEWAY = "gateway@torokiki.net"
 KEY = "s3cret-test-key"

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from filelock import FileLock
 
-from test_pipe import mail
+from helpers import mail
 
 PIPES = 16
 DISTINCT = 200

@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import API_KEY
-from test_pipe import files_in, log_lines, mail
+from helpers import API_KEY, files_in, log_lines, mail
 from torokiki_pipe.stages import s6_act as actions
 from torokiki_pipe.stages.s7_reply import TEMPLATES
 from torokiki_pipe.outcome import EXIT_POLICY, Outcome, is_temporary, status_line
