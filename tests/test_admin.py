@@ -14,6 +14,8 @@ import pytest
 
 from helpers import mail
 
+pytestmark = pytest.mark.integration  # every test runs the installed program's admin commands
+
 CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from helpers import write_env_file
 
+pytestmark = pytest.mark.integration  # every test runs the installed program
+
 GATEWAY = "gateway@torokiki.net"
 KEY = "s3cret-test-key"
 BIG_MAIL = (f"From: kiri@example.net\nTo: {GATEWAY}\nSubject: help\nMessage-ID: <m1@example.net>\n\n"

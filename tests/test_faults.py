@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # the installed pipe, killed, starved and raced
+
 GATEWAY = "gateway@torokiki.net"
 TARGET = "http://torokiki.net/image/1/response"
 

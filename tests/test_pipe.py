@@ -7,6 +7,8 @@ import pytest
 
 from helpers import GATEWAY, files_in, log_lines, mail
 
+pytestmark = pytest.mark.integration  # the installed pipe, end to end
+
 
 def test_help_by_subject(run_pipe, smtp_sink, pipe_env, website):
     done = run_pipe(mail("  HELP "))
