@@ -4,6 +4,9 @@
 #               the reference website, replies written to a temporary outbox
 #   make test   Debian packages the tests use (when root and missing), the
 #               virtualenv, then pytest; "no tests collected" is a failure
+#   make unit   only the tests not marked integration (no process, no server,
+#               none slow): the virtualenv as for test, no Debian packages;
+#               "no tests collected" is a failure here too
 #   make min-versions  only the check that the lowest dependency versions
 #               setup.cfg states work (tests/min-versions.txt; part of test)
 #
@@ -19,7 +22,7 @@ PYTEST_ARGS ?= -q
 # Postfix, swaks, imapfilter and Dovecot's IMAP server.
 APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
 
-.PHONY: all demo test min-versions bench deps venv install install-test clean
+.PHONY: all demo test unit min-versions bench deps venv install install-test clean
 
 all: test
 
@@ -40,6 +43,12 @@ demo: install
 test: deps install-test
 	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+# The integration marker is set in tests/conftest.py and the test modules.
+unit: install-test
+	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) -m "not integration" || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make unit: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
 # A scratch venv with exactly tests/min-versions.txt runs the examples through
