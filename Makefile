@@ -5,6 +5,9 @@
 #   make test   Debian packages the tests use (when root and missing), the
 #               virtualenv, the type check, then pytest; "no tests collected"
 #               is a failure
+#   make unit   only the tests not marked integration (no process, no server,
+#               none slow): the virtualenv as for test, no Debian packages;
+#               "no tests collected" is a failure here too
 #   make typecheck  only mypy (setup.cfg [mypy]): the package, and each
 #               adapter against its port (torokiki_pipe/ports.py)
 #   make min-versions  only the check that the lowest dependency versions
@@ -22,7 +25,7 @@ PYTEST_ARGS ?= -q
 # Postfix, swaks, imapfilter and Dovecot's IMAP server.
 APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
 
-.PHONY: all demo test typecheck min-versions bench deps venv install install-test clean
+.PHONY: all demo test unit typecheck min-versions bench deps venv install install-test clean
 
 all: test
 
@@ -44,6 +47,12 @@ test: deps install-test
 	$(VPY) -m mypy
 	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+# The integration marker is set in tests/conftest.py and the test modules.
+unit: install-test
+	@status=0; $(VPY) -m pytest $(PYTEST_ARGS) -m "not integration" || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make unit: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
 typecheck: install-test

@@ -10,6 +10,21 @@
   three above; usable as a path.  ``pipe_env.variant(**overrides)`` writes another.
 - ``run_pipe(message, *args, config=...)``: runs the installed ``torokiki-pipe``
   as Postfix would (message on stdin) and returns the CompletedProcess (bytes).
+
+The ``integration`` marker (setup.cfg) sets apart what ``make unit`` leaves out:
+a test that starts a process or a server, or takes more than about a second.
+
+- Every test that uses one of INTEGRATION_FIXTURES (``website``, ``smtp_sink``,
+  ``msmtp``, ``pipe_env``, ``run_pipe``, ``pipe_program``), itself or through
+  another fixture, is marked here, at collection; nothing else is marked implicitly.
+- A module whose tests all start something says ``pytestmark =
+  pytest.mark.integration``; a module's own fixture that starts something (a
+  Dovecot, a canned HTTP server) marks the tests using it, one by one.
+- Slow tests are marked where they are written.
+- A test not marked integration that starts a process (subprocess, fork, spawn)
+  or binds or connects a socket fails, naming what it started, so a missing
+  marker shows in the first run (watched through the interpreter's audit events,
+  from the start of its setup to the end of its call; nothing is intercepted).
 """
 
 from __future__ import annotations
@@ -34,12 +49,59 @@ import requests
 
 from torokiki_pipe.devtools.reference_site.server import serve_in_thread
 
-SITE_URL = "http://torokiki.net"
-GATEWAY_ADDRESS = "gateway@torokiki.net"
-API_KEY = "test-api-key"
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from helpers import API_KEY, GATEWAY_ADDRESS, SITE_URL, example, write_env_file
+
 PIPE_TIMEOUT = 60
 _DEFAULT = object()
+
+
+# --------------------------------------------------------------------------- the integration marker
+
+# Each starts the installed pipe, msmtp or a server thread (or hands one to the test).
+INTEGRATION_FIXTURES = frozenset({"website", "smtp_sink", "msmtp", "pipe_env", "run_pipe", "pipe_program"})
+# The audit events (PEP 578) of what only an integration test may do.
+_STARTING = frozenset({"subprocess.Popen", "os.posix_spawn", "os.fork", "os.forkpty", "os.system",
+                       "socket.bind", "socket.connect"})
+_watched: dict = {"on": False, "started": []}
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event in _STARTING and _watched["on"]:
+        what = os.path.basename(str(args[0])) if event == "subprocess.Popen" else (
+            str(args[1])[:80] if event.startswith("socket.") and len(args) > 1 else "")
+        _watched["started"].append(f"{event}({what})")
+
+
+sys.addaudithook(_audit)    # for the rest of the run: audit hooks cannot be removed
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _watched["on"] = item.get_closest_marker("integration") is None
+    _watched["started"] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
+    _watched["on"] = False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    started = sorted(set(_watched["started"]))
+    if call.when == "call" and started and report.passed and item.get_closest_marker("integration") is None:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} is not marked integration but started {', '.join(started)}: "
+                           "mark it @pytest.mark.integration (see conftest.py)")
 
 
 # --------------------------------------------------------------------------- website
@@ -189,16 +251,6 @@ def msmtp(smtp_sink, tmp_path) -> Msmtp:
 
 # --------------------------------------------------------------------------- the pipe
 
-def write_env_file(path: Path, values: dict[str, str]) -> Path:
-    """Write KEY=value lines (dotenv), mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as stream:
-        for key, value in values.items():
-            stream.write(f"{key}={value}\n")
-    os.chmod(path, 0o600)
-    return path
-
-
 class PipeEnv(os.PathLike):
     """An env file for `torokiki-pipe --config`; `os.fspath(pipe_env)` is its path."""
 
@@ -261,11 +313,6 @@ def run_pipe(pipe_program, request):
         return subprocess.run(command, input=message, capture_output=True, timeout=timeout, env=environ)
 
     return run
-
-
-def example(name: str) -> bytes:
-    """The bytes of examples/<name> (e.g. "03-text-response.eml")."""
-    return (EXAMPLES / name).read_bytes()
 
 
 @pytest.fixture

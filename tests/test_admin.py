@@ -12,14 +12,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-GATEWAY = "gateway@torokiki.net"
+from helpers import mail
+
+pytestmark = pytest.mark.integration  # every test runs the installed program's admin commands
+
 CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
-
-
-def mail(subject, body="", *headers, sender="Kiri Tane <kiri@example.net>", msgid="<m1@example.net>"):
-    lines = [f"From: {sender}", f"To: {GATEWAY}", f"Subject: {subject}", f"Message-ID: {msgid}",
-             "Date: Tue, 14 May 2024 08:12:24 +1200", *headers]
-    return ("\n".join(lines) + "\n\n" + body).encode()
 
 
 @pytest.fixture

@@ -444,6 +444,7 @@ GRAMMAR_CHARS = st.sampled_from(
 GRAMMAR_TEXT = st.lists(GRAMMAR_CHARS, max_size=60).map("".join)
 
 
+@pytest.mark.integration  # slow
 @given(st.one_of(st.text(), GRAMMAR_TEXT), st.frozensets(st.text(max_size=8), max_size=5))
 def test_parse_body_never_raises(text, known):
     parsed = parse_body(text, known)

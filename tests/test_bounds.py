@@ -223,6 +223,7 @@ mail = st.builds(lambda lines, nl, end: nl.join(lines) + end,
                  st.lists(line, min_size=1, max_size=40), newline, st.sampled_from([b"", b"\n", b"\r\n", b"\r"]))
 
 
+@pytest.mark.integration  # slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mail)
 def test_the_bounded_parse_builds_the_tree_the_email_package_builds(data):

@@ -11,7 +11,9 @@ import subprocess
 
 import pytest
 
-from conftest import write_env_file
+from helpers import write_env_file
+
+pytestmark = pytest.mark.integration  # every test runs the installed program
 
 GATEWAY = "gateway@torokiki.net"
 KEY = "s3cret-test-key"

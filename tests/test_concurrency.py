@@ -11,9 +11,12 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from filelock import FileLock
 
-from test_pipe import mail
+from helpers import mail
+
+pytestmark = pytest.mark.integration  # sixteen installed pipes at once
 
 PIPES = 16
 DISTINCT = 200

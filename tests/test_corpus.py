@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # the installed pipe, for every mail of the corpus
+
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 

@@ -140,6 +140,7 @@ def test_api_key_is_required_when_configured(website):
     assert requests.get(f"{website.url}/image/1/response", timeout=10).status_code == 200
 
 
+@pytest.mark.integration  # a website server
 def test_no_key_needed_when_the_server_has_none(tmp_path):
     server, url = serve_in_thread(tmp_path / "store", SITE)
     try:
@@ -176,6 +177,7 @@ def test_concurrent_duplicates_store_once(website):
     assert website.stats()["stored"] == 1
 
 
+@pytest.mark.integration  # two website servers
 def test_store_survives_a_restart(tmp_path):
     store = tmp_path / "store"
     server, url = serve_in_thread(store, SITE, api_key=KEY)
@@ -348,6 +350,7 @@ def test_endless_body_never_ends_and_stops_when_the_client_goes(website):
     assert _wait_for(lambda: not any(t.is_alive() for t in writers)), "the writer outlived its client"
 
 
+@pytest.mark.integration  # a website server
 def test_endless_and_trickle_writers_stop_when_the_server_shuts_down(tmp_path):
     server, url = serve_in_thread(tmp_path / "store", SITE, api_key=KEY)
     sockets = []
@@ -421,6 +424,7 @@ def test_hostile_control_values_are_checked(website):
     assert requests.get(f"{website.url}/_control", timeout=10).json()["mode"] == "ok"
 
 
+@pytest.mark.integration  # the website's command line, as a process
 def test_command_line_server_prints_its_port(tmp_path):
     port_file = tmp_path / "port"
     process = subprocess.Popen(
@@ -441,6 +445,7 @@ def test_command_line_server_prints_its_port(tmp_path):
 
 # --------------------------------------------------------------------------- outbox
 
+@pytest.mark.integration  # the outbox, as a process
 def test_outbox_stores_each_message_with_its_envelope(tmp_path):
     box = tmp_path / "box"
     message = b"From: gateway@torokiki.net\nTo: kiri@example.net\nSubject: hi\n\nKia ora\n"
@@ -464,6 +469,7 @@ def test_outbox_arguments():
     assert outbox.parse_args(["-i"]) == (None, [])
 
 
+@pytest.mark.integration  # the outbox, as a process
 def test_outbox_without_recipient_is_a_usage_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "torokiki_pipe.devtools.outbox", str(tmp_path), "-i"],
                           input=b"x", capture_output=True, timeout=30)
@@ -471,6 +477,7 @@ def test_outbox_without_recipient_is_a_usage_error(tmp_path):
     assert outbox.messages(tmp_path) == []
 
 
+@pytest.mark.integration  # the outbox, as a process
 def test_outbox_unwritable_folder_is_temporary(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -518,6 +525,7 @@ HEAD = (b"From: Torokiki <gateway@torokiki.net>\nTo: kiri@example.net\nSubject: 
         b"Date: Tue, 14 May 2024 08:02:05 +1200\nMessage-ID: <sink-test@torokiki.net>\n\n")
 
 
+@pytest.mark.integration  # msmtp and the SMTP sink
 def test_msmtp_delivers_a_reply_with_the_null_sender(sink, sink_msmtp):
     done = send_as_the_gateway(sink_msmtp, HEAD + b"Kia ora\n")
     assert done.returncode == 0, done.stderr
@@ -528,6 +536,7 @@ def test_msmtp_delivers_a_reply_with_the_null_sender(sink, sink_msmtp):
     assert email.message_from_bytes(received.data, policy=email.policy.default)["Subject"] == "sink"
 
 
+@pytest.mark.integration  # msmtp and the SMTP sink
 def test_msmtp_dot_stuffing_is_undone(sink, sink_msmtp):
     body = b".a line that starts with a dot\n..two dots\n.\nthe line above is a lone dot\n"
     done = send_as_the_gateway(sink_msmtp, HEAD + body)
@@ -535,6 +544,7 @@ def test_msmtp_dot_stuffing_is_undone(sink, sink_msmtp):
     assert sink.wait_for(1)[0].data == (HEAD + body).replace(b"\n", b"\r\n")
 
 
+@pytest.mark.integration  # msmtp and the SMTP sink
 def test_msmtp_a_5mb_message_arrives_byte_exact(sink, sink_msmtp):
     rng = random.Random(5)
     lines = [base64.b64encode(rng.randbytes(57)) for _ in range(5 * 1024 * 1024 // 78)]
@@ -547,6 +557,7 @@ def test_msmtp_a_5mb_message_arrives_byte_exact(sink, sink_msmtp):
     assert received.data == message.replace(b"\n", b"\r\n")
 
 
+@pytest.mark.integration  # msmtp and the SMTP sink
 def test_msmtp_messages_are_written_into_the_folder(sink, sink_msmtp, tmp_path):
     for n in range(3):
         done = send_as_the_gateway(sink_msmtp, HEAD + f"message {n}\n".encode())
@@ -562,6 +573,7 @@ def test_msmtp_messages_are_written_into_the_folder(sink, sink_msmtp, tmp_path):
     assert sink.count() == 0 and sink.messages == []
 
 
+@pytest.mark.integration  # an SMTP sink server
 def test_sink_speaks_enough_smtp(sink):
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
         code, features = client.ehlo("bench.example.net")
@@ -585,6 +597,7 @@ def test_sink_speaks_enough_smtp(sink):
                                          b"Subject: x\r\n\r\n.hi\r\n")
 
 
+@pytest.mark.integration  # an SMTP sink server
 def test_sink_refuses_data_above_its_limit_and_goes_on(tmp_path):
     small = smtpsink.serve_in_thread(max_size=10_000)
     try:
@@ -607,6 +620,7 @@ def test_sink_refuses_data_above_its_limit_and_goes_on(tmp_path):
         small.shutdown()
 
 
+@pytest.mark.integration  # the SMTP sink, as a process
 def test_sink_command_line_prints_its_port_and_writes_messages(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "torokiki_pipe.devtools.smtpsink", "--port", "0",
                                 str(tmp_path / "box")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

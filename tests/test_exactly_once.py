@@ -13,7 +13,7 @@ from torokiki_pipe.adapters.journal import Journal
 from torokiki_pipe.pipeline import Envelope
 from torokiki_pipe.stages.s1_read import RawMail
 
-from test_pipe import GATEWAY, files_in, log_lines, mail
+from helpers import GATEWAY, files_in, log_lines, mail
 
 CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
 

@@ -22,7 +22,6 @@ import random
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.integration  # the installed pipe, killed, starved and raced
 
 GATEWAY = "gateway@torokiki.net"
 TARGET = "http://torokiki.net/image/1/response"

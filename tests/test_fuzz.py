@@ -46,8 +46,11 @@ def corpus_files():
     return sorted(CORPUS.glob("*.eml")) if CORPUS.is_dir() else []
 
 
-pytestmark = pytest.mark.skipif(not corpus_files(), reason=f"{CORPUS} is absent (as in a user's clone): "
-                                                          "the fuzz run is seeded with its mails")
+pytestmark = [
+    pytest.mark.integration,        # slow: it runs for FUZZ_SECONDS
+    pytest.mark.skipif(not corpus_files(), reason=f"{CORPUS} is absent (as in a user's clone): "
+                                                  "the fuzz run is seeded with its mails"),
+]
 
 # --------------------------------------------------------------------------- mutations
 

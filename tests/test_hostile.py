@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from test_pipe import GATEWAY, files_in, log_lines
+from helpers import GATEWAY, files_in, log_lines
+
+pytestmark = pytest.mark.integration  # the installed pipe, on hostile mail
 
 RUN_TIMEOUT = 30      # seconds before subprocess.run gives up on the pipe
 REASONABLE = 20       # seconds a hostile mail may take at most

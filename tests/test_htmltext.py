@@ -196,6 +196,7 @@ def test_deeply_nested_tags_are_fast():
         assert "text: 'deep'" in out
 
 
+@pytest.mark.integration  # slow
 @pytest.mark.parametrize(
     "unit",
     ["<a b=", "<a ", "<a b='", "</a", "<!--", "<![", "<div>", "<blockquote>x", "<p>", "<br>", "<"],

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # Dovecot and imapfilter
+
 CONFIG_LUA = Path(__file__).resolve().parent.parent / "contrib" / "imapfilter" / "config.lua"
 GATEWAY = "gateway@torokiki.net"
 IMAP_USER = "gateway"

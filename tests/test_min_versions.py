@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import EXAMPLES, example
+from helpers import EXAMPLES, example
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = Path(__file__).resolve().parent / "min-versions.txt"
@@ -100,6 +100,7 @@ def outcomes(log_dir: Path) -> list[str]:
     return re.findall(r" outcome=(\S+) ", text)
 
 
+@pytest.mark.integration  # a venv of its own
 def test_every_example_with_the_minimum_versions(min_pipe, pipe_env, website, smtp_sink):
     names = sorted(p.name for p in EXAMPLES.glob("*.eml"))
     for name in names:
@@ -116,6 +117,7 @@ def test_every_example_with_the_minimum_versions(min_pipe, pipe_env, website, sm
     assert outcomes(pipe_env.log_dir)[-1] == "duplicate"
 
 
+@pytest.mark.integration  # a venv of its own
 def test_file_names_through_mail_parser_with_the_minimum_versions(min_pipe, pipe_env, website, smtp_sink):
     picture = bytes(range(256)) * 8
     for number, (header, expected) in enumerate([
@@ -136,6 +138,7 @@ def test_file_names_through_mail_parser_with_the_minimum_versions(min_pipe, pipe
         assert base64.b64decode(content["Attachment"]["data"]) == picture
 
 
+@pytest.mark.integration  # a venv of its own
 def test_configuration_with_the_minimum_versions(min_pipe, pipe_env, website, smtp_sink):
     checked = subprocess.run([str(min_pipe), "check", "--config", os.fspath(pipe_env)], capture_output=True,
                              text=True, timeout=60)

@@ -5,21 +5,9 @@ import stat
 
 import pytest
 
-GATEWAY = "gateway@torokiki.net"
+from helpers import GATEWAY, files_in, log_lines, mail
 
-
-def mail(subject, body="", *headers, sender="Kiri Tane <kiri@example.net>", msgid="<m1@example.net>"):
-    lines = [f"From: {sender}", f"To: {GATEWAY}", f"Subject: {subject}", f"Message-ID: {msgid}",
-             "Date: Tue, 14 May 2024 08:12:24 +1200", *headers]
-    return ("\n".join(lines) + "\n\n" + body).encode()
-
-
-def files_in(folder):
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-
-
-def log_lines(pipe_env):
-    return (pipe_env.log_dir / "torokiki-pipe.log").read_text().splitlines()
+pytestmark = pytest.mark.integration  # the installed pipe, end to end
 
 
 def test_help_by_subject(run_pipe, smtp_sink, pipe_env, website):

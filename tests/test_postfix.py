@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # a Postfix of its own
+
 GATEWAY = "gateway@torokiki.net"
 SENDER = "kiri@example.net"
 PIPE_USER = "nobody"        # any unprivileged account will do; pipe(8) refuses root and postfix

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # procmail and the installed pipe
+
 RCFILE = Path(__file__).resolve().parent.parent / "contrib" / "procmail" / "procmailrc"
 INSTALLED_PROGRAM = "/opt/torokiki-pipe/bin/torokiki-pipe"
 INSTALLED_CONFIG = "/etc/torokiki-pipe/torokiki-pipe.env"

@@ -75,6 +75,7 @@ def test_read_subject_never_raises(subject):
     assert isinstance(line.command, str) and isinstance(line.argument, str)
 
 
+@pytest.mark.integration  # slow
 @SOME
 @given(command=st.sampled_from(["get", "create-response-to"]).flatmap(random_case),
        argument=urlish, style=st.sampled_from(STYLES + [None]), escape=st.booleans(),
@@ -141,6 +142,7 @@ def test_parse_content_url_raises_nothing_but_bad_url_on_url_like_text(text):
 ids = st.integers(min_value=0, max_value=10**18 - 1)
 
 
+@pytest.mark.integration  # slow
 @SOME
 @given(seed=ids, response=st.none() | ids, scheme=st.sampled_from(["http", "https"]).flatmap(random_case),
        www=st.booleans(), host=random_case("torokiki.net"), verb=st.sampled_from(["response", "respond"]),
@@ -178,6 +180,7 @@ hosts = st.one_of(
 )
 
 
+@pytest.mark.integration  # slow
 @SOME
 @given(host=hosts, path=st.sampled_from(["/image/1/response", "/image/1/response/2", "/image/9/respond"]))
 @example(host="toro\u212aiki.net", path="/image/1/response")     # the Kelvin sign lower-cases to "k"
@@ -272,6 +275,7 @@ def check_sender(result) -> None:
     assert reply.get_all("Cc") is None and reply.get_all("Bcc") is None
 
 
+@pytest.mark.integration  # slow
 @SOME
 @given(from_headers)
 @example("=?utf-8?q?Kiri=0ABcc:_evil@attacker.example?= <kiri@example.net>")
@@ -285,6 +289,7 @@ def test_hostile_display_names_never_reach_another_address(from_header):
 
 # Any text at all: the parser's own failures become a reason, never an exception,
 # and whatever is accepted can be written by reply.build.
+@pytest.mark.integration  # slow
 @SOME
 @given(st.one_of(any_text, hostile_text))
 @example(".<\\")          # AttributeError: 'str' object has no attribute 'token_type'
@@ -295,6 +300,7 @@ def test_reply_sender_never_raises_on_any_text(text):
     reply_sender(text)
 
 
+@pytest.mark.integration  # slow
 @SOME
 @given(st.one_of(from_headers, hostile_text))
 @example("a\x01b@example.net")            # accepted; Address() raises NonPrintableDefect

@@ -22,6 +22,8 @@ import pytest
 from torokiki_pipe.devtools import outbox
 from torokiki_pipe.adapters.sendmail import SEND_TIMEOUT, STDERR_KEPT, Sendmail, SendResult
 
+pytestmark = pytest.mark.integration  # real mailers: stand-in programs and msmtp
+
 RECIPIENT = "kiri@example.net"
 HEAD = (b"From: Torokiki <gateway@torokiki.net>\nTo: kiri@example.net\nSubject: adapter\n"
         b"Date: Tue, 14 May 2024 08:02:05 +1200\nMessage-ID: <adapter-test@torokiki.net>\n\n")

@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import API_KEY
-from test_pipe import files_in, log_lines, mail
+from helpers import API_KEY, files_in, log_lines, mail
 from torokiki_pipe.stages import s6_act as actions
 from torokiki_pipe.stages.s7_reply import TEMPLATES
 from torokiki_pipe.outcome import EXIT_POLICY, Outcome, is_temporary, status_line
@@ -633,6 +632,7 @@ def submit(website: Website) -> WebsiteAnswer:
     return website.submit(parse_content_url(SEED, SITE), {"InspiredBy": SEED, "Text": "hi"}, "idem-1")
 
 
+@pytest.mark.integration  # a canned HTTP server
 def test_a_compressed_bomb_inflates_no_further_than_the_cap(canned):
     squeeze = zlib.compressobj(1, zlib.DEFLATED, 31)                   # gzip framing
     zeros = bytes(1 << 20)
@@ -643,6 +643,7 @@ def test_a_compressed_bomb_inflates_no_further_than_the_cap(canned):
     assert answer.status == "too-large"
 
 
+@pytest.mark.integration  # a canned HTTP server
 def test_a_compressed_answer_within_the_cap_is_read(canned):
     body = zlib.compress(b'{"Text": "kia ora"}')
     answer = fetch(canned(b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n%s"
@@ -652,6 +653,7 @@ def test_a_compressed_answer_within_the_cap_is_read(canned):
                  ).status == "unavailable"
 
 
+@pytest.mark.integration  # a canned HTTP server
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(150)) + b"\r\n{}",    # 150 headers
     b"HTTP/1.1 200 OK\r\nX-Long: " + b"y" * 70000 + b"\r\n\r\n{}",                            # a 70 KB header line
@@ -666,6 +668,7 @@ def test_a_broken_head_is_unavailable_and_quotes_nothing(canned, answer):
         assert API_KEY not in repr(result)
 
 
+@pytest.mark.integration  # a canned HTTP server
 def test_the_reason_phrase_and_headers_are_redacted(canned):
     answer = submit(canned(b"HTTP/1.1 422 wrong key test-api-key\r\nX-Key: TEST-API-KEY\r\nContent-Length: 37"
                            b"\r\n\r\n{\"error\": \"bad key test%2Dapi%2Dkey\"}"))
@@ -675,6 +678,7 @@ def test_the_reason_phrase_and_headers_are_redacted(canned):
     assert not any(form in squeezed for form in key_forms())
 
 
+@pytest.mark.integration  # a canned HTTP server
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"Text\": \"cut",                          # closes early
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"Tex\r\nzz\r\n",                # a bad chunk
@@ -684,6 +688,7 @@ def test_an_answer_broken_off_is_unavailable(canned, answer):
     assert (result.status, result.detail) == ("unavailable", "the website broke off its answer")
 
 
+@pytest.mark.integration  # a canned HTTP server
 def test_a_key_with_a_line_break_is_refused_before_anything_is_sent(canned):
     website = canned(b"HTTP/1.1 201 Created\r\nLocation: /image/1/response/5\r\nContent-Length: 0\r\n\r\n")
     broken = Website(website.api_url, "key\r\nX-Injected: 1", 5, SITE)
@@ -692,6 +697,7 @@ def test_a_key_with_a_line_break_is_refused_before_anything_is_sent(canned):
     assert submit(website).status == "saved"
 
 
+@pytest.mark.integration  # a TLS server
 def test_https_a_trickled_tls_handshake_is_cut_at_the_deadline():
     """The watchdog covers the handshake too: a server trickling a TLS record never lets
     a per-operation timeout expire."""
@@ -723,6 +729,7 @@ def test_https_a_trickled_tls_handshake_is_cut_at_the_deadline():
         listener.close()
 
 
+@pytest.mark.integration  # openssl and an HTTPS server
 def test_https_a_certificate_that_does_not_verify_is_unavailable(tmp_path):
     import shutil
     import ssl

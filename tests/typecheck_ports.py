@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import TextIO
 
-    from torokiki_pipe.adapters.clock import CallableClock, SystemClock
+    from torokiki_pipe.adapters.clock import SystemClock
     from torokiki_pipe.adapters.dryrun import DryRunWebsite, MemoryJournal, NoLimit, NoRecords, PrintMailer
     from torokiki_pipe.adapters.journal import Journal
     from torokiki_pipe.adapters.records import Records
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from torokiki_pipe.config import Config
     from torokiki_pipe.ports import BudgetPort, Clock, JournalPort, MailerPort, RecordsPort, WebsitePort
 
+    from fakes import FakeBudget, FakeClock, FakeJournal, FakeMailer, FakeRecords, FakeWebsite
+
 
 def real_adapters(settings: Config, root: Path) -> None:
     website: WebsitePort = Website(settings.api_url, settings.api_key, settings.http_timeout, settings.site_url)
@@ -31,7 +33,6 @@ def real_adapters(settings: Config, root: Path) -> None:
     journal: JournalPort = Journal(root, settings.journal_expire)
     budget: BudgetPort = ReplyBudget(root, settings.reply_limit)
     clock: Clock = SystemClock()
-    then: Clock = CallableClock(clock.now)
 
 
 def dry_run_fakes(settings: Config, out: TextIO) -> None:
@@ -40,3 +41,13 @@ def dry_run_fakes(settings: Config, out: TextIO) -> None:
     records: RecordsPort = NoRecords()
     journal: JournalPort = MemoryJournal()
     budget: BudgetPort = NoLimit()
+
+
+def test_fakes() -> None:
+    # The in-memory fakes of tests/test_pipeline.py stand for the same ports.
+    clock: Clock = FakeClock()
+    website: WebsitePort = FakeWebsite()
+    mailer: MailerPort = FakeMailer()
+    records: RecordsPort = FakeRecords()
+    journal: JournalPort = FakeJournal(FakeClock())
+    budget: BudgetPort = FakeBudget(FakeClock())

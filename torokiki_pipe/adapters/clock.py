@@ -25,15 +25,3 @@ class SystemClock:
     def time(self) -> float:
         return time.time()
 
-
-class CallableClock:
-    """A clock made of a function that returns an aware datetime (`Effects(now=...)`, the old form)."""
-
-    def __init__(self, now: Callable[[], datetime]):
-        self._now = now
-
-    def now(self) -> datetime:
-        return self._now()
-
-    def time(self) -> float:
-        return self._now().timestamp()

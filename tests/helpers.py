@@ -1,0 +1,49 @@
+"""What more than one test module uses that is not a fixture: constants, mail builders, readers.
+
+Test modules import from here (``from helpers import mail``), never from one
+another, so that each test module can be run, moved or removed on its own.
+Fixtures stay in conftest.py, which imports its constants from here too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SITE_URL = "http://torokiki.net"
+GATEWAY = "gateway@torokiki.net"
+GATEWAY_ADDRESS = GATEWAY
+API_KEY = "test-api-key"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def mail(subject, body="", *headers, sender="Kiri Tane <kiri@example.net>", msgid="<m1@example.net>") -> bytes:
+    """A plain mail to the gateway, LF line endings; `headers` are extra "Name: value" lines."""
+    lines = [f"From: {sender}", f"To: {GATEWAY}", f"Subject: {subject}", f"Message-ID: {msgid}",
+             "Date: Tue, 14 May 2024 08:12:24 +1200", *headers]
+    return ("\n".join(lines) + "\n\n" + body).encode()
+
+
+def files_in(folder: Path) -> list[Path]:
+    """The entries of `folder` that are not hidden, sorted; [] when there is no such folder."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def log_lines(pipe_env) -> list[str]:
+    """The lines of the gateway's log in `pipe_env`'s log folder."""
+    return (pipe_env.log_dir / "torokiki-pipe.log").read_text().splitlines()
+
+
+def example(name: str) -> bytes:
+    """The bytes of examples/<name> (e.g. "03-text-response.eml")."""
+    return (EXAMPLES / name).read_bytes()
+
+
+def write_env_file(path: Path, values: dict[str, str]) -> Path:
+    """Write KEY=value lines (dotenv), mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as stream:
+        for key, value in values.items():
+            stream.write(f"{key}={value}\n")
+    os.chmod(path, 0o600)
+    return path
