@@ -16,7 +16,6 @@ import signal
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
 
 from torokiki_pipe import config as configuration
 from torokiki_pipe.adapters.clock import SystemClock
@@ -75,7 +74,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     elif effects is None:
         effects = real_effects(settings, signals.uninterrupted)
     records = effects.records
-    _warn_world_readable(settings, records)
+    _warn_world_readable(settings, effects)
     if own_signals:
         signals.install()
     try:
@@ -94,7 +93,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     if signals.noted:
         done = done._replace(detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
-    line = log_line(_stamp(), {"message-id": done.message_id, "sender": done.sender, "command": done.command,
+    line = log_line(effects.clock.now().strftime(STAMP_FORMAT), {"message-id": done.message_id, "sender": done.sender, "command": done.command,
                                "url": done.url, "outcome": done.outcome.value, "exit": code,
                                "duration": f"{time.monotonic() - started:.3f}s", "detail": done.detail})
     if settings.api_key and settings.api_key in line:   # the last guard: never the key in a log line
@@ -166,7 +165,9 @@ class RunSignals:
 
 
 def real_effects(settings, uninterrupted=None) -> Effects:
-    records = Records(settings.log_dir)
+    """The adapters of a real run, one clock for all; each is built (and its library loaded) on first use."""
+    clock = SystemClock()
+    records = Records(settings.log_dir, clock)
 
     def website():
         from torokiki_pipe.adapters.website import Website
@@ -178,15 +179,15 @@ def real_effects(settings, uninterrupted=None) -> Effects:
 
     def journal():
         from torokiki_pipe.adapters.journal import Journal
-        return Journal(records.journal_dir, settings.journal_expire)
+        return Journal(records.journal_dir, settings.journal_expire, clock=clock)
 
     def budget():
         from torokiki_pipe.adapters.reply_budget import ReplyBudget
-        return ReplyBudget(records.counters_dir, settings.reply_limit)
+        return ReplyBudget(records.counters_dir, settings.reply_limit, clock=clock)
 
     return Effects(website=BuiltOnFirstUse(website), mailer=BuiltOnFirstUse(mailer), records=records,
                    journal=BuiltOnFirstUse(journal), budget=BuiltOnFirstUse(budget),
-                   clock=SystemClock(), uninterrupted=uninterrupted or nullcontext)
+                   clock=clock, uninterrupted=uninterrupted or nullcontext)
 
 
 def _sweep(settings, effects: Effects) -> None:
@@ -280,7 +281,7 @@ def _identify(raw, envelope) -> tuple[str, str]:
     return head.message_id, (envelope.sender if envelope.sender is not None else head.from_)[:200]
 
 
-def _warn_world_readable(settings, records) -> None:
+def _warn_world_readable(settings, effects: Effects) -> None:
     """Warn once (per config file change) that others can read the API key."""
     if settings.source is None or not configuration.world_readable(settings.source):
         return
@@ -288,7 +289,8 @@ def _warn_world_readable(settings, records) -> None:
     try:
         if marker.exists() and marker.stat().st_mtime >= settings.source.stat().st_mtime:
             return
-        records.append_line(f"{_stamp()} warning: {settings.source} is readable by every user and holds the API key; "
+        stamp = effects.clock.now().strftime(STAMP_FORMAT)
+        effects.records.append_line(f"{stamp} warning: {settings.source} is readable by every user and holds the API key; "
                             f"chmod 600 it")
         marker.touch(mode=0o600)
     except OSError:
@@ -310,7 +312,6 @@ def _answer_poisoned(raw, envelope: Envelope, config, effects: Effects, key: str
     The answer counts against the sender's reply limit, for message `key`.
     """
     try:
-        from torokiki_pipe.adapters.reply_budget import SILENT
         from torokiki_pipe.stages.s2_headers import read_head
         from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
         from torokiki_pipe.stages.s7_reply import Reply, build
@@ -321,7 +322,7 @@ def _answer_poisoned(raw, envelope: Envelope, config, effects: Effects, key: str
         sender = reply_sender(head.from_raw)
         if not isinstance(sender, Sender):
             return f"not answered ({sender})"
-        if effects.budget.take(sender.address, key) == SILENT:
+        if effects.budget.take(sender.address, key) == "silent":
             return "not answered (reply limit reached for this address)"
         reply = Reply("poisoned.txt", {"subject": head.subject or "(no subject)"})
         with effects.uninterrupted():
@@ -330,7 +331,3 @@ def _answer_poisoned(raw, envelope: Envelope, config, effects: Effects, key: str
         return "sender answered" if result.sent else f"answer not sent ({result.detail})"
     except Exception as error:  # the last resort must not become the next crash
         return f"not answered ({type(error).__name__})"
-
-
-def _stamp() -> str:
-    return datetime.now(timezone.utc).strftime(STAMP_FORMAT)

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from typing import Callable
 
 
 class SystemClock:

@@ -33,6 +33,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterator, NamedTuple
 
+from filelock import FileLock, Timeout
+
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 from torokiki_pipe.stages.s4_journal import JournalBusy
@@ -129,8 +131,6 @@ class Journal:
 
     @contextmanager
     def _locked(self, key: str):
-        from filelock import FileLock, Timeout
-
         make_private_dirs(self.root / "locks")
         lock = FileLock(str(self._lock(key)), timeout=LOCK_TIMEOUT, mode=0o600)
         try:
@@ -238,8 +238,6 @@ class Journal:
         return removed
 
     def _remove_unlocked(self, key: str, path: str) -> int:
-        from filelock import FileLock, Timeout
-
         lock = FileLock(str(self._lock(key)), timeout=0)
         try:
             with lock:

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from filelock import FileLock, Timeout
+
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
 
@@ -94,7 +96,6 @@ class ReplyBudget:
 
     def _remove_if_stale(self, name: str, oldest: float) -> int:
         """1 when the file of `name` was removed (with its lock), else 0."""
-        from filelock import FileLock, Timeout
 
         path, lock_path = self.root / f"{name}.json", self.root / f"{name}.lock"
         try:
@@ -111,8 +112,6 @@ class ReplyBudget:
 
     @contextmanager
     def _locked(self, name: str):
-        from filelock import FileLock
-
         make_private_dirs(self.root)
         with FileLock(str(self.root / f"{name}.lock"), timeout=60, mode=0o600):
             yield self.root / f"{name}.json"

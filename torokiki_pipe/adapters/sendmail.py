@@ -33,8 +33,14 @@ header in the reply can add a recipient.  ``Sendmail.send`` returns a
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
+import signal
+import subprocess
 import sys
+import termios
+import time
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -73,9 +79,6 @@ class Sendmail:
         return [*self.command, *self.sender_args, "--", recipient]
 
     def send(self, message: bytes, recipient: str) -> SendResult:
-        import subprocess   # here: mail that is never answered does not pay for it
-        import time
-
         deadline = time.monotonic() + self.timeout
         program = self.command[0]
         # Both pipes are ours and close-on-exec: the child gets only its ends
@@ -136,11 +139,6 @@ class _Fds:
 
 def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: float,
                name: str) -> SendResult:
-    import fcntl
-    import select
-    import termios
-    import time
-
     total, written = len(message), 0
     stderr = _Tail(STDERR_KEPT)
     os.set_blocking(fds.stdin_write, False)
@@ -228,9 +226,6 @@ class _Tail:
 
 def _kill_group(child) -> None:
     """SIGKILL the mailer's session's process group (its pid: it leads it) and reap it."""
-    import signal
-    import subprocess
-
     for kill in (lambda: os.killpg(child.pid, signal.SIGKILL), child.kill):
         try:
             kill()
@@ -243,8 +238,6 @@ def _kill_group(child) -> None:
 
 
 def _signal_name(number: int) -> str:
-    import signal
-
     try:
         return signal.Signals(number).name
     except ValueError:

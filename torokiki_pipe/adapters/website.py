@@ -44,21 +44,28 @@ headers never pays for it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import http.client
 import json
+import os
+import re
+import socket
+import threading
 import time
+import zlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from torokiki_pipe import __version__
+from torokiki_pipe.stages.s5_understand.urls import BadUrl, ContentUrl, parse_content_url
 from torokiki_pipe.stages.s8_record import one_line
 
 if TYPE_CHECKING:
     from typing import Any
 
     from torokiki_pipe.ports import AnswerStatus
-    from torokiki_pipe.stages.s5_understand.urls import ContentUrl
-
 SAVED_STATUSES = (301, 302, 303, 201)
 # The website refusing the gateway's credentials (407: a proxy in front of it).
 KEY_REFUSED_STATUSES = (401, 403, 407)
@@ -167,7 +174,6 @@ def classify(method: str, received: Received, place: Place, redactor: Redactor) 
 
 def failure(method: str, phase: str, error: BaseException | None, place: Place, overrun: bool) -> WebsiteAnswer:
     """An exchange that broke before an answer's head arrived, in `phase` (connect, send, headers)."""
-    import socket
 
     if isinstance(error, _BadHeader):     # configuration, like a refused key: nothing was sent
         return WebsiteAnswer("key-refused", f"the {error} header holds a character HTTP does not allow; "
@@ -191,7 +197,6 @@ def public_location(location: str | None, place: Place) -> str | None:
     hosts, other schemes (javascript:, ftp:), scheme-relative //host and
     anything added after the path (?query, #fragment) never reach the sender.
     """
-    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
 
     if not location or not location.isprintable() or len(location) > 2000:
         return None
@@ -304,9 +309,6 @@ class Redactor:
 
         Decoded as the reply will decode it (characters outside the alphabet
         skipped), so line breaks or junk put between the letters hide nothing."""
-        import base64
-        import binascii
-
         if not self.secret:
             return False
         try:
@@ -365,8 +367,6 @@ class Redactor:
 
 
 def _key_pattern(secret: str):
-    import re
-
     def hexdigits(number: int, width: int) -> str:
         return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{number:0{width}x}")
 
@@ -389,7 +389,6 @@ def _key_pattern(secret: str):
 def _base64_cores(secret: bytes) -> tuple[str, ...]:
     """The parts of base64 text that only the key's bytes decide, at each of the three
     alignments the key can have inside longer data; standard and URL-safe alphabets."""
-    import base64
 
     cores = set()
     for offset in range(3):
@@ -449,7 +448,6 @@ class Website:
 
     def _talk(self, method: str, path: str, headers: dict, body: JsonBody | None):
         """(Received, None), or (None, (phase, error, overrun)) when no answer's head arrived."""
-        import http.client
 
         deadline = time.monotonic() + self.timeout
         api = urlsplit(self.api_url)
@@ -555,9 +553,6 @@ def _send(connection, sock, method: str, target: str, headers: dict, body, deadl
 
 def _read(response, sock, method: str, deadline: float, watchdog) -> Received:
     """Read the answer's body as a stream, within the cap and the deadline."""
-    import http.client
-    import socket
-
     code = response.status
     cap = MAX_CONTENT_BYTES if method == "GET" and code == 200 else MAX_ANSWER_BYTES
     head = Received(code, response.reason or "", tuple(response.getheaders()), cap=cap)
@@ -571,8 +566,6 @@ def _read(response, sock, method: str, deadline: float, watchdog) -> Received:
     broken: tuple[type[Exception], ...]
     decoder, broken = None, (OSError, http.client.HTTPException)
     if encoding in ("gzip", "x-gzip", "deflate"):
-        import zlib
-
         decoder = zlib.decompressobj(32 + 15)        # gzip or zlib framing
         broken += (zlib.error,)
     elif encoding not in ("identity", ""):
@@ -611,8 +604,6 @@ class _Watchdog:
     in TLS moves the descriptor to a new object while the handshake runs."""
 
     def __init__(self, seconds: float):
-        import threading
-
         self.fired = False
         self._fd = -1
         self._lock = threading.Lock()
@@ -641,9 +632,6 @@ class _Watchdog:
 
 def _shut(fd: int) -> None:
     """Shut the connection on descriptor `fd` down both ways (through a duplicate: its owner closes it)."""
-    import os
-    import socket
-
     try:
         duplicate = socket.socket(fileno=os.dup(fd))
     except OSError:
@@ -678,8 +666,6 @@ class JsonBody:
         if data is None or isinstance(data, str):
             return cls([json.dumps(content, ensure_ascii=False).encode("utf-8")])
         if isinstance(data, bytes):
-            import base64
-
             data = base64.b64encode(data)
         rest = {k: v for k, v in content.items() if k != "Attachment"}
         head = json.dumps(rest, ensure_ascii=False)[:-1] + (", " if rest else "")

@@ -59,7 +59,7 @@ _FOLDED = rf"[\t ][^\r\n]*{_EOL}"
 _RUNS = (rf"(?P<plain>(?:{_PLAINEST}|{_PLAIN}){{1,{JOIN_AT_MOST}}})"
          rf"|(?P<folded>(?:{_FOLDED}){{1,{JOIN_AT_MOST}}})|[^\r\n]*{_EOL}")
 # Header blocks up to this size are read line by line, as the email package reads them:
-# compiling _RUNS (0.6 ms) would cost ignored mail more than it saves.
+# compiling _RUNS would cost ignored mail more than it saves.
 JOIN_HEADERS_OVER = 64 * 1024
 
 

@@ -125,9 +125,9 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     name, data = reply.attachment
     maintype, subtype = (mimetypes.guess_type(name)[0] or "application/octet-stream").split("/", 1)
     # The file's part gets a one-line stand-in for its body, replaced once the message is
-    # bytes: the email package writes a body one line at a time (100 ms and 29 MB for a
-    # 5 MB file), and to this policy's 998-character lines where RFC 2045 wants 76;
-    # base64.encodebytes writes 76-character lines, at once.
+    # bytes: the email package writes a body one line at a time (slow, and memory-hungry
+    # for a big file; bench/README.md), and to this policy's 998-character lines where
+    # RFC 2045 wants 76; base64.encodebytes writes 76-character lines, at once.
     message.add_attachment(b"", maintype=maintype, subtype=subtype, filename=name)
     stand_in = f"torokiki-attachment-{os.urandom(8).hex()}\n"
     message.get_payload()[-1].set_payload(stand_in)   # type: ignore[index, union-attr]  # multipart: a list
@@ -166,8 +166,8 @@ def _is_message_id(text: str) -> bool:
     return text.startswith("<") and text.endswith(">") and len(text) < 500
 
 
-# html.escape's table: importing the html package loads html.entities, a 1 ms
-# table of 2,000 names, on every help reply, only for these five characters.
+# html.escape's table: importing the html package loads html.entities, a table of
+# 2,000 names, on every help reply, only for these five characters.
 _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
 
 

@@ -203,8 +203,8 @@ def base64_runs(data: bytes, least: int = CUT_AT_LEAST, window: int = 1 << 20) -
 
     A window of the mail at a time is mapped to 0 (base64 text) and 1 (any other
     byte); a long run is found by searching for `least` zeros, and its ends by
-    searching for the ones around it.  A regular expression stepped through every
-    byte instead: 5 ms for a 5 MB photo, 48 ms for 5 MB of HTML, where this takes 2.
+    searching for the ones around it: a few C-speed searches per run, where a
+    regular expression steps through every byte (bench/README.md has the numbers).
     """
     needle = bytes(least)
     runs: list[tuple[int, int]] = []
@@ -547,8 +547,8 @@ def _text_of(part: Message, room: int, cuts: _Cuts, runs: _Runs) -> tuple[str, b
     charset = (part.get_content_charset() or "utf-8").lower()
     charset = CHARSET_ALIASES.get(charset, charset)
     # mail-parser's ported_string rule (the declared charset, else UTF-8 when the
-    # name is unknown or the bytes lie), written out: importing mail-parser costs
-    # a plain text mail ~16 ms, which the benchmark's start-up targets cannot spare.
+    # name is unknown or the bytes lie), written out: importing mail-parser would
+    # cost every plain text mail more than the rest of its parse (bench/README.md).
     try:
         text = _decode_start(payload, charset) if more else payload.decode(charset)
     except (LookupError, UnicodeError, ValueError):   # ValueError: a NUL in the charset name
@@ -645,7 +645,7 @@ def _a2b(run: memoryview) -> bytes:
 
 
 def _raw_filename(part: Message) -> str:
-    # mail-parser (about 20 ms to import) is loaded only for names that need it.  Its
+    # mail-parser (the floor of the benchmark) is loaded only for names that need it.  Its
     # view re-reads raw 8-bit parameters as UTF-8, which compat32 would turn into
     # replacement characters (Yahoo sends Cyrillic names that way); ASCII headers
     # read the same without it, and most phones name files so.
