@@ -242,7 +242,7 @@ def test_stderr_becomes_one_printable_line(tmp_path):
         exit 67
     """)
     result, _ = send(path, reply(100))
-    assert result == SendResult("permanent", "sendmail exited 67: no such user?[31m second line")
+    assert result == SendResult("permanent", "sendmail exited 67: no such user [31m second line")
 
 
 def test_a_long_stderr_that_fits_keeps_its_beginning(tmp_path):

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from torokiki_pipe import __version__
+from torokiki_pipe.version import __version__
 
 
 class UsageParser(argparse.ArgumentParser):

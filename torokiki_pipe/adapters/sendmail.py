@@ -43,6 +43,8 @@ import termios
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
+from torokiki_pipe.stages.s8_record import one_line
+
 if TYPE_CHECKING:
     from torokiki_pipe.ports import SendStatus
 
@@ -217,8 +219,7 @@ class _Tail:
 
     def text(self, limit: int) -> str:
         """One printable line: the start when all was kept, else the end (the last words)."""
-        words = " ".join(self.data.decode("utf-8", "replace").split())
-        words = "".join(c if c.isprintable() else "?" for c in words)
+        words = one_line(self.data.decode("utf-8", "replace"))
         if self.dropped:
             return "…" + words[-(limit - 1):]
         return words if len(words) <= limit else words[:limit - 1] + "…"

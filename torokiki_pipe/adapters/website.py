@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from torokiki_pipe import __version__
+from torokiki_pipe.version import __version__
 from torokiki_pipe.stages.s5_understand.urls import BadUrl, ContentUrl, parse_content_url
 from torokiki_pipe.stages.s8_record import one_line
 

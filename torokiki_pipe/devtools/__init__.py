@@ -1,1 +1,0 @@
-"""Development and test tools shipped with torokiki-pipe (not used in production)."""

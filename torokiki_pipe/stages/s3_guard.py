@@ -13,6 +13,7 @@ from email.utils import getaddresses
 from typing import NamedTuple
 
 from torokiki_pipe.stages.s2_headers import Head
+from torokiki_pipe.stages.s8_record import one_line
 
 # Local parts that belong to mail systems, not people.
 SYSTEM_SENDERS = frozenset({"mailer-daemon", "postmaster", "noreply", "no-reply",
@@ -132,7 +133,7 @@ def reply_sender(from_header: str) -> Sender | str:
     if (not re.match(_ADDR, address) or ".." in address or address.startswith("-")
             or not address.isascii() or not address.isprintable()):
         return f"the From address {address!r} is not a well-formed address"
-    name = " ".join("".join(c for c in addresses[0].display_name if c.isprintable()).split())
+    name = one_line(addresses[0].display_name)
     return Sender(display_name=name, address=address)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, TYPE_CHECKING
 
-from torokiki_pipe import __version__
+from torokiki_pipe.version import __version__
 from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid
 from torokiki_pipe.stages.s3_guard import Sender
 from torokiki_pipe.outcome import Outcome
