@@ -70,7 +70,7 @@ def _ensure_project_importable() -> None:
 _ensure_project_importable()
 
 from torokiki_pipe.devtools import smtpsink  # noqa: E402
-from torokiki_pipe.devtools import website as reference  # noqa: E402
+from torokiki_pipe.devtools import reference_site as reference  # noqa: E402
 
 SITE_URL = "http://torokiki.net"
 GATEWAY = "gateway@torokiki.net"
