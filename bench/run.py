@@ -84,11 +84,13 @@ SLOW_DELAY = 0.200
 CONCURRENCY = 8
 
 # Targets: (metric, case, limit).  wall: median wall / median `import mailparser` floor.
-# rss: (peak RSS - `import requests, mailparser` floor) / message size.
+# rss: (peak RSS - `import requests, mailparser` floor) / message size.  Issue 13 set the
+# three paths that need no website at or below the floor: answering help or an invalid
+# mail may cost what loading the mail parser alone costs, ignoring a mail less.
 TARGETS = [
     ("wall", "help", 1.0),
-    ("wall", "ignored", 1.0),
-    ("wall", "invalid", 1.5),
+    ("wall", "ignored", 0.8),
+    ("wall", "invalid", 1.0),
     ("wall", "media-5MB", 3.0),
     ("rss", "media-5MB", 3.0),
     ("rss", "media-25MB", 3.0),
