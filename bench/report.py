@@ -112,12 +112,15 @@ def print_report(report: dict) -> None:
         print(f"{'':<{w}}every mail but 'ignored' includes one run of msmtp to the loopback sink "
               f"({sink['wall_s']['median'] * 1000:.0f} ms wall, {sink['cpu_s']['median'] * 1000:.0f} ms CPU),\n"
               f"{'':<{w}}as in production; the wall targets are judged on the whole wall")
+    if report.get("breakdown"):
+        print_breakdown(report["breakdown"])
     print_hostile(report, w)
     tp = report.get("throughput")
     if tp:
         print_throughput(tp, stand_in, targets[("throughput", "text x8")]["limit"])
     print()
-    phases = (("per-mail runs", report["load"]), ("throughput run", (tp or {}).get("load", {})))
+    phases = (("per-mail runs", report["load"]), ("import-time runs", (report.get("breakdown") or {}).get("load", {})),
+              ("throughput run", (tp or {}).get("load", {})))
     others = [f"{load['foreign_cores']:.2f} cores during the {phase}" for phase, load in phases
               if "foreign_cores" in load]
     if others:
@@ -133,6 +136,57 @@ def print_report(report: dict) -> None:
         print(f"!!! {len(report['failures'])} FAILED RUN(S): the numbers above are not trustworthy")
         for failure in report["failures"]:
             print(f"!!!   {failure}")
+
+
+def print_breakdown(breakdown: dict) -> None:
+    """Where each millisecond of a path's wall goes: a column per path, then its costliest modules."""
+    paths = breakdown["paths"]
+    names = list(paths)
+    label_w, col_w = 32, 16
+    print()
+    print(f"where each millisecond goes: the median wall above shared out; imports timed with -X importtime "
+          f"({breakdown['importtime_runs']} runs a path)\nand scaled to the wall of `python -c \"import <the "
+          f"modules the path loaded>\"` less `-c pass`; ms and share of the wall")
+    header = f"{'':<{label_w}}" + "".join(f"{name:>{col_w}}" for name in names)
+    print(header)
+    print("-" * len(header))
+
+    def row(label: str, value_of, share: bool = True) -> None:
+        cells = []
+        for name in names:
+            value = value_of(paths[name])
+            if value is None:
+                cells.append(f"{'-':>{col_w}}")
+            elif share:
+                cells.append(f"{value * 1000:{col_w - 5}.1f}{value / paths[name]['wall_s'] * 100:4.0f}%")
+            else:
+                cells.append(f"{value * 1000:{col_w - 5}.1f}{'':5}")
+        print(f"{label:<{label_w}}" + "".join(cells))
+
+    row("wall", lambda entry: entry["wall_s"], share=False)
+    row("python start-up (-c pass)", lambda entry: entry["startup_s"])
+    for group in breakdown["groups"]:
+        row(f"  imports: {group}", lambda entry, group=group: entry["imports_s"].get(group))
+    row("imports, all", lambda entry: entry["imports_total_s"])
+    if any(entry["website_s"] for entry in paths.values()):
+        row("website", lambda entry: entry["website_s"])
+    row("sendmail (the sink row above)", lambda entry: entry["sendmail_s"])
+    row("gateway work (the rest)", lambda entry: entry["gateway_work_s"])
+    print(f"{'modules loaded past start-up':<{label_w}}" + "".join(f"{paths[n]['modules']:>{col_w - 5}}{'':5}"
+                                                                for n in names))
+    print(f"{'-X importtime / import-only':<{label_w}}"
+          + "".join(f"{paths[n]['importtime_over_import_only']:{col_w - 6}.2f}x{'':5}" for n in names))
+    print("the ten most expensive modules by self time, ms (scaled like the imports above):")
+    for name in names:
+        line = f"  {name}:"
+        for i, module in enumerate(paths[name]["top_modules"]):
+            item = f"{module['module']} {module['self_s'] * 1000:.1f}"
+            if len(line) + len(item) + 2 > 131:
+                print(line + ",")
+                line = "    " + item
+            else:
+                line += (" " if i == 0 else ", ") + item
+        print(line)
 
 
 def print_hostile(report: dict, w: int) -> None:

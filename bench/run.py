@@ -17,6 +17,8 @@ installed command) and for the libraries each path cannot do without
 concurrent pipes against a website that answers in a fixed 200 ms.  Then the
 hostile mails of issue 12 (HOSTILE: 25 MB each, peak RSS and wall against the
 same floors) and a `get` of content over any sane size (a 200 MB attachment).
+And where each millisecond of the ignored, help, invalid and text paths goes
+(start-up, imports by library, the gateway's own work, the sendmail: breakdown.py).
 ``--only`` runs some of it: groups standard, throughput, hostile, big-get, or
 case names.
 
@@ -64,6 +66,7 @@ _ensure_project_importable()
 
 # The modules beside this script (its folder is sys.path[0]); services imports the devtools.
 import report  # noqa: E402
+from breakdown import GROUP_ORDER, MODULES_WRAPPER, attribute, import_only_argv, read_modules, self_times  # noqa: E402
 from children import Run, Spawner  # noqa: E402
 from machine import Watch, cores, find_pipe, git_info, interpreter_of, machine, pipe_version, self_cpu  # noqa: E402
 from machine import wait_until_quiet  # noqa: E402
@@ -114,6 +117,25 @@ LIBRARY_FLOORS = [
      "import dataclasses, argparse, json, subprocess, email.parser, email.policy, email.utils, "
      "email.message, email.generator, dotenv, filelock, requests"),
 ]
+# The paths whose wall the breakdown shares out (start-up, imports by group, the gateway's
+# own work, the sendmail), and how many `-X importtime` runs of each it takes.
+BREAKDOWN_PATHS = ("ignored", "help", "invalid", "text")
+IMPORTTIME_RUNS = 7
+IMPORTTIME_RUNS_QUICK = 3
+BREAKDOWN_DEFINITION = {
+    "wall_s": "the path's median wall in the per-mail runs",
+    "startup_s": "median wall of `python -c pass`",
+    "imports_total_s": "median wall of `python -c 'import gc; gc.disable(); import <modules_loaded>'` "
+                       "(import_only) - startup_s",
+    "imports_s": "imports_total_s shared out among the groups by their median -X importtime self times",
+    "imports_raw_us": "median -X importtime self times summed by group, in µs, unscaled",
+    "importtime_over_import_only": "sum of imports_raw_us / imports_total_s",
+    "top_modules": "the ten largest median -X importtime self times (self_raw_us), scaled like imports_s (self_s)",
+    "website_s": "median time the reference website spent answering the path's requests",
+    "sendmail_s": "median wall of the sendmail row alone, for paths that reply",
+    "gateway_work_s": "wall_s - startup_s - imports_total_s - website_s - sendmail_s",
+    "modules_loaded": "what the path had in sys.modules at exit and `python -c pass` has not",
+}
 
 
 class Case(NamedTuple):
@@ -277,10 +299,12 @@ class Bench:
             return ""
         return lines[-1] if lines else ""
 
-    def one_mail(self, case: Case) -> Run:
+    def one_mail(self, case: Case, argv: list[str] | None = None) -> Run:
+        """Pipe the case's mail (with a fresh Message-ID) into the pipe, or into `argv` that runs
+        it, and check what it did."""
         name, expected_http, reply = case.name, case.http, case.reply
         self.clear_replies()
-        run = self.spawn(self.pipe_argv(), with_fresh_id(case.template))
+        run = self.spawn(argv or self.pipe_argv(), with_fresh_id(case.template))
         requests = self.http.during(run.start, run.end)
         run.web = sum(e[1] - e[0] for e in requests)
         got = [(e[2], e[3]) for e in requests]
@@ -289,12 +313,13 @@ class Bench:
         if self.sink is not None:
             messages = self.sink.messages
             run.replies, run.reply_bytes = len(messages), sum(len(m.data) for m in messages)
+        stderr = "\n".join(line for line in run.stderr.splitlines() if not line.startswith("import time:"))
         if case.lenient:
-            if run.code not in (0, 75) or "Traceback" in run.stderr:
-                self.fail(f"{name}: torokiki-pipe exited {run.code}: {run.stderr[:500]}")
+            if run.code not in (0, 75) or "Traceback" in stderr:
+                self.fail(f"{name}: torokiki-pipe exited {run.code}: {stderr[:500]}")
             return run
         if run.code != 0:
-            self.fail(f"{name}: torokiki-pipe exited {run.code}: {run.stderr[:500]}")
+            self.fail(f"{name}: torokiki-pipe exited {run.code}: {stderr[:500]}")
         elif got != expected_http:
             self.fail(f"{name}: expected API requests {expected_http}, the website saw {got}")
         else:
@@ -305,31 +330,103 @@ class Bench:
         return run
 
     # ---- the per-mail and floor measurements
+    def find_imports(self) -> None:
+        """Which modules each path of the breakdown loads beyond start-up (one run of each through
+        breakdown.MODULES_WRAPPER), and for each the command that imports just those, which the
+        per-mail runs then time with the floors."""
+        self.import_rows: list[tuple[str, list[str], bytes]] = []
+        self.loaded: dict[str, list[str]] = {}
+        cases = [case for case in self.cases if case.name in BREAKDOWN_PATHS]
+        if not cases:
+            return
+        self.watch = Watch(self.cores)
+        out = self.scratch / "modules.txt"
+        run = self.spawn([self.python, "-X", "importtime", "-c", MODULES_WRAPPER, str(out)], b"")
+        if run.code != 0 or not out.exists():
+            self.fail(f"the modules of start-up: exited {run.code}: {run.stderr[-300:]}")
+            return
+        startup, self.stdlib = read_modules(out)
+        self.startup = set(startup) | set(self_times(run.stderr))
+        for case in cases:
+            out.unlink(missing_ok=True)
+            run = self.one_mail(case, [self.python, "-c", MODULES_WRAPPER, str(out), *self.pipe_argv()])
+            if run.code != 0 or not out.exists():
+                continue                # one_mail said why
+            self.loaded[case.name] = [m for m in read_modules(out)[0] if m not in self.startup]
+            self.import_rows.append((case.name, import_only_argv(self.python, self.loaded[case.name]), b""))
+
     def measure(self) -> dict:
         self.watch = Watch(self.cores)
         results: dict[str, list[Run]] = {case.name: [] for case in self.cases}
         floors: dict[str, list[Run]] = {name: [] for name, *_ in self.floors}
+        imports: dict[str, list[Run]] = {name: [] for name, *_ in self.import_rows}
+        commands = [(name, argv, data, floors) for name, argv, data in self.floors]
+        commands += [(name, argv, data, imports) for name, argv, data in self.import_rows]
         total = max((case.reps for case in self.cases), default=1)
         # Warm-up: one untimed run of each (page cache, .pyc files), then interleaved repetitions
         # so that drift of the machine spreads over every case alike.
         print(f"per-mail runs: warm-up, then up to {total} rounds ", end="", flush=True)
-        for name, argv, data in self.floors:
+        for name, argv, data, _ in commands:
             self.spawn(argv, data)
         for case in self.cases:
             self.one_mail(case)
         for round_ in range(total):
-            for name, argv, data in self.floors:
+            for name, argv, data, runs in commands:
                 run = self.spawn(argv, data)
                 if run.code != 0:
-                    self.fail(f"{name}: exited {run.code}: {run.stderr[:300]}")
-                floors[name].append(run)
+                    what = name if runs is floors else f"the imports of the {name} path"
+                    self.fail(f"{what}: exited {run.code}: {run.stderr[-300:] if runs is imports else run.stderr[:300]}")
+                runs[name].append(run)
             for case in self.cases:
                 if round_ < case.reps:
                     results[case.name].append(self.one_mail(case))
             print(".", end="", flush=True)
         print(flush=True)
         self.load = self.watch.result("per-mail runs")
-        return {"cases": results, "floors": floors, "load": self.load}
+        return {"cases": results, "floors": floors, "imports": imports, "load": self.load}
+
+    def breakdown(self, measured: dict, report: dict) -> dict | None:
+        """Where each millisecond of the BREAKDOWN_PATHS goes (bench/README.md, "Where each
+        millisecond goes"): `-X importtime` runs of each path, shared out with breakdown.attribute
+        against the import-only walls of the per-mail runs."""
+        cases = [case for case in self.cases if case.name in self.loaded and measured["imports"][case.name]]
+        if not cases:
+            return None
+        reps = IMPORTTIME_RUNS_QUICK if self.quick else IMPORTTIME_RUNS
+        self.watch = Watch(self.cores)
+        print(f"import-time runs: {reps} rounds of {', '.join(case.name for case in cases)} ", end="", flush=True)
+        argv = [self.python, "-X", "importtime", *self.pipe_argv()]
+        times: dict[str, list[dict]] = {case.name: [] for case in cases}
+        for _ in range(reps):
+            for case in cases:
+                times[case.name].append(self_times(self.one_mail(case, argv).stderr))
+            print(".", end="", flush=True)
+        print(flush=True)
+        load = self.watch.result("import-time runs")
+        floors = measured["floors"]
+        startup = statistics.median(r.wall for r in floors["floor: -c pass"])
+        sink_label = self.sendmail_info["row"]
+        sendmail = statistics.median(r.wall for r in floors[sink_label])
+        paths = {}
+        for case in cases:
+            mail, only = report["mails"][case.name], measured["imports"][case.name]
+            only_wall = summary([r.wall for r in only])
+            imports = only_wall["median"] - startup
+            shares = attribute(times[case.name], set(self.loaded[case.name]), self.startup, self.stdlib, imports)
+            wall, web = mail["wall_s"]["median"], mail["website_s"]["median"]
+            reply = sendmail if case.reply else 0.0
+            paths[case.name] = {
+                "wall_s": wall, "startup_s": startup, "imports_total_s": imports, **shares,
+                "website_s": web, "sendmail_s": reply if case.reply else None,
+                "gateway_work_s": wall - startup - imports - web - reply,
+                "modules": len(self.loaded[case.name]), "modules_loaded": self.loaded[case.name],
+                "import_only": {"wall_s": only_wall, "cpu_s": summary([r.cpu for r in only]),
+                                "maxrss_kb": summary([r.maxrss_kb for r in only])},
+            }
+        groups = [g for g in GROUP_ORDER if any(g in p["imports_s"] for p in paths.values())]
+        groups += sorted({g for p in paths.values() for g in p["imports_s"]} - set(groups))
+        return {"definition": BREAKDOWN_DEFINITION, "paths": paths, "groups": groups, "importtime_runs": reps,
+                "sendmail": sink_label, "load": load}
 
     # ---- throughput
     def throughput(self, mails: int) -> dict:
@@ -437,6 +534,7 @@ class Bench:
         return best[2]
 
     def run(self) -> dict:
+        self.find_imports()
         measured = self.retried("per-mail runs", self.measure, lambda found: found["load"])
         cases, floors = measured["cases"], measured["floors"]
         cores = self.cores
@@ -497,8 +595,9 @@ class Bench:
             report["targets"].append({"metric": metric, "case": case, "value": value, "limit": limit,
                                       "pass": value <= limit})
 
-        report["failures"] = list(self.failures)
         report["load"] = measured["load"]
+        report["breakdown"] = self.breakdown(measured, report)
+        report["failures"] = list(self.failures)
         if not self.selected("throughput") or "text" not in report["mails"]:
             return report
         text = report["mails"]["text"]
