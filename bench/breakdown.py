@@ -21,6 +21,7 @@ of IMPORT_GROUPS, the gateway's own package, and any other top-level name on its
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 from pathlib import Path
@@ -36,11 +37,28 @@ IMPORT_GROUPS = {
 }
 GROUP_ORDER = ["stdlib", *IMPORT_GROUPS]
 
+# What each field of a path in the JSON's "breakdown" is.
+DEFINITION = {
+    "wall_s": "the path's median wall in the per-mail runs",
+    "startup_s": "median wall of `python -c pass`",
+    "imports_total_s": "median wall of `python -c 'import sys; sys.path[0] = <the entry script's folder>; "
+                       "import gc; gc.disable(); import <modules_loaded>; gc.freeze()'` (import_only) - startup_s",
+    "imports_s": "imports_total_s shared out among the groups by their median -X importtime self times",
+    "imports_raw_us": "median -X importtime self times summed by group, in µs, unscaled",
+    "importtime_over_import_only": "sum of imports_raw_us / imports_total_s",
+    "top_modules": "the ten largest median -X importtime self times (self_raw_us), scaled like imports_s (self_s)",
+    "website_s": "median time the reference website spent answering the path's requests",
+    "sendmail_s": "median wall of the sendmail row alone, for paths that reply",
+    "gateway_work_s": "wall_s - startup_s - imports_total_s - website_s - sendmail_s",
+    "modules_loaded": "what the path had in sys.modules at exit and `python -c pass` has not",
+}
+
 # python -c MODULES_WRAPPER OUT [SCRIPT ARG...]: runs SCRIPT as __main__ with ARG... (or
-# nothing), then at exit writes its sys.modules to OUT, a blank line, and the interpreter's
-# standard library names.  It imports only atexit (built in) before the script runs.
+# nothing) from the sys.path `python SCRIPT` would have, then at exit writes its sys.modules
+# to OUT, a blank line, and the interpreter's standard library names.  It imports only
+# atexit (built in) before the script runs, and uses os, which start-up has loaded.
 MODULES_WRAPPER = r"""
-import atexit, sys
+import atexit, os, sys
 def _dump(out=sys.argv.pop(1), modules=sys.modules):
     names = sorted(modules)
     with open(out, "w", encoding="utf-8") as stream:
@@ -48,6 +66,7 @@ def _dump(out=sys.argv.pop(1), modules=sys.modules):
 atexit.register(_dump)
 if len(sys.argv) > 1:
     sys.argv = sys.argv[1:]
+    sys.path[0] = os.path.dirname(os.path.realpath(sys.argv[0]))   # as for `python SCRIPT`
     with open(sys.argv[0], "rb") as _script:
         _code = compile(_script.read(), sys.argv[0], "exec")
     exec(_code, {"__name__": "__main__", "__file__": sys.argv[0], "__builtins__": __builtins__})
@@ -62,11 +81,15 @@ def read_modules(path: Path) -> tuple[list[str], set[str]]:
     return modules.split(), set(stdlib.split())
 
 
-def import_only_argv(python: str, modules: list[str]) -> list[str]:
-    """A command that imports these modules and nothing else, with the cyclic garbage
-    collector off from the start, as the pipe runs (its entry point turns it off before
-    it imports the gateway)."""
-    return [python, "-c", "import gc; gc.disable(); import " + ", ".join(modules)]
+def import_only_argv(python: str, modules: list[str], script: Path) -> list[str]:
+    """A command that imports these modules and nothing else, the way the pipe's entry
+    `script` does: from the same sys.path (its folder first, where `-c` would put the
+    current folder), with the cyclic garbage collector off from the start and what the
+    imports built frozen out of the collection at exit (as the entry point does before it
+    imports the gateway, and after)."""
+    folder = os.path.dirname(os.path.realpath(script))
+    return [python, "-c", f"import sys; sys.path[0] = {folder!r}; import gc; gc.disable(); "
+                          f"import {', '.join(modules)}; gc.freeze()"]
 
 
 def self_times(stderr: str) -> dict[str, tuple[int, str | None]]:

@@ -145,8 +145,8 @@ def print_breakdown(breakdown: dict) -> None:
     label_w, col_w = 32, 16
     print()
     print(f"where each millisecond goes: the median wall above shared out; imports timed with -X importtime "
-          f"({breakdown['importtime_runs']} runs a path)\nand scaled to the wall of `python -c \"import <the "
-          f"modules the path loaded>\"` less `-c pass`; ms and share of the wall")
+          f"({breakdown['importtime_runs']} runs a path)\nand scaled to the wall of importing just the modules "
+          f"the path loaded, as the pipe does, less `-c pass`; ms and share of the wall")
     header = f"{'':<{label_w}}" + "".join(f"{name:>{col_w}}" for name in names)
     print(header)
     print("-" * len(header))

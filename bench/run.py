@@ -66,10 +66,11 @@ _ensure_project_importable()
 
 # The modules beside this script (its folder is sys.path[0]); services imports the devtools.
 import report  # noqa: E402
-from breakdown import GROUP_ORDER, MODULES_WRAPPER, attribute, import_only_argv, read_modules, self_times  # noqa: E402
+from breakdown import (DEFINITION, GROUP_ORDER, MODULES_WRAPPER, attribute, import_only_argv,  # noqa: E402
+                       read_modules, self_times)
 from children import Run, Spawner  # noqa: E402
-from machine import Watch, cores, find_pipe, git_info, interpreter_of, machine, pipe_version, self_cpu  # noqa: E402
-from machine import wait_until_quiet  # noqa: E402
+from machine import (Watch, cores, find_pipe, git_info, interpreter_of, machine, pipe_version,  # noqa: E402
+                     self_cpu, wait_until_quiet)
 from mails import (GATEWAY, KB, MB, SITE_URL, SMALL_REPLY, get_mail, help_mail, hostile_mails,  # noqa: E402
                    ignored_mail, invalid_mail, media_mail, text_mail, with_fresh_id)
 from report import summary  # noqa: E402
@@ -122,20 +123,6 @@ LIBRARY_FLOORS = [
 BREAKDOWN_PATHS = ("ignored", "help", "invalid", "text")
 IMPORTTIME_RUNS = 7
 IMPORTTIME_RUNS_QUICK = 3
-BREAKDOWN_DEFINITION = {
-    "wall_s": "the path's median wall in the per-mail runs",
-    "startup_s": "median wall of `python -c pass`",
-    "imports_total_s": "median wall of `python -c 'import gc; gc.disable(); import <modules_loaded>'` "
-                       "(import_only) - startup_s",
-    "imports_s": "imports_total_s shared out among the groups by their median -X importtime self times",
-    "imports_raw_us": "median -X importtime self times summed by group, in µs, unscaled",
-    "importtime_over_import_only": "sum of imports_raw_us / imports_total_s",
-    "top_modules": "the ten largest median -X importtime self times (self_raw_us), scaled like imports_s (self_s)",
-    "website_s": "median time the reference website spent answering the path's requests",
-    "sendmail_s": "median wall of the sendmail row alone, for paths that reply",
-    "gateway_work_s": "wall_s - startup_s - imports_total_s - website_s - sendmail_s",
-    "modules_loaded": "what the path had in sys.modules at exit and `python -c pass` has not",
-}
 
 
 class Case(NamedTuple):
@@ -353,7 +340,7 @@ class Bench:
             if run.code != 0 or not out.exists():
                 continue                # one_mail said why
             self.loaded[case.name] = [m for m in read_modules(out)[0] if m not in self.startup]
-            self.import_rows.append((case.name, import_only_argv(self.python, self.loaded[case.name]), b""))
+            self.import_rows.append((case.name, import_only_argv(self.python, self.loaded[case.name], self.pipe), b""))
 
     def measure(self) -> dict:
         self.watch = Watch(self.cores)
@@ -425,7 +412,7 @@ class Bench:
             }
         groups = [g for g in GROUP_ORDER if any(g in p["imports_s"] for p in paths.values())]
         groups += sorted({g for p in paths.values() for g in p["imports_s"]} - set(groups))
-        return {"definition": BREAKDOWN_DEFINITION, "paths": paths, "groups": groups, "importtime_runs": reps,
+        return {"definition": DEFINITION, "paths": paths, "groups": groups, "importtime_runs": reps,
                 "sendmail": sink_label, "load": load}
 
     # ---- throughput
