@@ -174,8 +174,9 @@ def print_breakdown(breakdown: dict) -> None:
     row("gateway work (the rest)", lambda entry: entry["gateway_work_s"])
     print(f"{'modules loaded past start-up':<{label_w}}" + "".join(f"{paths[n]['modules']:>{col_w - 5}}{'':5}"
                                                                 for n in names))
+    ratios = [paths[n]["importtime_over_import_only"] for n in names]
     print(f"{'-X importtime / import-only':<{label_w}}"
-          + "".join(f"{paths[n]['importtime_over_import_only']:{col_w - 6}.2f}x{'':5}" for n in names))
+          + "".join(f"{'-':>{col_w - 5}}{'':5}" if r is None else f"{r:{col_w - 6}.2f}x{'':5}" for r in ratios))
     print("the ten most expensive modules by self time, ms (scaled like the imports above):")
     for name in names:
         line = f"  {name}:"

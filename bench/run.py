@@ -326,7 +326,7 @@ class Bench:
         cases = [case for case in self.cases if case.name in BREAKDOWN_PATHS]
         if not cases:
             return
-        self.watch = Watch(self.cores)
+        self.watch = Watch(self.cores)           # spawn() counts into one; this phase's is not reported
         out = self.scratch / "modules.txt"
         run = self.spawn([self.python, "-X", "importtime", "-c", MODULES_WRAPPER, str(out)], b"")
         if run.code != 0 or not out.exists():
@@ -360,9 +360,12 @@ class Bench:
         for round_ in range(total):
             for name, argv, data, runs in commands:
                 run = self.spawn(argv, data)
-                if run.code != 0:
-                    what = name if runs is floors else f"the imports of the {name} path"
-                    self.fail(f"{what}: exited {run.code}: {run.stderr[-300:] if runs is imports else run.stderr[:300]}")
+                if run.code == 0:
+                    pass
+                elif runs is floors:
+                    self.fail(f"{name}: exited {run.code}: {run.stderr[:300]}")
+                else:                   # the import that failed is at the end of the traceback
+                    self.fail(f"the imports of the {name} path: exited {run.code}: {run.stderr[-300:]}")
                 runs[name].append(run)
             for case in self.cases:
                 if round_ < case.reps:
@@ -401,11 +404,10 @@ class Bench:
             imports = only_wall["median"] - startup
             shares = attribute(times[case.name], set(self.loaded[case.name]), self.startup, self.stdlib, imports)
             wall, web = mail["wall_s"]["median"], mail["website_s"]["median"]
-            reply = sendmail if case.reply else 0.0
             paths[case.name] = {
                 "wall_s": wall, "startup_s": startup, "imports_total_s": imports, **shares,
-                "website_s": web, "sendmail_s": reply if case.reply else None,
-                "gateway_work_s": wall - startup - imports - web - reply,
+                "website_s": web, "sendmail_s": sendmail if case.reply else None,
+                "gateway_work_s": wall - startup - imports - web - (sendmail if case.reply else 0.0),
                 "modules": len(self.loaded[case.name]), "modules_loaded": self.loaded[case.name],
                 "import_only": {"wall_s": only_wall, "cpu_s": summary([r.cpu for r in only]),
                                 "maxrss_kb": summary([r.maxrss_kb for r in only])},
