@@ -110,13 +110,14 @@ SCALING_PROBE = "import requests, mailparser"
 # when a path's imports change.
 LIBRARY_FLOORS = [
     ("libraries: ignored path",
-     "import dataclasses, argparse, json, email.parser, email.policy, email.utils, dotenv"),
+     "import argparse, enum, hashlib, pathlib, signal, email.feedparser, email.header, email.utils, dotenv"),
     ("libraries: help path",
-     "import dataclasses, argparse, json, subprocess, email.parser, email.policy, email.utils, "
-     "email.message, email.generator, dotenv, filelock"),
+     "import argparse, enum, hashlib, pathlib, signal, email.feedparser, email.header, email.utils, dotenv, "
+     "json, subprocess, email.message, email.policy, email.generator, email.headerregistry, filelock"),
     ("libraries: media path",
-     "import dataclasses, argparse, json, subprocess, email.parser, email.policy, email.utils, "
-     "email.message, email.generator, dotenv, filelock, requests"),
+     "import argparse, enum, hashlib, pathlib, signal, email.feedparser, email.header, email.utils, dotenv, "
+     "json, subprocess, email.message, email.policy, email.generator, email.headerregistry, filelock, "
+     "base64, http.client, mimetypes"),
 ]
 # The paths whose wall the breakdown shares out (start-up, imports by group, the gateway's
 # own work, the sendmail), and how many `-X importtime` runs of each it takes.
