@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from torokiki_pipe.adapters.journal import (DONE, FORCEABLE, LOCK_TIMEOUT, SENDING, Crash, Entry,
-                                            REPLY_STORED, JournalBusy)
+from torokiki_pipe.adapters.journal import LOCK_TIMEOUT
+from torokiki_pipe.stages.s4_journal import DONE, FORCEABLE, REPLY_STORED, SENDING, Crash, Entry, JournalBusy
 from torokiki_pipe.stages.s8_record import STASH_KINDS
 from torokiki_pipe.adapters.reply_budget import IDENTICAL_WINDOW, LAST, SEND, SILENT
 from torokiki_pipe.adapters.sendmail import SendResult

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from torokiki_pipe.adapters.journal import DONE, RECEIVED, REPLY_STORED, SENDING, Entry
+from torokiki_pipe.stages.s4_journal import DONE, RECEIVED, REPLY_STORED, SENDING, Entry
 from torokiki_pipe.config import Config, ReplyLimit
 from torokiki_pipe.outcome import Outcome
 from torokiki_pipe.pipeline import Envelope, process

@@ -36,7 +36,7 @@ from torokiki_pipe.outcome import Outcome, Stopped, is_temporary
 from torokiki_pipe.stages.s1_read import RawMail
 from torokiki_pipe.stages.s2_headers import Head, read_head
 from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
-from torokiki_pipe.stages.s4_journal import JournalBusy
+from torokiki_pipe.stages.s4_journal import DONE, JournalBusy
 from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_SENDS, IGNORED
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
             so_far: Processed) -> Processed:
     """Under the message's journal lock: resume, or act, then reply exactly once."""
     journal = effects.journal
-    if entry.stage == "done":
+    if entry.stage == DONE:
         return so_far._replace(outcome=Outcome.DUPLICATE, url=entry.url,
                        detail=f"already handled ({entry.outcome}: {entry.detail})")
     if entry.owes_reply:

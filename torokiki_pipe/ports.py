@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ContextManager, Dict, Literal, Optional, Protocol, Union
 
-from torokiki_pipe.adapters.journal import Crash, Entry
+from torokiki_pipe.stages.s4_journal import Crash, Entry
 from torokiki_pipe.adapters.sendmail import SendResult
 from torokiki_pipe.adapters.website import WebsiteAnswer
 from torokiki_pipe.config import ReplyLimit

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from torokiki_pipe.adapters.clock import SystemClock
-from torokiki_pipe.adapters.journal import DONE, REPLY_STORED, SENDING, Crash, Entry
+from torokiki_pipe.stages.s4_journal import DONE, REPLY_STORED, SENDING, Crash, Entry
 from torokiki_pipe.pipeline import Effects
 from torokiki_pipe.config import ReplyLimit
 from torokiki_pipe.adapters.reply_budget import SEND

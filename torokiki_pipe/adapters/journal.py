@@ -31,63 +31,19 @@ import json
 import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator
 
 from filelock import FileLock, Timeout
 
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import make_private_dirs, write_atomically
-from torokiki_pipe.stages.s4_journal import JournalBusy
+from torokiki_pipe.stages.s4_journal import (DONE, EARLIER_STAGES, FORCEABLE, REPLY_STORED, SENDING, Crash, Entry,
+                                             JournalBusy)
 
 if TYPE_CHECKING:
-    from typing import Final
-
-    from torokiki_pipe.ports import Clock, Stage
+    from torokiki_pipe.ports import Clock
 
 LOCK_TIMEOUT = 120          # seconds a duplicate waits for the first delivery to finish
-
-# Stages, in order (ports.Stage).  "reply-stored" and "sending" both hold a stored reply that is
-# still owed.  "reply-stored", not "answered": that is an outcome, and the sender has no answer yet.
-RECEIVED: Final = "received"
-REPLY_STORED: Final = "reply-stored"
-SENDING: Final = "sending"
-DONE: Final = "done"
-# Stage names that earlier versions wrote, read as today's: a journal entry
-# lives as long as TOROKIKI_JOURNAL_EXPIRE (up to 366 days), across upgrades.
-EARLIER_STAGES: Dict[str, Stage] = {"answered": REPLY_STORED}
-
-# Outcomes that `replay --force` may submit again: the website or the gateway
-# did not take the mail, and a fix on either side may make it succeed.  Saved
-# and answered mail is never forced: that would answer the sender twice.
-# (A poisoned mail never finishes its entry: a plain replay runs it again.)
-FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "reply-failed"})
-
-
-class Entry(NamedTuple):
-    """How far one message got, as kept in the journal."""
-    key: str
-    digest: str
-    stage: Stage = RECEIVED
-    outcome: str = ""                  # outcome of the website step, once the reply is stored
-    detail: str = ""
-    url: str = ""
-    command: str = ""
-    recipient: str = ""                # where the stored reply goes
-    first_failure: float | None = None # first temporary failure, for giving up
-    failures: int = 0
-    created: float = 0.0
-    updated: float = 0.0
-
-    @property
-    def owes_reply(self) -> bool:
-        return self.stage in (REPLY_STORED, SENDING)
-
-
-class Crash(NamedTuple):
-    """What the journal knows of one raw mail that crashed the gateway."""
-    times: int           # crashes in a row with the same signature
-    answered: bool       # the sender was already told it cannot be processed
-
 
 class Journal:
     def __init__(self, root: Path, expire_after: float, clock: Clock = SystemClock()):
