@@ -9,7 +9,9 @@ what each module costs.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 
 import pytest
 
@@ -62,3 +64,18 @@ def test_the_help_path_does_load_the_journal_and_the_reply(run_pipe, pipe_env, s
     # The other side of the same line: a help mail is answered exactly once.
     names = loaded(run_pipe, mail("help", msgid="<startup-journal@example.net>"))
     assert {"filelock", "torokiki_pipe.adapters.journal", "torokiki_pipe.stages.s7_reply"} <= names
+
+
+def test_report_loads_nothing_of_the_pipe(pipe_program, tmp_path):
+    # report reads logs/ only: its argparse comes from arguments.py, not from the pipe's modules.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+    done = subprocess.run([pipe_program, "report", "--log-dir", str(tmp_path)], capture_output=True,
+                          timeout=60, env={**environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    names = set(re.findall(r"\|\s+(\S+)$", done.stderr.decode(), re.M))
+    # cli loads the program with import_module, which the import report does not list: what
+    # report itself imports (gzip, for rotated logs) shows that it ran and was reported.
+    assert "gzip" in names
+    assert sorted(n for n in names if n.startswith(("torokiki_pipe.stages.s", "torokiki_pipe.pipeline",
+                                                    "torokiki_pipe.run", "torokiki_pipe.adapters"))
+                  and n != "torokiki_pipe.stages.s8_record") == []

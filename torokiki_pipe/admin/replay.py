@@ -38,17 +38,29 @@ One replay runs at a time (an exclusive lock on the log dir).
 from __future__ import annotations
 
 import contextlib
+import email
+import fcntl
 import io
 import os
 import re
 import sys
 from dataclasses import dataclass
+from email.errors import HeaderDefect
+from email.policy import default
 from pathlib import Path
 
-from torokiki_pipe.arguments import UsageParser
 from torokiki_pipe import config as configuration
 from torokiki_pipe.adapters.records import make_private_dirs
-from torokiki_pipe.stages.s8_record import as_logged, field_value, FAILED_SENDS, LOG_FILE, STASH_KINDS
+from torokiki_pipe.adapters.sendmail import Sendmail
+from torokiki_pipe.admin.check import emit
+from torokiki_pipe.admin.report import parse_line
+from torokiki_pipe.arguments import UsageParser
+from torokiki_pipe.pipeline import Envelope
+from torokiki_pipe.run import handle
+from torokiki_pipe.stages.s1_read import read_mail
+from torokiki_pipe.stages.s2_headers import read_head
+from torokiki_pipe.stages.s3_guard import LOOP_MARKER_PREFIX, Sender, reply_sender
+from torokiki_pipe.stages.s8_record import FAILED_SENDS, LOG_FILE, STASH_KINDS, as_logged, field_value
 
 DONE = "done"
 MAIL_SUFFIX = ".eml"
@@ -184,8 +196,6 @@ def remove_with_companions(mail: Path) -> None:
 @contextlib.contextmanager
 def _exclusive(log_dir: Path):
     """An exclusive, non-blocking flock on the log dir for the whole replay (yields False if taken)."""
-    import fcntl
-
     try:
         fd = os.open(log_dir, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -247,10 +257,6 @@ HANDLED, LEFT, STOPPED = "handled", "left", "stopped"
 def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> str:
     """Replay one kept mail: HANDLED (and, unless dry run, moved to done/), LEFT for the next
     replay, or STOPPED (left, and the run was stopped by SIGTERM or Ctrl-C)."""
-    from torokiki_pipe.run import handle
-    from torokiki_pipe.pipeline import Envelope
-    from torokiki_pipe.stages.s1_read import read_mail
-
     log_dir = Path(settings.log_dir)
 
     def read(path):
@@ -303,8 +309,6 @@ def replay_one(mail: Path, settings, dry_run: bool, force: bool = False) -> str:
 
 def _message_id(data: bytes) -> str:
     try:
-        from torokiki_pipe.stages.s2_headers import read_head
-
         return read_head(data).message_id
     except Exception:   # the pipe itself copes with any header; this is only for finding the log line
         return ""
@@ -362,8 +366,6 @@ def _result(code, log_dir, offset, message_id, out, err, dry_run) -> Result:
 
 def _log_entry(log_file: Path, offset: int, message_id: str):
     """The last line written for this message since `offset` (the last line at all when none matches)."""
-    from torokiki_pipe.admin.report import parse_line
-
     try:
         with open(log_file, "rb") as stream:
             if _size(log_file) >= offset:
@@ -410,11 +412,6 @@ def resend_one(path: Path, settings, dry_run: bool) -> bool:
 
 def reply_recipient(data: bytes, gateway_address: str) -> tuple[str, str]:
     """(the one To address, "") of a kept reply, or ("", why it must not be sent)."""
-    import email
-    from email.errors import HeaderDefect
-    from email.policy import default
-
-    from torokiki_pipe.stages.s3_guard import LOOP_MARKER_PREFIX, Sender, reply_sender
 
     message = email.message_from_bytes(data)      # compat32: header values as they are written
     if not any(str(v).strip().lower().startswith(LOOP_MARKER_PREFIX) for v in message.get_all("X-Loop") or []):
@@ -438,8 +435,6 @@ def reply_recipient(data: bytes, gateway_address: str) -> tuple[str, str]:
 
 
 def _mailer(settings):
-    from torokiki_pipe.adapters.sendmail import Sendmail
-
     if hasattr(settings, "null_sender"):
         try:
             return Sendmail(settings.sendmail, null_sender=settings.null_sender)
@@ -454,6 +449,5 @@ def say(path: Path, **fields) -> None:
     """One line: the file, then key=value pairs as in the log (values with spaces quoted)."""
     parts = [str(path)] + [f"{key}={field_value(value)}" for key, value in fields.items()
                            if value is not None and value != ""]
-    from torokiki_pipe.admin.check import emit
 
     emit(sys.stdout, " ".join(parts))   # a reader gone (`| head`) must not stop the replay half-way
