@@ -14,7 +14,7 @@ import signal
 import sys
 
 from torokiki_pipe.arguments import parse_args
-from torokiki_pipe.outcome import Outcome, Stopped, exit_code, status_line
+from torokiki_pipe.outcome import Outcome, Stopped, exit_code, say
 
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
 SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
@@ -54,11 +54,6 @@ def _administer(name: str, argv: list) -> int:
 
         silence(sys.stdout)
         return os.EX_OK
-
-
-def say(outcome: Outcome, detail: str) -> None:
-    """The one stderr line of a non-zero exit."""
-    print(status_line(outcome, detail), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import os
+import sys
 from typing import NamedTuple
 
 from torokiki_pipe.stages.s8_record import one_line
@@ -89,6 +90,11 @@ def is_temporary(outcome: Outcome) -> bool:
 
 def exit_code(outcome: Outcome) -> int:
     return EXIT_POLICY[outcome].code
+
+
+def say(outcome: Outcome, detail: str) -> None:
+    """Write the one stderr line of a non-zero exit (`status_line`)."""
+    print(status_line(outcome, detail), file=sys.stderr)
 
 
 def status_line(outcome: Outcome, detail: str) -> str:

@@ -11,8 +11,8 @@ by its users, never when the gateway runs; only the type checker reads it.
 That is why it may import the adapters' value types directly.
 
 The strings the gateway passes around as values (journal stages, the
-mailer's and the website's statuses, the reply budget's decisions) are named
-here as `Literal` types; the adapters' constants carry the same strings.
+mailer's and the website's statuses, the reply budget's decisions) are
+`Literal` types defined beside the code that makes them and named here too.
 """
 
 from __future__ import annotations
@@ -21,25 +21,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ContextManager, Dict, Literal, Optional, Protocol, Union
 
-from torokiki_pipe.stages.s4_journal import Crash, Entry
-from torokiki_pipe.adapters.sendmail import SendResult
-from torokiki_pipe.adapters.website import WebsiteAnswer
+# The values the ports speak in, and their Literal statuses, live beside the code that
+# makes them; the ports name them, and nothing they name imports this module back.
+from torokiki_pipe.adapters.sendmail import SendResult, SendStatus
+from torokiki_pipe.adapters.website import AnswerStatus, WebsiteAnswer
 from torokiki_pipe.config import ReplyLimit
+from torokiki_pipe.stages.s4_journal import Crash, Entry, Stage
 from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
-# How far a message got (adapters/journal.py).  "reply-stored": the reply is
-# built and stored on the disk, not yet handed to the mailer.
-Stage = Literal["received", "reply-stored", "sending", "done"]
+__all__ = ["AnswerStatus", "SendStatus", "Stage"]
 
-# What the mailer made of a reply (adapters/sendmail.py).
-SendStatus = Literal["sent", "temporary", "permanent"]
-
-# The website's answer, sorted (adapters/website.py, `classify`).
-AnswerStatus = Literal["saved", "found", "too-large", "withheld", "not-found", "refused",
-                       "key-refused", "unavailable"]
-
-# The reply budget's answer for one reply (adapters/reply_budget.py): send it;
-# send it and say it is the last one for a while; send nothing.
+# The reply budget's answer for one reply: send it; send it and say it is the
+# last one for a while; send nothing.  (The budget's adapter names no value
+# of its own for the ports to import.)
 Decision = Literal["send", "last", "silent"]
 
 # What `stash` hands back to be named in the log: the file, or (dry run) a description.

@@ -20,8 +20,7 @@ from contextlib import contextmanager, nullcontext
 from torokiki_pipe import config as configuration
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import Records
-from torokiki_pipe.cli import say
-from torokiki_pipe.outcome import Outcome, exit_code
+from torokiki_pipe.outcome import Outcome, exit_code, say
 from torokiki_pipe.outcome import Stopped
 from torokiki_pipe.pipeline import Effects, Envelope, Processed, process, reply_context
 from torokiki_pipe.stages.s1_read import drain, read_mail

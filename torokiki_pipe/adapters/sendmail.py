@@ -46,7 +46,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from torokiki_pipe.stages.s8_record import one_line
 
 if TYPE_CHECKING:
-    from torokiki_pipe.ports import SendStatus
+    from typing import Literal
+
+    # What the mailer made of a reply.
+    SendStatus = Literal["sent", "temporary", "permanent"]
 
 TEMPORARY_CODES = frozenset({os.EX_TEMPFAIL, os.EX_UNAVAILABLE, os.EX_OSERR, os.EX_IOERR})
 SEND_TIMEOUT = 120      # seconds; far below Postfix's command_time_limit

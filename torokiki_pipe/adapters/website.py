@@ -58,14 +58,16 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from torokiki_pipe.version import __version__
 from torokiki_pipe.stages.s5_understand.urls import BadUrl, ContentUrl, parse_content_url
 from torokiki_pipe.stages.s8_record import one_line
+from torokiki_pipe.version import __version__
 
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Literal
 
-    from torokiki_pipe.ports import AnswerStatus
+    # The website's answer, sorted (`classify`).
+    AnswerStatus = Literal["saved", "found", "too-large", "withheld", "not-found", "refused",
+                           "key-refused", "unavailable"]
 SAVED_STATUSES = (301, 302, 303, 201)
 # The website refusing the gateway's credentials (407: a proxy in front of it).
 KEY_REFUSED_STATUSES = (401, 403, 407)

@@ -15,16 +15,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, NamedTuple
 
 if TYPE_CHECKING:
-    from typing import Final
+    from typing import Final, Literal
 
-    from torokiki_pipe.ports import Stage
+    # How far a message got.  "reply-stored": the reply is built and stored on
+    # the disk, not yet handed to the mailer.
+    Stage = Literal["received", "reply-stored", "sending", "done"]
 
 
 class JournalBusy(Exception):
     """Another run holds this message's lock for too long: try again later."""
 
 
-# Stages, in order (ports.Stage).  "reply-stored" and "sending" both hold a stored reply that is
+# Stages, in order (Stage).  "reply-stored" and "sending" both hold a stored reply that is
 # still owed.  "reply-stored", not "answered": that is an outcome, and the sender has no answer yet.
 RECEIVED: Final = "received"
 REPLY_STORED: Final = "reply-stored"
