@@ -282,7 +282,7 @@ def _build(values: Mapping[str, str], path: Path | None, from_environment: froze
         text = get(key, default)
         try:
             value = read(text)
-        except ValueError as error:
+        except ValueError:
             raise fail(key, f"must be {_WHAT[key]}, not {_show(text)}") from None
         low, high = RANGES[key]
         if not low <= value <= high:

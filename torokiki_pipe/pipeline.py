@@ -113,7 +113,7 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
     journal = effects.journal
     if entry.stage == DONE:
         return so_far._replace(outcome=Outcome.DUPLICATE, url=entry.url,
-                       detail=f"already handled ({entry.outcome}: {entry.detail})")
+                               detail=f"already handled ({entry.outcome}: {entry.detail})")
     if entry.owes_reply:
         stored = journal.stored_reply(entry)
         if stored is not None:   # the website step is done: only the reply is owed, byte for byte
@@ -214,11 +214,11 @@ def _deliver(message: bytes, entry, config: Config, effects: Effects, so_far: Pr
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
             return so_far._replace(outcome=Outcome.SEND_DEFERRED,
-                           detail=f"reply not handed over ({result.detail}); {so_far.detail}")
+                                   detail=f"reply not handed over ({result.detail}); {so_far.detail}")
     effects.records.stash(FAILED_SENDS, {".eml": message}, key=entry.key)
     journal.finish(entry, detail=f"{entry.detail}; reply kept in {FAILED_SENDS}/")
     return so_far._replace(outcome=Outcome.REPLY_FAILED,
-                   detail=f"reply could not be sent ({result.detail}); {so_far.detail}")
+                           detail=f"reply could not be sent ({result.detail}); {so_far.detail}")
 
 
 def _keep(effects: Effects, step: Step, raw: RawMail, key: str) -> None:

@@ -20,14 +20,14 @@ from contextlib import contextmanager, nullcontext
 from torokiki_pipe import config as configuration
 from torokiki_pipe.adapters.clock import SystemClock
 from torokiki_pipe.adapters.records import Records
-from torokiki_pipe.outcome import Outcome, exit_code, say
-from torokiki_pipe.outcome import Stopped
+from torokiki_pipe.outcome import Outcome, Stopped, exit_code, say
 from torokiki_pipe.pipeline import Effects, Envelope, Processed, process, reply_context
 from torokiki_pipe.stages.s1_read import drain, read_mail
 from torokiki_pipe.stages.s8_record import CRASHED, STAMP_FORMAT, log_line
 
 
 def run_pipe(args) -> int:
+    """The pipe command, its arguments parsed: the configuration, the message, then `handle`."""
     started = time.monotonic()
     signals = RunSignals()
     signals.install()          # from the first byte read: a stop always ends with a status line
@@ -92,9 +92,10 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     if signals.noted:
         done = done._replace(detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
-    line = log_line(effects.clock.now().strftime(STAMP_FORMAT), {"message-id": done.message_id, "sender": done.sender, "command": done.command,
-                               "url": done.url, "outcome": done.outcome.value, "exit": code,
-                               "duration": f"{time.monotonic() - started:.3f}s", "detail": done.detail})
+    fields = {"message-id": done.message_id, "sender": done.sender, "command": done.command, "url": done.url,
+              "outcome": done.outcome.value, "exit": code, "duration": f"{time.monotonic() - started:.3f}s",
+              "detail": done.detail}
+    line = log_line(effects.clock.now().strftime(STAMP_FORMAT), fields)
     if settings.api_key and settings.api_key in line:   # the last guard: never the key in a log line
         line = line.replace(settings.api_key, "<redacted>")
     unrecorded = ""
@@ -289,8 +290,8 @@ def _warn_world_readable(settings, effects: Effects) -> None:
         if marker.exists() and marker.stat().st_mtime >= settings.source.stat().st_mtime:
             return
         stamp = effects.clock.now().strftime(STAMP_FORMAT)
-        effects.records.append_line(f"{stamp} warning: {settings.source} is readable by every user and holds the API key; "
-                            f"chmod 600 it")
+        effects.records.append_line(f"{stamp} warning: {settings.source} is readable by every user and holds "
+                                    f"the API key; chmod 600 it")
         marker.touch(mode=0o600)
     except OSError:
         pass

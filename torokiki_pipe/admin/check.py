@@ -150,8 +150,8 @@ def check_keys(settings, found: Findings) -> None:
         found.warning(f"{key} (in {where}) is not a setting of the gateway and is ignored"
                       f"{configuration.suggest(key)}")
     if settings.give_up_after > POSTFIX_QUEUE_LIFETIME:
-        found.note(f"TOROKIKI_GIVE_UP_AFTER is longer than Postfix's default maximal_queue_lifetime (5d): "
-                   f"unless the MTA keeps mail longer, it bounces a message before the gateway answers it")
+        found.note("TOROKIKI_GIVE_UP_AFTER is longer than Postfix's default maximal_queue_lifetime (5d): "
+                   "unless the MTA keeps mail longer, it bounces a message before the gateway answers it")
 
 
 def check_config_file(path: Path, found: Findings) -> None:

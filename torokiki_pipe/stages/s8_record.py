@@ -22,6 +22,11 @@ Pure: the writing is `adapters.records.Records`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Mapping
+
 LOG_FILE = "torokiki-pipe.log"
 ERRONEOUS = "erroneous_emails"
 FAILED_HTTPS = "failed_https"
@@ -73,7 +78,7 @@ def as_logged(value: object) -> str:
     return one_line(value, FIELD_CHARS).replace('"', "'") or "-"
 
 
-def log_line(stamp: str, fields: dict[str, object]) -> str:
+def log_line(stamp: str, fields: Mapping[str, object]) -> str:
     """The line for one message: `stamp` (`STAMP_FORMAT`, UTC), then `fields` in `LOG_FIELDS` order."""
     return stamp + " " + " ".join(f"{key}={field_value(fields.get(key, ''))}" for key in LOG_FIELDS)
 
