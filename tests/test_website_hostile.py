@@ -36,6 +36,7 @@ from torokiki_pipe.adapters.website import (MAX_CONTENT_BYTES, Place, Received, 
 
 SITE = "http://torokiki.net"
 SEED = f"{SITE}/image/1/response"
+SEED_URL = parse_content_url(SEED, SITE)
 CREATE = f"create-response-to: '{SEED}'"
 GET = f"get: '{SEED}'"
 MEMORY_BOUND_KB = 200 * 1024      # generous (measured: 49-105 MB); the unbounded reader took 914 MB for 200 MB
@@ -536,7 +537,7 @@ def test_a_file_holding_the_key_is_withheld():
 def test_key_refused_is_its_own_temporary_outcome():
     assert is_temporary(Outcome.KEY_REFUSED) and EXIT_POLICY[Outcome.KEY_REFUSED].code == os.EX_TEMPFAIL
     assert status_line(Outcome.KEY_REFUSED, "the website refused").startswith("4.3.5 key-refused: ")
-    step = actions._after_submit(WebsiteAnswer("key-refused", "refused the key", exchange="x"), SEED, "s")
+    step = actions._after_submit(WebsiteAnswer("key-refused", "refused the key", exchange="x"), SEED_URL, SEED, "s")
     assert (step.outcome, step.reply, step.keep) == (Outcome.KEY_REFUSED, None, "failed_https")
 
 
@@ -548,7 +549,7 @@ def test_key_refused_is_its_own_temporary_outcome():
     (WebsiteAnswer("refused", "HTTP 422"), Outcome.REFUSED, "refused.txt", False),
 ])
 def test_a_submission_answer_becomes_a_step(answer, outcome, template, maybe_saved):
-    step = actions._after_submit(answer, SEED, "subject")
+    step = actions._after_submit(answer, SEED_URL, SEED, "subject")
     assert (step.outcome, step.reply and step.reply.template, step.maybe_saved) == (outcome, template, maybe_saved)
 
 
@@ -560,7 +561,7 @@ def test_a_submission_answer_becomes_a_step(answer, outcome, template, maybe_sav
     (WebsiteAnswer("key-refused"), Outcome.KEY_REFUSED, None),
 ])
 def test_a_fetch_answer_becomes_a_step(answer, outcome, template):
-    step = actions._after_get(answer, SEED, "subject")
+    step = actions._after_get(answer, SEED_URL, SEED, "subject")
     assert (step.outcome, step.reply and step.reply.template) == (outcome, template)
     if template:
         assert (TEMPLATES / template).is_file()

@@ -96,7 +96,8 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     # Cost tier 2, a mail to answer: the subject's grammar, and the journal (its lock).
     from torokiki_pipe.stages.s5_understand import command
 
-    line = command.read_subject(head.subject)
+    line = command.replying_to(command.read_subject(head.subject), head.in_reply_to, head.references,
+                               config.gateway_address, config.site_url)
     so_far = so_far._replace(sender=sender.address, command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:

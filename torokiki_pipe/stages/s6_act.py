@@ -20,6 +20,7 @@ from torokiki_pipe.stages.s7_reply import Reply, attachment_from_content, durati
 if TYPE_CHECKING:
     from torokiki_pipe.stages.s5_understand.command import Request, SubjectLine
     from torokiki_pipe.adapters.website import WebsiteAnswer
+    from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
 SERVICE = f"Torokiki Mailserver {__version__}"
 
@@ -62,11 +63,11 @@ def perform(request: Request, *, website, sender: Sender, site_url: str, subject
         return invalid_step(request, site_url, subject)
     if isinstance(request, GetRequest):
         url = request.url.canonical(site_url)
-        return _after_get(website.fetch(request.url), url, subject)
+        return _after_get(website.fetch(request.url), request.url, url, subject)
     if isinstance(request, CreateResponseRequest):
         content = content_object(request, sender, site_url, caller_id)
         answer = website.submit(request.url, content, idempotency_key)
-        return _after_submit(answer, request.url.canonical(site_url), subject)
+        return _after_submit(answer, request.url, request.url.canonical(site_url), subject)
     raise TypeError(f"no action for {request!r}")
 
 
@@ -78,27 +79,28 @@ def invalid_step(request: Invalid, site_url: str, subject: str) -> Step:
     return Step(Outcome.INVALID, first, Reply("invalid.txt", values), keep=ERRONEOUS)
 
 
-def _after_get(answer: WebsiteAnswer, url: str, subject: str) -> Step:
+def _after_get(answer: WebsiteAnswer, content: ContentUrl, url: str, subject: str) -> Step:
+    """The website's answer to a get of `content` (at `url`); a reply to our reply answers `content`."""
     if answer.status == "found":
-        content = answer.content or {}
-        attachment = attachment_from_content(content)
-        text = content.get("Text")
+        found = answer.content or {}
+        attachment = attachment_from_content(found)
+        text = found.get("Text")
         note = f"The file {attachment[0]} is attached.\n" if attachment else ""
         values = {"url": url, "text": f"\n{text}\n" if isinstance(text, str) and text else "",
                   "attachment_note": note}
-        return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment),
+        return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment, about=content),
                     url=url)
     if answer.status == "too-large":
         # Not a failure: the content exists, it only cannot travel by mail; its link can.
         from torokiki_pipe.adapters.website import MAX_CONTENT_BYTES
 
         limit = f"{MAX_CONTENT_BYTES / (1024 * 1024):g} MB"
-        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}),
+        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}, about=content),
                     url=url)
     if answer.status == "withheld":
         # The website served the gateway's key inside the file: the sender gets the link,
         # the administrator the evidence.
-        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-link.txt", {"url": url}),
+        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-link.txt", {"url": url}, about=content),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
     if answer.status == "not-found":
         return Step(Outcome.REFUSED, "no such content", Reply("not-found.txt", {"url": url}),
@@ -106,15 +108,16 @@ def _after_get(answer: WebsiteAnswer, url: str, subject: str) -> Step:
     return _refused_or_unavailable(answer, url, subject)
 
 
-def _after_submit(answer: WebsiteAnswer, inspired_by: str, subject: str) -> Step:
+def _after_submit(answer: WebsiteAnswer, answered: ContentUrl, inspired_by: str, subject: str) -> Step:
+    """The website's answer to a response to `answered` (at `inspired_by`); a reply to our reply adds another."""
     if answer.status == "saved" and answer.location:
         values = {"url": answer.location, "inspired_by": inspired_by}
-        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values), url=answer.location)
+        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values, about=answered), url=answer.location)
     if answer.status == "saved":
         # 201 Created without a Location on the site: saved, by the contract; only the
         # address is unknown, and a foreign one must not be passed on as ours.  The
         # exchange is kept: a website answering like this needs looking at.
-        return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by}),
+        return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by}, about=answered),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=inspired_by, maybe_saved=True)
     return _refused_or_unavailable(answer, inspired_by, subject)
 

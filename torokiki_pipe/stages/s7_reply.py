@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
 from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
+from torokiki_pipe.stages.s5_understand.urls import ContentUrl, message_id_about
 from torokiki_pipe.stages.s3_guard import Sender, loop_marker
 from torokiki_pipe.stages.s8_record import one_line
 
@@ -59,6 +60,7 @@ class Reply(NamedTuple):
     values: Mapping[str, object] = MappingProxyType({})
     html_template: str | None = None
     attachment: tuple[str, bytes] | None = None    # (file name, data)
+    about: ContentUrl | None = None                 # the content a reply to this reply answers
 
 
 # Template values that reach the sender whole: the gateway's own words and addresses, the
@@ -105,7 +107,9 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     message["To"] = Address(one_line(excerpt(context.to.display_name), HEADER_CHARS), addr_spec=context.to.address)
     message["Subject"] = one_line(subject, HEADER_CHARS)
     message["Date"] = format_datetime(context.now)
-    message["Message-ID"] = make_msgid("torokiki", domain=context.gateway_address.rpartition("@")[2])
+    domain = context.gateway_address.rpartition("@")[2]
+    message["Message-ID"] = (message_id_about(reply.about, domain, os.urandom(8).hex()) if reply.about
+                             else make_msgid("torokiki", domain=domain))
     original = context.message_id.strip()
     if _is_message_id(original):
         message["In-Reply-To"] = original

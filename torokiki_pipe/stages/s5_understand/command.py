@@ -77,6 +77,36 @@ def read_subject(subject: str) -> SubjectLine:
     return SubjectLine(command=word.lower()[:MAX_COMMAND_CHARS], argument=argument or "", raw=subject or "")
 
 
+# The subjects of our replies about content ("Torokiki content: URL", "Saved: your
+# response to URL"; templates/fetched*.txt, saved*.txt), as a reply's subject keeps them.
+_OUR_SUBJECTS = re.compile(r"^\s*(?:torokiki content|saved: your response to)\s*:?\s*(\S+)\s*$", re.I)
+
+
+def replying_to(line: SubjectLine, in_reply_to: str, references: str, gateway_address: str,
+                site_url: str) -> SubjectLine:
+    """A reply to one of our mails about content is a create-response-to for that content.
+
+    No command need be written: the content is read from our Message-ID in
+    In-Reply-To (else the latest in References), else from one of our reply
+    subjects after the Re:/AW:/SV: prefixes.  A subject that is a command stays one.
+    """
+    if line.command in COMMANDS:
+        return line
+    from torokiki_pipe.stages.s5_understand.urls import BadUrl, content_of_message_ids, parse_content_url
+
+    domain = gateway_address.rpartition("@")[2]
+    content = content_of_message_ids(in_reply_to, domain) or content_of_message_ids(references, domain)
+    if content is None:
+        found = _OUR_SUBJECTS.match(_PREFIXES.sub("", line.raw))
+        try:
+            content = parse_content_url(found[1], site_url) if found else None
+        except BadUrl:
+            content = None
+    if content is None:
+        return line
+    return SubjectLine(command=CreateResponseToCommand.name, argument=content.canonical(site_url), raw=line.raw)
+
+
 def needs_body(line: SubjectLine) -> bool:
     """Whether `understand` needs the parsed mail: not for a command answered from its subject alone."""
     command = COMMANDS.get(line.command)

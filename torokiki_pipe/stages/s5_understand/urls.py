@@ -75,3 +75,25 @@ def parse_content_url(text: str, site_url: str) -> ContentUrl:
                      f"{example} or {example}/456")
     kind, seed, response = found.groups()
     return ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None)
+
+
+# The Message-ID of a reply about content names the content: a reply to that
+# reply (In-Reply-To, References) says what it answers, on any host and after
+# the journal has expired, with no state kept.
+_OUR_MESSAGE_ID = re.compile(r"<torokiki\.(image)\.([0-9]{1,18})(?:\.([0-9]{1,18}))?\.[0-9a-f]{16}@([^<>@\s]+)>")
+
+
+def message_id_about(url: ContentUrl, domain: str, unique: str) -> str:
+    """Our Message-ID for a reply about `url`; `unique` is 16 hex digits."""
+    tail = f".{url.response}" if url.response is not None else ""
+    return f"<torokiki.{url.kind}.{url.seed}{tail}.{unique}@{domain}>"
+
+
+def content_of_message_ids(text: str, domain: str) -> ContentUrl | None:
+    """The content named by the last of our Message-IDs in `text` (an In-Reply-To or References value)."""
+    found = None
+    for match in _OUR_MESSAGE_ID.finditer(text):
+        if match[4].lower() == domain.lower():
+            kind, seed, response = match[1], match[2], match[3]
+            found = ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None)
+    return found

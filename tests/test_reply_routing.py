@@ -1,0 +1,111 @@
+"""Answer by replying: a reply to one of our mails about content answers that content.
+
+Our replies about content carry the content's path in their Message-ID, so a
+reply's In-Reply-To (or References) says what it answers with no state kept;
+without those headers, our reply subject after Re:/AW:/SV: says it.  The
+flows run through the installed pipe against the reference website.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from helpers import GATEWAY, SITE_URL, mail
+
+from torokiki_pipe.stages.s5_understand.command import SubjectLine, read_subject, replying_to
+from torokiki_pipe.stages.s5_understand.urls import ContentUrl, content_of_message_ids, message_id_about
+
+SEED = f"{SITE_URL}/image/1/response"
+PHOTO = bytes(range(256)) * 40
+
+
+def photo_reply(subject: str, *headers: str, msgid: str, words: str = "") -> bytes:
+    """A phone's reply with a photo: its words (if any), the quote of our mail, the photo."""
+    body = ("--b\nContent-Type: text/plain; charset=utf-8\n\n" + (words + "\n\n" if words else "")
+            + "On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n"
+            + "> Here is the Torokiki content you asked for:\n>   " + SEED + "\n"
+            + "--b\nContent-Type: image/jpeg; name=tram.jpg\nContent-Transfer-Encoding: base64\n\n"
+            + base64.encodebytes(PHOTO).decode() + "--b--\n")
+    return mail(subject, body, "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b", *headers,
+                msgid=msgid)
+
+
+# --------------------------------------------------------------------------- recognising a reply
+
+def route(subject: str, in_reply_to: str = "", references: str = "") -> SubjectLine:
+    return replying_to(read_subject(subject), in_reply_to, references, GATEWAY, SITE_URL)
+
+
+def test_our_message_id_names_the_content_and_only_ours_count():
+    mid = message_id_about(ContentUrl("image", 12, 7), "torokiki.net", "0123456789abcdef")
+    assert mid == "<torokiki.image.12.7.0123456789abcdef@torokiki.net>"
+    assert content_of_message_ids(f"<other@x> {mid}", "torokiki.net") == ContentUrl("image", 12, 7)
+    assert content_of_message_ids(mid.replace("torokiki.net>", "evil.example>"), "torokiki.net") is None
+    assert content_of_message_ids("<torokiki.image.12.0123@torokiki.net>", "torokiki.net") is None
+
+
+@pytest.mark.parametrize("subject, in_reply_to, references, argument", [
+    ("Re: Torokiki content: " + SEED, "<torokiki.image.1.0123456789abcdef@torokiki.net>", "", SEED),
+    ("Re: anything at all", "<torokiki.image.1.5.0123456789abcdef@torokiki.net>", "", SEED + "/5"),
+    ("", "", "<a@x> <torokiki.image.3.0123456789abcdef@torokiki.net> <b@y>", f"{SITE_URL}/image/3/response"),
+    ("AW: Re: Torokiki content: " + SEED, "", "", SEED),                       # Outlook: no In-Reply-To
+    ("SV: Saved: your response to " + SEED, "", "", SEED),
+    ("Re: Saved: your response to <" + SEED + ">", "", "", SEED),
+], ids=["in-reply-to", "a response", "references", "subject", "saved subject", "angle brackets"])
+def test_a_reply_to_our_content_mail_is_a_create_response_to(subject, in_reply_to, references, argument):
+    line = route(subject, in_reply_to, references)
+    assert (line.command, line.argument, line.raw) == ("create-response-to", argument, subject)
+
+
+@pytest.mark.parametrize("subject, in_reply_to", [
+    ("Re: hello", "<torokiki.image.1.0123456789abcdef@evil.example>"),      # not our domain
+    ("Re: Torokiki content: http://evil.example/image/1/response", ""),        # not our site
+    ("Re: Not understood: your mail", "<19.2.3.torokiki@torokiki.net>"),       # our mail, not about content
+    ("help", "<torokiki.image.1.0123456789abcdef@torokiki.net>"),               # a command stays one
+    ("get: '" + SEED + "'", "<torokiki.image.2.0123456789abcdef@torokiki.net>"),
+])
+def test_other_mail_keeps_its_subject(subject, in_reply_to):
+    assert route(subject, in_reply_to) == read_subject(subject)
+
+
+# --------------------------------------------------------------------------- through the pipe
+
+def test_get_then_reply_with_a_photo_then_reply_to_the_saved_mail(run_pipe, smtp_sink, website):
+    assert run_pipe(mail(f"get: '{SEED}'", msgid="<get-1@example.net>")).returncode == 0
+    [content_mail] = smtp_sink.wait_for(1)
+    ours = content_mail.message()["Message-ID"]
+    assert ours.startswith("<torokiki.image.1.") and ours.endswith("@torokiki.net>")
+
+    reply = photo_reply(f"Re: Torokiki content: {SEED}", f"In-Reply-To: {ours}", f"References: {ours}",
+                        msgid="<reply-1@example.net>")
+    done = run_pipe(reply)
+    assert done.returncode == 0, done.stderr
+    [item] = website.stats()["items"]
+    assert item["content"]["InspiredBy"] == SEED
+    saved_mail = smtp_sink.wait_for(2)[1].message()
+    assert saved_mail["Subject"] == f"Saved: your response to {SEED}"
+
+    # A reply to "Saved: ..." adds another response to the same content.
+    again = photo_reply(f"Re: {saved_mail['Subject']}", f"In-Reply-To: {saved_mail['Message-ID']}",
+                        msgid="<reply-2@example.net>")
+    assert run_pipe(again).returncode == 0
+    items = website.stats()["items"]
+    assert [i["content"]["InspiredBy"] for i in items] == [SEED, SEED]
+    assert smtp_sink.wait_for(3)[2].message()["Subject"] == f"Saved: your response to {SEED}"
+
+
+def test_a_reply_without_in_reply_to_is_routed_by_its_subject(run_pipe, smtp_sink, website):
+    done = run_pipe(photo_reply(f"AW: Torokiki content: {SEED}", msgid="<outlook-1@example.net>"))
+    assert done.returncode == 0, done.stderr
+    [item] = website.stats()["items"]
+    assert item["content"]["InspiredBy"] == SEED
+    assert smtp_sink.wait_for(1)[0].message()["Subject"] == f"Saved: your response to {SEED}"
+
+
+def test_a_reply_naming_another_domains_id_is_not_understood(run_pipe, smtp_sink, website):
+    forged = photo_reply("Re: hello", "In-Reply-To: <torokiki.image.1.0123456789abcdef@evil.example>",
+                         msgid="<forged-1@example.net>")
+    assert run_pipe(forged).returncode == 0
+    assert website.stats()["items"] == []
+    assert smtp_sink.wait_for(1)[0].message()["Subject"].startswith("Not understood")
