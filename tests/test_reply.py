@@ -48,7 +48,7 @@ HOSTILE = ReplyContext(to=Sender("Kiri " + "x" * 100_000, "kiri@example.net"), g
                        original_subject=MEGABYTE, now=datetime(2026, 11, 25, tzinfo=timezone.utc))
 OURS = {"site": "http://torokiki.net", "gateway": "gateway@torokiki.net", "limit": "25 MB", "waited": "2 days",
         "window": "an hour", "url": "http://torokiki.net/image/1/response", "inspired_by": "http://torokiki.net/image/1",
-        "text": "", "attachment_note": "", "short_help": "the commands"}
+        "text": "", "attachment_note": "", "unsaved_note": "", "short_help": "the commands"}
 
 
 def placeholders(name: str) -> set[str]:

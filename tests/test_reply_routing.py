@@ -109,3 +109,55 @@ def test_a_reply_naming_another_domains_id_is_not_understood(run_pipe, smtp_sink
     assert run_pipe(forged).returncode == 0
     assert website.stats()["items"] == []
     assert smtp_sink.wait_for(1)[0].message()["Subject"].startswith("Not understood")
+
+
+# --------------------------------------------------------------------------- the reply's own words
+
+OURS = "<torokiki.image.1.0123456789abcdef@torokiki.net>"
+QUOTE = ("\n\nOn Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n"
+         "> Here is the Torokiki content you asked for:\n>   " + SEED + "\n> text: 'quoted, never saved'\n")
+
+
+def saved_content(website) -> dict:
+    [item] = website.stats()["items"]
+    return item["content"]
+
+
+def test_a_reply_of_words_saves_the_words_and_not_the_quote(run_pipe, smtp_sink, website):
+    body = "Hi there,\n\nMy grandad drove this tram.\nHe loved it.\n\ntags: tram, family\n\nSent from my iPhone" + QUOTE
+    assert run_pipe(mail(f"Re: Torokiki content: {SEED}", body, f"In-Reply-To: {OURS}")).returncode == 0
+    content = saved_content(website)
+    assert content["Text"] == "My grandad drove this tram.\nHe loved it."
+    assert content["Tags"] == ["tram", "family"]
+    assert content["InspiredBy"] == SEED
+
+
+def test_a_create_response_to_of_prose_saves_its_words(run_pipe, smtp_sink, website):
+    body = "Kia ora,\n\nThe trams shook the mirrors every time one went past.\n\n-- \nKiri\n"
+    assert run_pipe(mail(f"create-response-to: '{SEED}'", body)).returncode == 0
+    assert saved_content(website)["Text"] == "The trams shook the mirrors every time one went past."
+
+
+def test_outlooks_quoted_header_block_is_not_the_writers(run_pipe, smtp_sink, website):
+    body = ("Lovely photo!\n\nFrom: Torokiki <gateway@torokiki.net>\nSent: Tuesday, 14 May 2024 08:12\n"
+            f"To: Kiri\nSubject: Torokiki content: {SEED}\n\ntags: 'quoted'\nHere is the content\n")
+    assert run_pipe(mail(f"RE: Torokiki content: {SEED}", body)).returncode == 0
+    content = saved_content(website)
+    assert content["Text"] == "Lovely photo!" and "Tags" not in content
+
+
+def test_a_reply_of_only_the_quote_saves_nothing_and_says_what_to_send(run_pipe, smtp_sink, website):
+    assert run_pipe(mail(f"Re: Torokiki content: {SEED}", QUOTE.lstrip(), f"In-Reply-To: {OURS}")).returncode == 0
+    assert website.stats()["items"] == []
+    answer = smtp_sink.wait_for(1)[0].message().get_body(("plain",)).get_content()
+    assert "nothing to save" in answer and "photo, video or sound file" in answer
+
+
+def test_words_beside_a_photo_are_not_dropped_silently(run_pipe, smtp_sink, website):
+    done = run_pipe(photo_reply(f"Re: Torokiki content: {SEED}", f"In-Reply-To: {OURS}",
+                                msgid="<words-and-photo@example.net>", words="Taken at Courtenay Place."))
+    assert done.returncode == 0, done.stderr
+    content = saved_content(website)
+    assert "Text" not in content and content["Attachment"]["name"] == "tram.jpg"
+    answer = smtp_sink.wait_for(1)[0].message().get_body(("plain",)).get_content()
+    assert "were not saved" in answer and "Taken at Courtenay Place." in answer

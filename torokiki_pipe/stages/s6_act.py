@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import NamedTuple, TYPE_CHECKING
 
 from torokiki_pipe.version import __version__
-from torokiki_pipe.stages.s5_understand.command import CreateResponseRequest, GetRequest, HelpRequest, Invalid
+from torokiki_pipe.stages.s5_understand.command import (CreateResponseRequest, GetRequest, HelpRequest, Invalid,
+                                                        excerpt)
 from torokiki_pipe.stages.s3_guard import Sender
 from torokiki_pipe.outcome import Outcome
 from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS
@@ -67,7 +68,8 @@ def perform(request: Request, *, website, sender: Sender, site_url: str, subject
     if isinstance(request, CreateResponseRequest):
         content = content_object(request, sender, site_url, caller_id)
         answer = website.submit(request.url, content, idempotency_key)
-        return _after_submit(answer, request.url, request.url.canonical(site_url), subject)
+        return _after_submit(answer, request.url, request.url.canonical(site_url), subject,
+                             unsaved=request.unsaved_words)
     raise TypeError(f"no action for {request!r}")
 
 
@@ -108,18 +110,25 @@ def _after_get(answer: WebsiteAnswer, content: ContentUrl, url: str, subject: st
     return _refused_or_unavailable(answer, url, subject)
 
 
-def _after_submit(answer: WebsiteAnswer, answered: ContentUrl, inspired_by: str, subject: str) -> Step:
+def _after_submit(answer: WebsiteAnswer, answered: ContentUrl, inspired_by: str, subject: str,
+                  unsaved: str = "") -> Step:
     """The website's answer to a response to `answered` (at `inspired_by`); a reply to our reply adds another."""
     if answer.status == "saved" and answer.location:
-        values = {"url": answer.location, "inspired_by": inspired_by}
+        values = {"url": answer.location, "inspired_by": inspired_by, "unsaved_note": _unsaved_note(unsaved)}
         return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values, about=answered), url=answer.location)
     if answer.status == "saved":
         # 201 Created without a Location on the site: saved, by the contract; only the
         # address is unknown, and a foreign one must not be passed on as ours.  The
         # exchange is kept: a website answering like this needs looking at.
-        return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by}, about=answered),
+        return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by, "unsaved_note": _unsaved_note(unsaved)},
+                          about=answered),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=inspired_by, maybe_saved=True)
     return _refused_or_unavailable(answer, inspired_by, subject)
+
+
+def _unsaved_note(words: str) -> str:
+    """The saved reply's note when words came beside the file: they were not saved, and how to save them."""
+    return render("unsaved-words.txt", {"words": excerpt(words)})[1] if words else ""
 
 
 def _refused_or_unavailable(answer: WebsiteAnswer, url: str, subject: str) -> Step:

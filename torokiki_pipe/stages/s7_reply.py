@@ -64,11 +64,12 @@ class Reply(NamedTuple):
 
 
 # Template values that reach the sender whole: the gateway's own words and addresses, the
-# problems list (problems_text bounds it), and what the website sent about its content.
+# problems list (problems_text bounds it), what the website sent about its content, and the
+# note on unsaved words (it quotes an excerpt of them).
 # Any other value (the subject, the display name, the website's error text, and any value
 # added later) may be the sender's and is cut to an excerpt.
 WHOLE_VALUES = frozenset({"site", "gateway", "problems", "short_help", "limit", "waited", "window",
-                          "url", "inspired_by", "text", "attachment_note"})
+                          "url", "inspired_by", "text", "attachment_note", "unsaved_note"})
 EXCERPT_LIMITS = {"detail": 300}     # an error text needs a little more room to be useful
 MAX_PROBLEM_CHARS = 500
 

@@ -124,6 +124,19 @@ _ATTR_VERB_RE = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _ATTR_END_RE = re.compile(r"[:\uff1a]\s*\Z")
+# Outlook quotes the original under its header block ("From: …" then "Sent: …" or
+# "Date: …", in the client's language) and no ">" marks: from there on nothing is the writer's.
+_HEADER_FROM_RE = re.compile(r"[\s\u200b\ufeff]*(?:from|von|de|da|van|fra|från|od|от)[ \t]*[:\uff1a]\s*\S", re.I)
+_HEADER_NEXT_RE = re.compile(r"[\s\u200b\ufeff]*(?:sent|date|gesendet|datum|envoyé|enviado|inviato|verzonden"
+                             r"|sendt|skickat|wysłano|отправлено)[ \t]*[:\uff1a]", re.I)
+# What a phone or a mail service adds below the writer's words.
+_DEVICE_LINE_RE = re.compile(
+    r"[\s\u200b\ufeff]*(?:sent\s+from\s+(?:my\s+)?\S.*|get\s+outlook\s+for\s+\S.*"
+    r"|von\s+meinem\s+\S.*\s+gesendet|envoyé\s+de\s+mon\s+\S.*|enviado\s+desde\s+mi\s+\S.*"
+    r"|inviato\s+da\s+\S.*|verzonden\s+vanaf\s+mijn\s+\S.*|skickat\s+från\s+min\s+\S.*)\Z", re.I)
+# A greeting on the first line of the writer's words: not part of what they say.
+_GREETING_RE = re.compile(r"[\s\u200b\ufeff]*(?:hi|hello|hey|dear|kia\s+ora|tēnā\s+koe|morena|hallo|hola|bonjour"
+                          r"|ciao|hej|salut|olá|ola)\b[^.?!\n]{0,40}[,!.:]?\s*\Z", re.I)
 _ATTR_MAX_LINES = 3  # Gmail wraps long attributions; three lines is plenty
 
 _SNIPPET_MAX = 40
@@ -187,6 +200,7 @@ class _Parser:
             offset += len(line) + 1
         self.known = known
         self.tags: list[Tag] = []
+        self.prose: list[int] = []          # 0-based indexes of the writer's own lines of words
         self.first_line: dict[str, int] = {}
         self.errors: list[BodyError] = []
 
@@ -267,6 +281,13 @@ class _Parser:
                 return k + 1
         return 0
 
+    def _header_block(self, index: int) -> bool:
+        """Does Outlook's quoted header block ("From: …", then "Sent:" or "Date:") start here?"""
+        if not _HEADER_FROM_RE.match(self.lines[index]):
+            return False
+        following = self.lines[index + 1:index + 3]
+        return any(_HEADER_NEXT_RE.match(line) for line in following)
+
     def _next_nonblank(self, index: int) -> int:
         lines = self.lines
         while index < len(lines) and _BLANK_RE.match(lines[index]):
@@ -282,7 +303,7 @@ class _Parser:
             line = lines[i]
             # Separators, quotes and attributions are only recognised here,
             # between values: inside an open value they are part of it.
-            if _STOP_RE.match(line):
+            if _STOP_RE.match(line) or self._header_block(i):
                 return
             if _REPLY_RE.match(line):
                 i += 1
@@ -294,7 +315,8 @@ class _Parser:
                     i += skip
                     continue
             if pair is None:
-                i += 1  # prose: greetings, "Sent from my iPhone", …
+                self.prose.append(i)   # prose: the writer's words, greetings, "Sent from my iPhone", …
+                i += 1
                 continue
             i = self._pairs(self.starts[i], i)
 
@@ -410,3 +432,31 @@ def parse_body(text: str, known_tags: frozenset[str]) -> ParsedBody:
     parser.run()
     errors = sorted(parser.errors, key=lambda e: e.line)  # stable: same-line order kept
     return ParsedBody(tuple(parser.tags), tuple(errors))
+
+
+def own_words(text: str, known_tags: frozenset[str]) -> str:
+    """The writer's own words in a mail body: what is neither a tag nor quoted.
+
+    Left out: ``tag: 'value'`` lines, ">" quotes and their "On … wrote:"
+    attribution, everything from a signature separator, Outlook's separators or
+    its quoted header block on, the lines a phone adds ("Sent from my iPhone",
+    "Get Outlook for iOS") and a greeting on the first line.  Paragraphs stay.
+    """
+    if not isinstance(text, str):
+        return ""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    parser = _Parser(text, frozenset(str(name).lower() for name in (known_tags or ())))
+    parser.run()
+    kept: list[str] = []
+    previous = None
+    for index in parser.prose:
+        line = parser.lines[index].rstrip()
+        if _BLANK_RE.match(line) or _DEVICE_LINE_RE.match(line):
+            continue
+        if not kept and _GREETING_RE.match(line):
+            continue
+        if kept and previous is not None and index > previous + 1:
+            kept.append("")          # a blank line or a left-out line between: a new paragraph
+        kept.append(line)
+        previous = index
+    return "\n".join(kept).strip()

@@ -52,6 +52,7 @@ class CreateResponseRequest(NamedTuple):
     objective: str | None
     location: str | None
     attachment: Attachment | None
+    unsaved_words: str = ""         # the writer's words beside the file: not saved, and the reply says so
 
 
 class Invalid(NamedTuple):
@@ -154,6 +155,13 @@ class CreateResponseToCommand:
         tags = {t.name: t for t in parsed.tags}
         text = tags["text"].value if "text" in tags else None
         attachments = mail.attachments
+        # Without a text tag the writer's own words are the text (a reply, a mail of prose);
+        # beside a file they are not saved, and the reply says so.
+        from torokiki_pipe.stages.s5_understand.body import own_words
+
+        words = own_words(mail.text, RESPONSE_TAGS) if text is None and not parsed.errors else ""
+        if text is None and words and not attachments:
+            text, words = words, ""
         if text is not None and not text.strip():
             problems.append(Problem("the text is empty; write something between the quotes",
                                     tags["text"].line))
@@ -165,8 +173,8 @@ class CreateResponseToCommand:
                                     f"text tag or the attachment ({_names(attachments)})",
                                     tags["text"].line))
         elif text is None and not attachments and not parsed.errors:
-            problems.append(Problem("there is nothing to save: write text: 'your words' in the mail, "
-                                    "or attach one picture, video or sound file"))
+            problems.append(Problem("there is nothing to save: reply with a photo, video or sound file, or "
+                                    "with a few words of your own (the quoted mail is never saved)"))
         if mail.text_cut:
             from torokiki_pipe.stages.s5_understand.mime import MAX_TEXT_CHARS
 
@@ -183,6 +191,7 @@ class CreateResponseToCommand:
             objective=_value(tags.get("objective")),
             location=_value(tags.get("location")),
             attachment=attachments[0] if attachments else None,
+            unsaved_words=words if attachments else "",
         )
 
 
