@@ -161,3 +161,28 @@ def test_words_beside_a_photo_are_not_dropped_silently(run_pipe, smtp_sink, webs
     assert "Text" not in content and content["Attachment"]["name"] == "tram.jpg"
     answer = smtp_sink.wait_for(1)[0].message().get_body(("plain",)).get_content()
     assert "were not saved" in answer and "Taken at Courtenay Place." in answer
+
+
+# --------------------------------------------------------------------------- commands in the body
+
+@pytest.mark.parametrize("subject, body", [
+    ("Re: Torokiki by email: how to use it", f"Hi,\n\nget: {SEED}\n\nSent from my iPhone\n\n> the help text we sent\n"),
+    ("", f"get: '{SEED}'\n"),
+    ("Re: Not understood: gte", f"get: “{SEED}”\n-- \nKiri\n"),
+], ids=["reply to help", "no subject", "smart quotes"])
+def test_the_first_line_of_the_body_may_be_the_command(run_pipe, smtp_sink, website, subject, body):
+    assert run_pipe(mail(subject, body)).returncode == 0
+    assert smtp_sink.wait_for(1)[0].message()["Subject"] == f"Torokiki content: {SEED}"
+    assert website.stats()["items"] == []
+
+
+def test_a_body_command_is_not_saved_as_words(run_pipe, smtp_sink, website):
+    body = f"create-response-to: {SEED}\nThe trams shook the mirrors.\n"
+    assert run_pipe(mail("Re: something else", body)).returncode == 0
+    assert saved_content(website)["Text"] == "The trams shook the mirrors."
+
+
+def test_help_in_a_reply_to_content_is_help(run_pipe, smtp_sink, website):
+    assert run_pipe(mail(f"Re: Torokiki content: {SEED}", "help\n" + QUOTE, f"In-Reply-To: {OURS}")).returncode == 0
+    assert website.stats()["items"] == []
+    assert smtp_sink.wait_for(1)[0].message()["Subject"] == "Torokiki by email: how to use it"

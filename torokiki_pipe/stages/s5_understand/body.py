@@ -460,3 +460,24 @@ def own_words(text: str, known_tags: frozenset[str]) -> str:
         kept.append(line)
         previous = index
     return "\n".join(kept).strip()
+
+
+def first_line(text: str) -> tuple[str, str] | None:
+    """The first line of the writer's own words (after a greeting) and the text without it, or None.
+
+    Where a mail's subject names no command, this line may (`help`, `get: URL`, …).
+    """
+    if not isinstance(text, str):
+        return None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff").split("\n")
+    greeted = False
+    for index, line in enumerate(lines):
+        if _BLANK_RE.match(line):
+            continue
+        if _STOP_RE.match(line) or _REPLY_RE.match(line):
+            return None
+        if not greeted and _GREETING_RE.match(line):
+            greeted = True
+            continue
+        return line.strip(), "\n".join(lines[:index] + lines[index + 1:])
+    return None

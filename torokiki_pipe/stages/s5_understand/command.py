@@ -27,6 +27,7 @@ class SubjectLine(NamedTuple):
     command: str        # lower-cased command word; "" when the subject is empty
     argument: str       # what follows the colon, unquoted
     raw: str
+    implied: bool = False   # not written: read from what the mail replies to (`replying_to`)
 
 
 class Problem(NamedTuple):
@@ -105,13 +106,17 @@ def replying_to(line: SubjectLine, in_reply_to: str, references: str, gateway_ad
             content = None
     if content is None:
         return line
-    return SubjectLine(command=CreateResponseToCommand.name, argument=content.canonical(site_url), raw=line.raw)
+    return SubjectLine(command=CreateResponseToCommand.name, argument=content.canonical(site_url), raw=line.raw,
+                       implied=True)
 
 
 def needs_body(line: SubjectLine) -> bool:
-    """Whether `understand` needs the parsed mail: not for a command answered from its subject alone."""
+    """Whether `understand` needs the parsed mail: not for a command answered from its subject alone.
+
+    A subject that names no command (or an implied one) needs it: the body's first line may be one.
+    """
     command = COMMANDS.get(line.command)
-    return command is None or command.needs_body
+    return command is None or command.needs_body or line.implied
 
 
 class HelpCommand:
@@ -201,10 +206,21 @@ COMMANDS = {c.name: c for c in (HelpCommand, GetCommand, CreateResponseToCommand
 def understand(line: SubjectLine, mail: Mail | None, site_url: str) -> Request:
     """The request the mail makes, or every problem it has; `mail` is None when `needs_body` says so."""
     command = COMMANDS.get(line.command)
-    if command is not None and not command.needs_body:
+    if command is not None and not command.needs_body and not line.implied:
         return command.understand(line, mail, site_url)  # type: ignore[arg-type]  # one that needs no mail takes None
     if mail is None:
         raise TypeError(f"{line.command or 'a mail without a command'} needs the parsed mail")
+    if command is None or line.implied:
+        # As in Mailman's email commands: where the subject names none, the first line of the
+        # writer's words may (a reply to the help mail that says "get: URL").
+        from torokiki_pipe.stages.s5_understand.body import first_line
+
+        found = first_line(mail.text)
+        if found is not None and read_subject(found[0]).command in COMMANDS:
+            from dataclasses import replace
+
+            written, rest = read_subject(found[0]), found[1]
+            return understand(written._replace(raw=line.raw), replace(mail, text=rest), site_url)
     if mail.too_complex:
         return Invalid(line.command, (Problem(
             f"the mail is too complex for the gateway to read ({excerpt(mail.too_complex)}); send it again "
