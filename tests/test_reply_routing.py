@@ -186,3 +186,15 @@ def test_help_in_a_reply_to_content_is_help(run_pipe, smtp_sink, website):
     assert run_pipe(mail(f"Re: Torokiki content: {SEED}", "help\n" + QUOTE, f"In-Reply-To: {OURS}")).returncode == 0
     assert website.stats()["items"] == []
     assert smtp_sink.wait_for(1)[0].message()["Subject"] == "Torokiki by email: how to use it"
+
+
+def test_every_reply_offers_help_in_one_tap(run_pipe, smtp_sink, website):
+    from urllib.parse import parse_qs, urlsplit
+
+    assert run_pipe(mail(f"get: '{SEED}'", msgid="<list-help@example.net>")).returncode == 0
+    link = smtp_sink.wait_for(1)[0].message()["List-Help"]
+    parts = urlsplit(link.strip("<>"))
+    assert (parts.scheme, parts.path, parse_qs(parts.query)) == ("mailto", GATEWAY, {"subject": ["help"]})
+    # The mail a phone composes from it is answered with the help text.
+    assert run_pipe(mail("help", msgid="<from-list-help@example.net>")).returncode == 0
+    assert smtp_sink.wait_for(2)[1].message()["Subject"] == "Torokiki by email: how to use it"

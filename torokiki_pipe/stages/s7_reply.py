@@ -119,6 +119,8 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     message["Auto-Submitted"] = "auto-replied"
     message["Precedence"] = "bulk"
     message["X-Loop"] = loop_marker(context.gateway_address)
+    # RFC 2369: the mail client's own "help" button, one tap to the help mail.
+    message["List-Help"] = f"<mailto:{context.gateway_address}?subject=help>"
     message.set_content(body, charset="utf-8")
     if reply.html_template:
         message.add_alternative(render(reply.html_template, _html_escaped(values))[1], subtype="html",
