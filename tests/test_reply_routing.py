@@ -198,3 +198,15 @@ def test_every_reply_offers_help_in_one_tap(run_pipe, smtp_sink, website):
     # The mail a phone composes from it is answered with the help text.
     assert run_pipe(mail("help", msgid="<from-list-help@example.net>")).returncode == 0
     assert smtp_sink.wait_for(2)[1].message()["Subject"] == "Torokiki by email: how to use it"
+
+
+@pytest.mark.parametrize("body, words", [
+    ("Hi there,\nMy words.", "My words."),
+    ("Kia ora Torokiki team!\n\nWords here.", "Words here."),
+    ("Hey, this is my grandad's tram.", "Hey, this is my grandad's tram."),     # it goes on: it is what they say
+    ("Hello, I'm Kiri.", "Hello, I'm Kiri."),
+])
+def test_only_a_greeting_alone_is_left_out(body, words):
+    from torokiki_pipe.stages.s5_understand.body import own_words
+
+    assert own_words(body, frozenset({"text", "tags"})) == words

@@ -134,9 +134,11 @@ _DEVICE_LINE_RE = re.compile(
     r"[\s\u200b\ufeff]*(?:sent\s+from\s+(?:my\s+)?\S.*|get\s+outlook\s+for\s+\S.*"
     r"|von\s+meinem\s+\S.*\s+gesendet|envoyé\s+de\s+mon\s+\S.*|enviado\s+desde\s+mi\s+\S.*"
     r"|inviato\s+da\s+\S.*|verzonden\s+vanaf\s+mijn\s+\S.*|skickat\s+från\s+min\s+\S.*)\Z", re.I)
-# A greeting on the first line of the writer's words: not part of what they say.
+# A greeting on the first line of the writer's words, alone: a greeting word, at most three
+# words of a name, a comma or "!" ("Hi there,", "Kia ora Torokiki team!"); a line that goes
+# on ("Hey, this is my grandad's tram.") is what they say.
 _GREETING_RE = re.compile(r"[\s\u200b\ufeff]*(?:hi|hello|hey|dear|kia\s+ora|tēnā\s+koe|morena|hallo|hola|bonjour"
-                          r"|ciao|hej|salut|olá|ola)\b[^.?!\n]{0,40}[,!.:]?\s*\Z", re.I)
+                          r"|ciao|hej|salut|olá|ola)(?:\s+[\w'’.-]+){0,3}\s*[,!.:]?\s*\Z", re.I)
 _ATTR_MAX_LINES = 3  # Gmail wraps long attributions; three lines is plenty
 
 _SNIPPET_MAX = 40
