@@ -245,7 +245,7 @@ from_headers = st.one_of(
 # What every reply carries at the top (help has an HTML alternative and threads
 # under the original), and nothing else: the sender's words must add nothing.
 REPLY_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References",
-                 "Auto-Submitted", "Precedence", "X-Loop", "MIME-Version", "Content-Type"]
+                 "Auto-Submitted", "Precedence", "X-Loop", "List-Help", "MIME-Version", "Content-Type"]
 FORBIDDEN_IN_ADDRESS = set(" \t\r\n,<>") | {chr(c) for c in range(32)} | {"\x7f"}
 
 
