@@ -210,3 +210,13 @@ def test_only_a_greeting_alone_is_left_out(body, words):
     from torokiki_pipe.stages.s5_understand.body import own_words
 
     assert own_words(body, frozenset({"text", "tags"})) == words
+
+
+@pytest.mark.parametrize("sender, greeting", [
+    ("Kiri Tane <kiri@example.net>", "Kia ora Kiri Tane,"),
+    ("kiri@example.net", "Kia ora,"),
+], ids=["with a name", "a bare address"])
+def test_a_greeting_never_repeats_a_bare_address(run_pipe, smtp_sink, website, sender, greeting):
+    assert run_pipe(mail("help", sender=sender, msgid=f"<greet-{len(sender)}@example.net>")).returncode == 0
+    text = smtp_sink.wait_for(1)[0].message().get_body(("plain",)).get_content()
+    assert text.splitlines()[0] == greeting and "kiri@example.net," not in text

@@ -96,8 +96,11 @@ def render(name: str, values: dict) -> tuple[str, str]:
 def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> bytes:
     """The reply, as the bytes sendmail reads.  `last_before_limit` (e.g. "an hour") adds
     the note that no more answers follow for that long."""
+    name = context.to.display_name
+    # "Kia ora Kiri," or "Kia ora,": a greeting never repeats a bare address.
     values = bounded({"site": context.site_url, "gateway": context.gateway_address,
-                      "name": context.to.display_name or context.to.address, **reply.values})
+                      "greeting": f"Kia ora {name}," if name else "Kia ora,",
+                      **reply.values})
     subject, body = render(reply.template, values)
     if last_before_limit:
         note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
