@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 __all__ = ["Tag", "BodyError", "ParsedBody", "parse_body", "unquote", "QUOTE_PAIRS"]
@@ -45,9 +45,10 @@ class BodyError:
 
 @dataclass(frozen=True)
 class ParsedBody:
-    """Every tag of a body, and every problem found while reading it."""
+    """Every tag of a body, every problem found while reading it, and the writer's own words."""
     tags: tuple[Tag, ...]
     errors: tuple[BodyError, ...]
+    words: str = field(default="", compare=False)   # see own_words
 
 
 # Opening quote -> its one closing quote.  Besides ASCII and English smart
@@ -424,16 +425,17 @@ def parse_body(text: str, known_tags: frozenset[str]) -> ParsedBody:
     ``known_tags`` are the tag names the command understands (any case).
     Never raises; problems come back as :class:`BodyError`\\ s, ordered by line.
     """
-    if not isinstance(text, str):
-        text = ""
-    # Mail arrives with any line ending; line numbers count lines as the
-    # writer sees them, which all three conventions agree on.
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     known = frozenset(str(name).lower() for name in (known_tags or ()))
-    parser = _Parser(text, known)
+    parser = _Parser(_normalised(text), known)
     parser.run()
     errors = sorted(parser.errors, key=lambda e: e.line)  # stable: same-line order kept
-    return ParsedBody(tuple(parser.tags), tuple(errors))
+    return ParsedBody(tuple(parser.tags), tuple(errors), _words(parser))
+
+
+def _normalised(text: str) -> str:
+    # Mail arrives with any line ending; line numbers count lines as the
+    # writer sees them, which all three conventions agree on.
+    return text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff") if isinstance(text, str) else ""
 
 
 def own_words(text: str, known_tags: frozenset[str]) -> str:
@@ -443,12 +445,12 @@ def own_words(text: str, known_tags: frozenset[str]) -> str:
     attribution, everything from a signature separator, Outlook's separators or
     its quoted header block on, the lines a phone adds ("Sent from my iPhone",
     "Get Outlook for iOS") and a greeting on the first line.  Paragraphs stay.
+    (`parse_body` gives them too, as ``.words``, from the same one pass.)
     """
-    if not isinstance(text, str):
-        return ""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
-    parser = _Parser(text, frozenset(str(name).lower() for name in (known_tags or ())))
-    parser.run()
+    return parse_body(text, known_tags).words
+
+
+def _words(parser: _Parser) -> str:
     kept: list[str] = []
     previous = None
     for index in parser.prose:
@@ -469,9 +471,7 @@ def first_line(text: str) -> tuple[str, str] | None:
 
     Where a mail's subject names no command, this line may (`help`, `get: URL`, …).
     """
-    if not isinstance(text, str):
-        return None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff").split("\n")
+    lines = _normalised(text).split("\n")
     greeted = False
     for index, line in enumerate(lines):
         if _BLANK_RE.match(line):

@@ -162,9 +162,7 @@ class CreateResponseToCommand:
         attachments = mail.attachments
         # Without a text tag the writer's own words are the text (a reply, a mail of prose);
         # beside a file they are not saved, and the reply says so.
-        from torokiki_pipe.stages.s5_understand.body import own_words
-
-        words = own_words(mail.text, RESPONSE_TAGS) if text is None and not parsed.errors else ""
+        words = parsed.words if text is None and not parsed.errors else ""
         if text is None and words and not attachments:
             text, words = words, ""
         if text is not None and not text.strip():
@@ -216,11 +214,11 @@ def understand(line: SubjectLine, mail: Mail | None, site_url: str) -> Request:
         from torokiki_pipe.stages.s5_understand.body import first_line
 
         found = first_line(mail.text)
-        if found is not None and read_subject(found[0]).command in COMMANDS:
+        written = read_subject(found[0]) if found is not None else None
+        if found is not None and written is not None and written.command in COMMANDS:
             from dataclasses import replace
 
-            written, rest = read_subject(found[0]), found[1]
-            return understand(written._replace(raw=line.raw), replace(mail, text=rest), site_url)
+            return understand(written._replace(raw=line.raw), replace(mail, text=found[1]), site_url)
     if mail.too_complex:
         return Invalid(line.command, (Problem(
             f"the mail is too complex for the gateway to read ({excerpt(mail.too_complex)}); send it again "
