@@ -243,7 +243,7 @@ class _Parser:
             # and the error makes the writer choose.
             self._error(
                 tag.line,
-                f"'{tag.name}' is given twice, on line {first} and on line {tag.line}; "
+                f"'{tag.name}' is given twice (first on line {first}); "
                 f"keep only one of them",
             )
             return
@@ -253,7 +253,7 @@ class _Parser:
     def _unknown(self, name: str, line: int) -> None:
         names = ", ".join(sorted(self.known))
         hint = f"the tags are: {names}" if names else "no tags are expected here"
-        self._error(line, f"unknown tag '{_snippet(name)}' on line {line}; {hint}")
+        self._error(line, f"unknown tag '{_snippet(name)}'; {hint}")
 
     def _reply_follows(self, index: int) -> bool:
         """Does a ">" block start at ``index`` (after blank lines)?"""
@@ -360,7 +360,7 @@ class _Parser:
                         )
                     self._error(
                         tag_line,
-                        f"'{name}:' on line {tag_line} is a tag without a value; write the value "
+                        f"'{name}:' is a tag without a value; write the value "
                         f"after the colon, e.g. {name}: 'your words'{hint}",
                     )
                     return i + 1
@@ -375,7 +375,7 @@ class _Parser:
                 # after it can be read as tags.
                 self._error(
                     value_line,
-                    f"the value of '{_snippet(name)}' on line {value_line} starts with {opener} but never "
+                    f"the value of '{_snippet(name)}' starts with {opener} but never "
                     f"ends; close it with {closer} (write \\{closer} for a {closer} inside it)",
                 )
                 return len(self.lines)
@@ -403,14 +403,14 @@ class _Parser:
             left = _snippet(s[after:end])
             if after == close + 1:
                 fix = (
-                    f"on line {line_no} the value of '{name}' ends at the {closer} just before "
+                    f"the value of '{name}' ends at the {closer} just before "
                     f"\"{left}\", so \"{left}\" is left over. If that {closer} belongs to the value, "
                     f"write \\{closer} instead, or put the whole value in "
                     f"{_alternative_quotes(closer)} quotes"
                 )
             else:
                 fix = (
-                    f"on line {line_no} there is \"{left}\" after the value of '{name}'; only a "
+                    f"there is \"{left}\" after the value of '{name}'; only a "
                     f"comment (starting with #) or another tag may follow a value on the same "
                     f"line. Put that text inside the quotes, or write \\{closer} for a {closer} "
                     f"that belongs to the value"
