@@ -117,10 +117,14 @@ class Attempt:
 class FakeMailer:
     """Sendmail: answers each hand-over with the next of `results`, "sent" once they run out."""
 
-    def __init__(self, *results: SendStatus):
+    def __init__(self, *results: SendStatus, smtputf8: bool = False):
         self.results = list(results)
         self.attempts: list[Attempt] = []
         self.uninterrupted = False          # set by Fakes.uninterrupted
+        self.carries_utf8 = smtputf8
+
+    def smtputf8(self) -> tuple[bool, str]:
+        return self.carries_utf8, "the fake mailer's setting"
 
     @property
     def sent(self) -> list[Attempt]:

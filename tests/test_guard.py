@@ -70,8 +70,10 @@ def test_no_reply_without_exactly_one_well_formed_address(from_header):
 
 
 def test_display_name_cannot_inject_headers():
-    # A name that decodes to a line break is an attack: we answer nobody rather than guess.
-    assert isinstance(reply_sender("=?utf-8?q?Kiri=0ABcc:_victim@example.org?= <kiri@example.net>"), str)
+    # A name that decodes to a line break is an attack on the name: the address alone is answered.
+    sender = reply_sender("=?utf-8?q?Kiri=0ABcc:_victim@example.org?= <kiri@example.net>")
+    assert sender == Sender("", "kiri@example.net", "display name dropped (an encoded line break in it)")
+    # Unquoted, the same words are group syntax: which address is meant is a guess, so nobody.
     assert isinstance(reply_sender("Kiri Bcc: victim@example.org <kiri@example.net>"), str)
 
 

@@ -160,13 +160,15 @@ def test_a_wrong_charset_in_the_subject(run_pipe, pipe_env, smtp_sink):
     assert reply_text(smtp_sink)
 
 
-def test_nul_bytes_in_the_from_header_keep_the_mail_unanswered(run_pipe, pipe_env, smtp_sink, website):
+def test_nul_bytes_in_the_display_name_answer_the_address_alone(run_pipe, pipe_env, smtp_sink, website):
     message = (b"From: Kiri\x00 Tane <kiri@example.net>\nTo: " + GATEWAY.encode() + b"\n"
                b"Subject: create-response-to: '" + URL.encode() + b"'\x00\n"
                b"Message-ID: <nul@example.net>\n\ntext: 'nul\x00 inside'\x00\n\x00\x00")
     done, line = run_hostile(run_pipe, pipe_env, message)
-    assert "outcome=unanswerable" in line
-    assert smtp_sink.messages == [] and files_in(pipe_env.log_dir / "erroneous_emails")
+    assert "outcome=saved" in line and "display name dropped (control characters in it)" in line, line
+    [received] = smtp_sink.wait_for(1)
+    assert received.rcpt_tos == ("kiri@example.net",) and received.message()["To"] == "kiri@example.net"
+    assert not CONTROLS.search(received.data), received.data[:2000]
 
 
 CONTROLS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

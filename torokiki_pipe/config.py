@@ -52,7 +52,7 @@ SETTING_NAMES = (
     "TOROKIKI_GATEWAY_ADDRESS", "TOROKIKI_SENDMAIL", "TOROKIKI_LOG_DIR",
     "TOROKIKI_HTTP_TIMEOUT", "TOROKIKI_MAX_MESSAGE_BYTES", "TOROKIKI_API_CALLER_ID",
     "TOROKIKI_GIVE_UP_AFTER", "TOROKIKI_JOURNAL_EXPIRE", "TOROKIKI_REPLY_LIMIT",
-    "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG",
+    "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG", "TOROKIKI_SMTPUTF8",
 )
 # Not settings, yet not typos: where the config file is, and the variables of
 # the reference website (devtools) and of contrib/imapfilter, which run the
@@ -157,6 +157,7 @@ class Config(NamedTuple):
     reply_limit: ReplyLimit = parse_limit(DEFAULT_REPLY_LIMIT)
     null_sender: bool = True                  # send replies with the envelope sender <>
     syslog: bool = False                      # also send the summary line to syslog (mail facility)
+    smtputf8: str = "auto"                    # "yes", "no", or "auto": ask the sendmail command (check says)
     source: Path | None = None          # the env file read, if any
     unknown_keys: tuple[str, ...] = ()  # TOROKIKI_* names set but not read (typos?), for `check`
 
@@ -339,7 +340,9 @@ def _build(values: Mapping[str, str], path: Path | None, from_environment: froze
                   max_message_bytes=max_bytes, api_caller_id=caller_id,
                   give_up_after=give_up_after, journal_expire=journal_expire, reply_limit=reply_limit,
                   null_sender=_yes_no(get("TOROKIKI_NULL_SENDER", "yes"), "TOROKIKI_NULL_SENDER", fail),
-                  syslog=_syslog(get("TOROKIKI_SYSLOG", "off"), fail), source=path, unknown_keys=unknown)
+                  syslog=_syslog(get("TOROKIKI_SYSLOG", "off"), fail),
+                  smtputf8=_smtputf8(get("TOROKIKI_SMTPUTF8", "auto"), fail),
+                  source=path, unknown_keys=unknown)
 
 
 _WHAT = {
@@ -397,6 +400,12 @@ def _syslog(value: str, fail) -> bool:
     if value.lower() in ("off", "no", ""):
         return False
     raise fail("TOROKIKI_SYSLOG", f"must be mail or off, not {_show(value)}")
+
+
+def _smtputf8(value: str, fail) -> str:
+    if value.lower() in ("auto", "yes", "no"):
+        return value.lower()
+    raise fail("TOROKIKI_SMTPUTF8", f"must be auto, yes or no, not {_show(value)}")
 
 
 def _typo_hint(key: str, unknown: tuple[str, ...]) -> str:

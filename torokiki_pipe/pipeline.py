@@ -88,7 +88,7 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     if reason:
         effects.records.stash(IGNORED, {".eml": raw.data}, key=head.digest[:32])
         return so_far._replace(detail=reason, sender=_who(head, envelope))
-    sender = reply_sender(head.from_raw)
+    sender = answerable_sender(head, effects)
     if not isinstance(sender, Sender):
         effects.records.stash(ERRONEOUS, {".eml": raw.data}, key=head.digest[:32])
         return so_far._replace(outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
@@ -101,11 +101,28 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     so_far = so_far._replace(sender=sender.address, command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
-            return _answer(raw, head, line, sender, entry, config, effects, so_far)
+            done = _answer(raw, head, line, sender, entry, config, effects, so_far)
+            return done._replace(detail=f"{done.detail}; {sender.note}") if sender.note else done
     except JournalBusy as busy:
         return so_far._replace(outcome=Outcome.BUSY, detail=str(busy))
     except Stopped as stop:
         return so_far._replace(outcome=stop.outcome, detail=stop.detail)
+
+
+def answerable_sender(head: Head, effects: Effects) -> Sender | str:
+    """The From address a reply may go to, or why there is none (`guard.reply_sender`).
+
+    Whether the mailer carries an internationalised address (SMTPUTF8) is
+    asked only for one: the answer may cost a program run (`postconf`).
+    """
+    sender = reply_sender(head.from_raw, smtputf8=True)
+    if not isinstance(sender, Sender) or sender.address.isascii():
+        return sender
+    carries, why = effects.mailer.smtputf8()
+    if carries:
+        return sender
+    return (f"the From address {sender.address!r} is internationalised (SMTPUTF8), which the sendmail "
+            f"command cannot carry ({why})")
 
 
 def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effects: Effects,

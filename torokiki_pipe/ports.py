@@ -60,6 +60,9 @@ class MailerPort(Protocol):
     def send(self, message: bytes, recipient: str) -> SendResult:
         """Hand the reply over to the one recipient; never raises for what the mailer does."""
 
+    def smtputf8(self) -> tuple[bool, str]:
+        """Whether the mailer carries an internationalised address (SMTPUTF8), and how that is known."""
+
 
 class RecordsPort(Protocol):
     """``logs/``: kept mails and the log file (paths are the concrete `Records`' business)."""

@@ -175,7 +175,7 @@ def real_effects(settings, uninterrupted=None) -> Effects:
 
     def mailer():
         from torokiki_pipe.adapters.sendmail import Sendmail
-        return Sendmail(settings.sendmail, null_sender=settings.null_sender)
+        return Sendmail(settings.sendmail, null_sender=settings.null_sender, smtputf8=settings.smtputf8)
 
     def journal():
         from torokiki_pipe.adapters.journal import Journal
@@ -313,13 +313,14 @@ def _answer_poisoned(raw, envelope: Envelope, config, effects: Effects, key: str
     """
     try:
         from torokiki_pipe.stages.s2_headers import read_head
-        from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
+        from torokiki_pipe.pipeline import answerable_sender
+        from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore
         from torokiki_pipe.stages.s7_reply import Reply, build
 
         head = read_head(raw.data)
         if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):
             return "not answered (automatic mail)"
-        sender = reply_sender(head.from_raw)
+        sender = answerable_sender(head, effects)
         if not isinstance(sender, Sender):
             return f"not answered ({sender})"
         if effects.budget.take(sender.address, key) == "silent":

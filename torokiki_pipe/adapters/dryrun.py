@@ -42,8 +42,13 @@ class DryRunWebsite(Website):
 
 
 class PrintMailer:
-    def __init__(self, command: Tuple[str, ...], out: TextIO):
-        self.command, self.out = command, out
+    def __init__(self, command: Tuple[str, ...], out: TextIO, smtputf8: str = "auto"):
+        self.command, self.out, self.smtputf8_setting = command, out, smtputf8
+
+    def smtputf8(self) -> Tuple[bool, str]:
+        from torokiki_pipe.adapters.sendmail import Sendmail
+
+        return Sendmail(self.command, smtputf8=self.smtputf8_setting).smtputf8()
 
     def send(self, message: bytes, recipient: str) -> SendResult:
         print(f"# the reply it would send with: {' '.join(self.command)} -- {recipient}", file=self.out)
@@ -114,5 +119,5 @@ class NoRecords:
 
 
 def dry_run_effects(settings: Config, out: TextIO) -> Effects:
-    return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out),
+    return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out, settings.smtputf8),
                    records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(), clock=SystemClock())

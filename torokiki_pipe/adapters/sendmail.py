@@ -71,14 +71,22 @@ class SendResult(NamedTuple):
 
 
 class Sendmail:
-    def __init__(self, command: tuple[str, ...], null_sender: bool = True, timeout: float = SEND_TIMEOUT):
+    def __init__(self, command: tuple[str, ...], null_sender: bool = True, timeout: float = SEND_TIMEOUT,
+                 smtputf8: str = "auto"):
         self.command = tuple(command)
+        self.smtputf8_setting = smtputf8        # TOROKIKI_SMTPUTF8: "auto", "yes" or "no"
         # Replies go out with the null envelope sender (-f <>, understood by
         # Postfix's sendmail and msmtp), so a bounce of a reply can never
         # come back to the gateway; unless the command sets a sender itself.
         sets_sender = any(word.startswith(("-f", "-r", "--from")) for word in self.command[1:])
         self.sender_args = ("-f", "<>") if null_sender and not sets_sender else ()
         self.timeout = timeout
+
+    def smtputf8(self) -> tuple[bool, str]:
+        """Whether the command carries an internationalised address (SMTPUTF8), and how that is known."""
+        if self.smtputf8_setting in ("yes", "no"):
+            return self.smtputf8_setting == "yes", f"TOROKIKI_SMTPUTF8={self.smtputf8_setting}"
+        return detect_smtputf8(self.command)
 
     def argv(self, recipient: str) -> list[str]:
         return [*self.command, *self.sender_args, "--", recipient]
@@ -226,6 +234,51 @@ class _Tail:
         if self.dropped:
             return "…" + words[-(limit - 1):]
         return words if len(words) <= limit else words[:limit - 1] + "…"
+
+
+POSTCONF_TIMEOUT = 10      # seconds; postconf reads main.cf and answers at once
+
+
+def detect_smtputf8(command: tuple[str, ...]) -> tuple[bool, str]:
+    """TOROKIKI_SMTPUTF8=auto: (whether `command` carries SMTPUTF8, how that was found).
+
+    Postfix's sendmail does when its smtputf8_enable is yes: it then asks for
+    SMTPUTF8 by itself for mail whose envelope or headers are UTF-8
+    (smtputf8_autodetect_classes).  The command is Postfix's sendmail when it
+    is the file Postfix's own `sendmail_path` names (`postconf` beside it, or
+    in /usr/sbin; a ``-C dir`` of the command is its configuration).  msmtp
+    does not: 1.8.23 sends a UTF-8 address without the SMTPUTF8 parameter of
+    MAIL FROM, even to a server that offers it (RFC 6531 asks for it), so a
+    server on the way may refuse or mangle the reply.  Any other command: not
+    known, so no.
+    """
+    import shutil
+
+    program = os.path.realpath(command[0])
+    name = os.path.basename(program)
+    if name.startswith("msmtp"):
+        return False, (f"{name} sends no SMTPUTF8 request; set TOROKIKI_SMTPUTF8=yes only if its "
+                       "server takes UTF-8 addresses without one")
+    beside = os.path.join(os.path.dirname(command[0]), "postconf")
+    postconf = beside if os.access(beside, os.X_OK) else shutil.which("postconf", path="/usr/sbin:/usr/bin")
+    if postconf is None:
+        return False, f"cannot tell whether {name} carries SMTPUTF8 (no Postfix postconf); set TOROKIKI_SMTPUTF8"
+    words = list(command[1:])
+    config = ["-c", words[words.index("-C") + 1]] if "-C" in words[:-1] else []
+    try:
+        asked = subprocess.run([postconf, *config, "-xh", "sendmail_path", "smtputf8_enable"],
+                               capture_output=True, timeout=POSTCONF_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as error:
+        return False, f"postconf failed ({type(error).__name__}): cannot tell whether {name} carries SMTPUTF8"
+    lines = asked.stdout.decode("utf-8", "replace").split()
+    if asked.returncode != 0 or len(lines) != 2:
+        said = one_line(asked.stderr.decode("utf-8", "replace"), DETAIL_CHARS)
+        return False, f"postconf failed ({said or asked.returncode}): cannot tell whether {name} carries SMTPUTF8"
+    sendmail_path, enabled = lines
+    if os.path.realpath(sendmail_path) != program:
+        return False, (f"{command[0]} is not Postfix's sendmail ({sendmail_path}): not known to carry "
+                       "SMTPUTF8; set TOROKIKI_SMTPUTF8")
+    return enabled == "yes", f"Postfix's sendmail, smtputf8_enable = {enabled}"
 
 
 def _kill_group(child) -> None:

@@ -3,7 +3,8 @@
 Checks, in order: the configuration loads; the config file is not readable by
 everyone nor writable by its group or others (it holds the API key); the
 website's API answers a harmless GET (any HTTP status below 500); the sendmail
-command exists and is executable; the log dir exists or can be created, and
+command exists and is executable, and whether it carries internationalised
+addresses (SMTPUTF8: an ok or a note); the log dir exists or can be created, and
 files can be written in it (and in the log file and stash folders already
 there).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
 ``problem: ...`` line per problem on stderr, and a ``warning: ...`` line on
@@ -139,6 +140,7 @@ def main(argv) -> int:
         check_config_file(settings.source, found)
     check_website(settings, found)
     check_sendmail(settings.sendmail, found)
+    check_smtputf8(settings, found)
     check_log_dir(Path(settings.log_dir), found)
     return os.EX_CONFIG if found.problems else os.EX_OK
 
@@ -209,6 +211,17 @@ def check_sendmail(command, found: Findings) -> None:
         found.problem(f"sendmail command {program} is not executable (TOROKIKI_SENDMAIL)")
     else:
         found.ok(f"sendmail command {program} is executable")
+
+
+def check_smtputf8(settings, found: Findings) -> None:
+    """Whether mail from an internationalised address (SMTPUTF8) is answered: ok, or a note."""
+    from torokiki_pipe.adapters.sendmail import Sendmail
+
+    carries, why = Sendmail(settings.sendmail, smtputf8=settings.smtputf8).smtputf8()
+    if carries:
+        found.ok(f"internationalised addresses (SMTPUTF8) are answered: {why}")
+    else:
+        found.note(f"internationalised (non-ASCII, SMTPUTF8) addresses are not answered: {why}")
 
 
 def check_log_dir(log_dir: Path, found: Findings) -> None:

@@ -32,6 +32,7 @@ class Sender(NamedTuple):
     """The one address a reply may go to, with the name written beside it."""
     display_name: str
     address: str
+    note: str = ""      # for the log: what of the From header was left out (a display name dropped)
 
     def __str__(self) -> str:
         return f"{self.display_name} <{self.address}>" if self.display_name else self.address
@@ -63,11 +64,14 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
         return "null envelope sender (a bounce or notification)"
     if envelope_sender is None and head.return_path is not None and head.return_path.strip() in ("<>", ""):
         return "null Return-Path (a bounce or notification)"
-    for who in filter(None, (envelope_sender, _address_of(head.from_))):
+    # The From address as the parser reads it, and as reply_sender may read it
+    # when it drops an unsafe display name: neither may be ours or a mail system's.
+    angle = re.match(_ANGLE, head.from_raw)
+    for who in filter(None, (envelope_sender, _address_of(head.from_), angle and angle["address"].strip())):
         local = who.strip("<>").rpartition("@")[0] or who.strip("<>")
         if local.lower() in SYSTEM_SENDERS:
             return f"sent by a mail system ({who})"
-        if who.strip("<>").lower() == gateway_address.lower():
+        if who.strip("<> ").lower() == gateway_address.lower():
             return "sent from the gateway's own address"
     auto = head.auto_submitted.split(";")[0].strip()
     if auto and auto != "no":
@@ -91,50 +95,139 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
 # An addr-spec we are willing to hand to sendmail: no white space, no
 # characters that could end the address or start another, one @.
 _ADDR = r"^[^\s@<>(),;:\"\\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$"
-
+# The same for an internationalised address (RFC 6531): letters and digits of any script.
+_ADDR_UTF8 = r"^[^\s@<>(),;:\"\\\[\]]+@[^\W_](?:[\w.-]*[^\W_])?$"
 
 # One address and a display name fit many times over; the RFC 5322 parser takes
 # seconds on a long quoted display name (300 KB: 5 s), so longer is not read.
 MAX_FROM_CHARS = 2048
 
+# "Name <address>" read by hand when the RFC 5322 parser finds the name unsafe:
+# one angle-addr at the very end, and a name with none of the characters that
+# could start a second address or a group once its encoded-words and quoted
+# strings are set aside.
+_ANGLE = r"^(?P<name>[^<>]*)<(?P<address>[^<>]*)>\s*$"
+_ENCODED_WORD = r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?="
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_NAME_SPECIALS = set(',;:<>"()\\')
 
-def reply_sender(from_header: str) -> Sender | str:
+
+class _Read(NamedTuple):
+    """What the RFC 5322 parser made of a From header (or why it could not)."""
+    addresses: tuple[tuple[str, str], ...] = ()    # (display name, addr-spec)
+    group: bool = False
+    defects: tuple[str, ...] = ()                  # other than the harmless ones
+    failed: str = ""                               # the parser raised: a name that decodes to a line break
+
+
+def reply_sender(from_header: str, smtputf8: bool = False) -> Sender | str:
     """The one address a reply may go to, or a reason why there is none.
 
     `from_header` is the raw header.  RFC 3834 section 4 leaves the choice to
     the service: ours is the From address only, never Reply-To, Sender or
     Resent-*, and only when From holds exactly one well-formed address.  The
-    standard library's RFC 5322 parser reads it, encoded-words included; any
-    defect it reports means we do not guess.
-    """
-    from email.errors import InvalidHeaderDefect
-    from email.policy import default
+    standard library's RFC 5322 parser reads it, encoded-words included.
 
+    Nobody is left unanswered for the name alone: when the display name is
+    what the parser finds wrong (an encoded line break, an unquoted @, a
+    control character), the header is read again as ``name <address>``, and
+    the address alone is answered when nothing in the name could start a
+    second address or a group; `Sender.note` says the name was dropped.  An
+    absent, ambiguous (several addresses, group syntax) or malformed address
+    stays unanswered.  An internationalised address (non-ASCII, RFC 6531) is
+    answered only when the mailer can carry it (`smtputf8`).
+    """
     if not from_header.strip():
         return "the mail has no From address"
-    if any(c in from_header for c in "\r\n\0"):
+    if "\r" in from_header or "\n" in from_header:     # read_head unfolds: only a direct caller's text
         return "the From header contains control characters"
     if len(from_header) > MAX_FROM_CHARS:
         return f"the From header is longer than {MAX_FROM_CHARS} characters"
+    read = _read_from(from_header)
+    note = ""
+    if read.group:
+        return "the From header is a group (name: addresses;), not one address"
+    if not read.failed and not read.defects and len(read.addresses) > 1:
+        return f"the From header must hold exactly one address, it holds {len(read.addresses)}"
+    if read.failed or read.defects or len(read.addresses) != 1:
+        found = _name_and_angle_addr(from_header)
+        if found is None:
+            if read.failed:
+                return "the From header cannot be read safely"
+            if read.defects:
+                return f"the From header {from_header[:100]!r} is not well-formed"
+            return f"the From header must hold exactly one address, it holds {len(read.addresses)}"
+        name, address, why = found
+        note = f"display name dropped ({why})"
+    else:
+        [(name, address)] = read.addresses
+    international = not address.isascii()
+    if (not re.match(_ADDR_UTF8 if international else _ADDR, address) or ".." in address
+            or address.startswith("-") or not address.isprintable()):
+        return f"the From address {address!r} is not a well-formed address"
+    if international and not smtputf8:
+        return (f"the From address {address!r} is internationalised (SMTPUTF8), "
+                "which the sendmail command cannot carry")
+    if name and not note:
+        why = _unsafe_name(name)
+        if why:
+            name, note = "", f"display name dropped ({why})"
+    return Sender(display_name=one_line(name) if not note else "", address=address, note=note)
+
+
+def _read_from(header: str) -> _Read:
+    from email.errors import NonASCIILocalPartDefect, ObsoleteHeaderDefect
+    from email.policy import default
+
     try:
-        parsed = default.header_factory("from", from_header)
-        defects, addresses = parsed.defects, parsed.addresses
-    except Exception:
+        parsed = default.header_factory("from", header)
+        addresses = tuple((a.display_name, a.addr_spec) for a in parsed.addresses)
+        group = any(g.display_name is not None for g in parsed.groups)
+        # Obsolete forms ("Kiri. Tane") are read alike everywhere; a non-ASCII
+        # local part is the SMTPUTF8 question, decided on its own.
+        defects = tuple(str(d) for d in parsed.defects
+                        if not isinstance(d, (ObsoleteHeaderDefect, NonASCIILocalPartDefect)))
+    except Exception as error:
         # An encoded-word that decodes to a line break (a header injection
         # attempt), or input CPython's RFC 5322 parser fails on (AttributeError
         # on some broken forms, RecursionError on deeply nested comments).
-        return "the From header cannot be read safely"
-    if any(isinstance(d, InvalidHeaderDefect) for d in defects):
-        return f"the From header {from_header[:100]!r} is not well-formed"
-    if len(addresses) != 1:
-        return f"the From header must hold exactly one address, it holds {len(addresses)}"
-    address = addresses[0].addr_spec
-    # ASCII and printable only: that is what reply.build and sendmail can write (no SMTPUTF8).
-    if (not re.match(_ADDR, address) or ".." in address or address.startswith("-")
-            or not address.isascii() or not address.isprintable()):
-        return f"the From address {address!r} is not a well-formed address"
-    name = one_line(addresses[0].display_name)
-    return Sender(display_name=name, address=address)
+        return _Read(failed=type(error).__name__)
+    return _Read(addresses, group, defects)
+
+
+def _name_and_angle_addr(header: str) -> tuple[str, str, str] | None:
+    """(name, address, why the name is dropped) of ``name <address>``, or None when that is not all it is."""
+    found = re.match(_ANGLE, header)
+    if found is None:
+        return None
+    name = found["name"]
+    bare = re.sub(_QUOTED, "q", re.sub(_ENCODED_WORD, "w", name))
+    if _NAME_SPECIALS & set(bare):
+        return None
+    read = _read_from(f"<{found['address'].strip()}>")
+    if read.failed or read.defects or read.group or len(read.addresses) != 1:
+        return None
+    from torokiki_pipe.stages.s2_headers import decode_words
+
+    if "@" in bare:
+        why = "an unquoted @ in it"
+    elif not name.replace("\t", " ").isprintable():
+        why = "control characters in it"
+    elif "\r" in decode_words(name) or "\n" in decode_words(name):
+        why = "an encoded line break in it"
+    else:
+        why = "it cannot be read safely"
+    return name, read.addresses[0][1], why
+
+
+def _unsafe_name(name: str) -> str:
+    """Why a decoded display name is not written into the reply, or ""."""
+    if not name.replace("\t", " ").isprintable():
+        return "control characters in it"
+    if "@" in name:
+        # Shown as "Kia ora evil@attacker.example," it would speak for another address.
+        return "an @ in it"
+    return ""
 
 
 def _address_of(from_header: str) -> str:

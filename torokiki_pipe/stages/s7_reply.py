@@ -41,6 +41,8 @@ TEMPLATES = Path(__file__).parent.parent / "templates"
 # Local line endings for sendmail; headers are kept short by one_line, so folding
 # (which can put a bare line break straight after "Subject:") is not needed.
 REPLY_POLICY = SMTP.clone(linesep="\n", max_line_length=998)
+# For an internationalised address (SMTPUTF8, RFC 6532): the same, with UTF-8 headers.
+REPLY_POLICY_UTF8 = REPLY_POLICY.clone(utf8=True)
 
 
 class ReplyContext(NamedTuple):
@@ -106,9 +108,13 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
         note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
         text, separator, signature = body.rpartition("\n-- \n")   # the note goes above the signature
         body = f"{text.rstrip()}\n\n{note}\n{separator}{signature}" if separator else f"{body.rstrip()}\n\n{note}\n"
-    message = EmailMessage(policy=REPLY_POLICY)
+    message = EmailMessage(policy=REPLY_POLICY if context.to.address.isascii() else REPLY_POLICY_UTF8)
     message["From"] = Address("Torokiki", addr_spec=context.gateway_address)
-    message["To"] = Address(one_line(excerpt(context.to.display_name), HEADER_CHARS), addr_spec=context.to.address)
+    # By its parts: Address(addr_spec=) refuses a non-ASCII local part, which guard.reply_sender
+    # let through only for a mailer that carries SMTPUTF8 (and this message's policy writes UTF-8).
+    to_local, _, to_domain = context.to.address.rpartition("@")
+    message["To"] = Address(one_line(excerpt(context.to.display_name), HEADER_CHARS),
+                            username=to_local, domain=to_domain)
     message["Subject"] = one_line(subject, HEADER_CHARS)
     message["Date"] = format_datetime(context.now)
     domain = context.gateway_address.rpartition("@")[2]
