@@ -467,3 +467,38 @@ def test_the_same_mail_delivered_twice_is_saved_and_answered_once(postfix, gatew
     assert "outcome=duplicate" in gateway.log_lines()[-1]
     assert website.stats()["stored"] == 1
     assert len(smtp_sink.messages) == 1
+
+
+def test_a_reply_to_a_sub_address_reaches_the_gateway_as_a_response(postfix, gateway, website, smtp_sink):
+    # postfix/README.md: recipient_delimiter = + makes gateway+image.1.response@ reach the pipe
+    # (transport_maps and the local recipient check look the address up without its extension).
+    env = postfix.home / "torokiki-pipe.env"
+    env.write_text(env.read_text() + "TOROKIKI_REPLY_SUBADDRESS=+\n")
+    postfix.command("postconf", "-e", "recipient_delimiter = +")
+    postfix.command("postfix", "reload")
+    try:
+        postfix.submit(mail("get: 'http://torokiki.net/image/1/response'", msgid="<pf-sub-1@example.net>"))
+        [content] = wait_until(lambda: replies_to(smtp_sink, "<pf-sub-1@example.net>"), "the content mail", postfix)
+        address = content.message()["Reply-To"]
+        assert address == "gateway+image.1.response@torokiki.net"
+        # The phone's reply: to the Reply-To, a subject the person wrote, no In-Reply-To.
+        reply = mail("a tram", "Trams ran on Lambton Quay until 1964.\r\n", msgid="<pf-sub-2@example.net>")
+        for attempt in range(20):       # an smtpd started before the reload may still answer once
+            try:
+                postfix.submit(reply, recipient=address)
+                break
+            except smtplib.SMTPRecipientsRefused:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(f"{address} refused after the reload\n--- maillog:\n{postfix.maillog()}")
+        wait_until(lambda: website.stats()["items"], "the response saved", postfix)
+        wait_until(lambda: postfix.queue() == [], "an empty queue", postfix)
+        [item] = website.stats()["items"]
+        assert item["content"]["InspiredBy"] == "http://torokiki.net/image/1/response"
+        assert item["content"]["Text"] == "Trams ran on Lambton Quay until 1964."
+        assert re.search(r"to=<gateway\+image\.1\.response@torokiki\.net>, relay=torokiki, .*status=sent",
+                         postfix.new_log())
+        assert "outcome=saved" in gateway.log_lines()[-1] and "command=create-response-to" in gateway.log_lines()[-1]
+    finally:
+        postfix.command("postconf", "-X", "recipient_delimiter")
+        postfix.command("postfix", "reload")

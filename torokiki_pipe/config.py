@@ -52,7 +52,7 @@ SETTING_NAMES = (
     "TOROKIKI_GATEWAY_ADDRESS", "TOROKIKI_SENDMAIL", "TOROKIKI_LOG_DIR",
     "TOROKIKI_HTTP_TIMEOUT", "TOROKIKI_MAX_MESSAGE_BYTES", "TOROKIKI_API_CALLER_ID",
     "TOROKIKI_GIVE_UP_AFTER", "TOROKIKI_JOURNAL_EXPIRE", "TOROKIKI_REPLY_LIMIT",
-    "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG", "TOROKIKI_SMTPUTF8",
+    "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG", "TOROKIKI_SMTPUTF8", "TOROKIKI_REPLY_SUBADDRESS",
 )
 # Not settings, yet not typos: where the config file is, and the variables of
 # the reference website (devtools) and of contrib/imapfilter, which run the
@@ -158,6 +158,7 @@ class Config(NamedTuple):
     null_sender: bool = True                  # send replies with the envelope sender <>
     syslog: bool = False                      # also send the summary line to syslog (mail facility)
     smtputf8: str = "auto"                    # "yes", "no", or "auto": ask the sendmail command (check says)
+    reply_subaddress: str = ""                # the recipient delimiter of Reply-To: gateway+image.1.response@; "" off
     source: Path | None = None          # the env file read, if any
     unknown_keys: tuple[str, ...] = ()  # TOROKIKI_* names set but not read (typos?), for `check`
 
@@ -342,6 +343,7 @@ def _build(values: Mapping[str, str], path: Path | None, from_environment: froze
                   null_sender=_yes_no(get("TOROKIKI_NULL_SENDER", "yes"), "TOROKIKI_NULL_SENDER", fail),
                   syslog=_syslog(get("TOROKIKI_SYSLOG", "off"), fail),
                   smtputf8=_smtputf8(get("TOROKIKI_SMTPUTF8", "auto"), fail),
+                  reply_subaddress=_subaddress(get("TOROKIKI_REPLY_SUBADDRESS", "off"), gateway, fail),
                   source=path, unknown_keys=unknown)
 
 
@@ -406,6 +408,26 @@ def _smtputf8(value: str, fail) -> str:
     if value.lower() in ("auto", "yes", "no"):
         return value.lower()
     raise fail("TOROKIKI_SMTPUTF8", f"must be auto, yes or no, not {_show(value)}")
+
+
+# Characters an MTA may split a local part at (Postfix's recipient_delimiter) that are
+# also atext, so gateway+image.1.response@ stays a dot-atom; "." would be read as the
+# content path's own separator.
+SUBADDRESS_DELIMITERS = "+-=_"
+
+
+def _subaddress(value: str, gateway: str, fail) -> str:
+    if value.lower() in ("off", "no", ""):
+        return ""
+    if len(value) != 1 or value not in SUBADDRESS_DELIMITERS:
+        raise fail("TOROKIKI_REPLY_SUBADDRESS", f"must be off or one of the characters "
+                                                f"{' '.join(SUBADDRESS_DELIMITERS)} (Postfix's recipient_delimiter), "
+                                                f"not {_show(value)}")
+    if value in gateway.rpartition("@")[0]:
+        # The MTA splits at the first delimiter: gateway-name+x would be delivered to "gateway".
+        raise fail("TOROKIKI_REPLY_SUBADDRESS", f"{_show(value)} is part of the gateway's own local part "
+                                                f"({_show(gateway)}); choose another delimiter")
+    return value
 
 
 def _typo_hint(key: str, unknown: tuple[str, ...]) -> str:

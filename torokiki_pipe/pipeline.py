@@ -84,7 +84,8 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     head = read_head(raw.data)
     so_far = Processed(Outcome.IGNORED, "", message_id=head.message_id)   # the log line, as far as it is known
 
-    reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data)
+    reason = reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data, config.reply_subaddress,
+                              envelope.recipient)
     if reason:
         effects.records.stash(IGNORED, {".eml": raw.data}, key=head.digest[:32])
         return so_far._replace(detail=reason, sender=_who(head, envelope))
@@ -97,7 +98,9 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     from torokiki_pipe.stages.s5_understand import command
 
     line = command.replying_to(command.read_subject(head.subject), head.in_reply_to, head.references,
-                               config.gateway_address, config.site_url)
+                               config.gateway_address, config.site_url,
+                               recipients=tuple(filter(None, (envelope.recipient, *head.delivered_to))),
+                               subaddress=config.reply_subaddress)
     so_far = so_far._replace(sender=sender.address, command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
@@ -177,7 +180,8 @@ def reply_context(head: Head, sender: Sender, config: Config, effects: Effects) 
 
     return ReplyContext(to=sender, gateway_address=config.gateway_address, site_url=config.site_url,
                         message_id=head.message_id, references=head.references,
-                        original_subject=head.subject, now=effects.clock.now())
+                        original_subject=head.subject, now=effects.clock.now(),
+                        subaddress=config.reply_subaddress)
 
 
 def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:

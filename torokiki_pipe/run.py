@@ -318,7 +318,8 @@ def _answer_poisoned(raw, envelope: Envelope, config, effects: Effects, key: str
         from torokiki_pipe.stages.s7_reply import Reply, build
 
         head = read_head(raw.data)
-        if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data):
+        if reason_to_ignore(head, envelope.sender, config.gateway_address, raw.data, config.reply_subaddress,
+                            envelope.recipient):
             return "not answered (automatic mail)"
         sender = answerable_sender(head, effects)
         if not isinstance(sender, Sender):

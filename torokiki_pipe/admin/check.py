@@ -141,6 +141,7 @@ def main(argv) -> int:
     check_website(settings, found)
     check_sendmail(settings.sendmail, found)
     check_smtputf8(settings, found)
+    check_subaddress(settings, found)
     check_log_dir(Path(settings.log_dir), found)
     return os.EX_CONFIG if found.problems else os.EX_OK
 
@@ -222,6 +223,15 @@ def check_smtputf8(settings, found: Findings) -> None:
         found.ok(f"internationalised addresses (SMTPUTF8) are answered: {why}")
     else:
         found.note(f"internationalised (non-ASCII, SMTPUTF8) addresses are not answered: {why}")
+
+
+def check_subaddress(settings, found: Findings) -> None:
+    if settings.reply_subaddress:
+        from torokiki_pipe.stages.s5_understand.urls import ContentUrl, subaddress_about
+
+        example = subaddress_about(ContentUrl("image", 1, None), settings.gateway_address, settings.reply_subaddress)
+        found.note(f"replies about content say Reply-To: {example}; the MTA must deliver such sub-addresses "
+                   f"to the pipe (Postfix: recipient_delimiter = {settings.reply_subaddress}), or answers bounce")
 
 
 def check_log_dir(log_dir: Path, found: Findings) -> None:

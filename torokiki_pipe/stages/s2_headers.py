@@ -156,6 +156,8 @@ class Head(NamedTuple):
     body_start: int            # offset of the body in the raw bytes
     digest: str                # sha256 of what the sender wrote (content_digest): names what is kept
     key: str                   # stable identity of the message, for the journal and Idempotency-Key
+    # Where the MTA delivered it (newest first): the sub-address a reply was sent to.
+    delivered_to: tuple[str, ...] = ()     # Delivered-To, then X-Original-To
 
 
 def read_head(data: bytes) -> Head:
@@ -198,6 +200,7 @@ def read_head(data: bytes) -> Head:
         body_start=body_start,
         digest=digest,
         key=message_key(message_id, digest),
+        delivered_to=tuple(one_line(v, 500) for v in (*all_of("Delivered-To"), *all_of("X-Original-To"))),
     )
 
 

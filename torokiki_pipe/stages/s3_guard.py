@@ -53,12 +53,28 @@ def our_message_id_suffix(gateway_address: str) -> str:
     return f".torokiki@{gateway_address.rpartition('@')[2].lower()}>"
 
 
+def our_address(address: str, gateway_address: str, subaddress: str = "") -> bool:
+    """The gateway's address, or (with TOROKIKI_REPLY_SUBADDRESS) one of its sub-addresses."""
+    address, gateway = address.strip("<> ").lower(), gateway_address.lower()
+    if address == gateway:
+        return True
+    local, _, domain = gateway.rpartition("@")
+    return bool(subaddress) and address.startswith(f"{local}{subaddress}") and address.endswith(f"@{domain}")
+
+
+def _our_subaddress(address: str, gateway_address: str, subaddress: str) -> bool:
+    return our_address(address, gateway_address, subaddress) and address.strip("<> ").lower() != gateway_address.lower()
+
+
 def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: str,
-                     raw: bytes = b"") -> str | None:
+                     raw: bytes = b"", subaddress: str = "", recipient: str | None = None) -> str | None:
     """Why this mail must not be answered, or None when it may be.
 
     `raw` lets us see an automatic answer that quotes one of our replies whole,
-    headers included: our X-Loop marker then stands in its body.
+    headers included: our X-Loop marker then stands in its body.  `subaddress`
+    is TOROKIKI_REPLY_SUBADDRESS: mail from gateway+...@ is ours too, and mail
+    to one (`recipient`, Delivered-To, X-Original-To) answers one of our
+    replies, as an In-Reply-To naming it does.
     """
     if envelope_sender is not None and envelope_sender.strip() in ("", "<>"):
         return "null envelope sender (a bounce or notification)"
@@ -71,7 +87,7 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
         local = who.strip("<>").rpartition("@")[0] or who.strip("<>")
         if local.lower() in SYSTEM_SENDERS:
             return f"sent by a mail system ({who})"
-        if who.strip("<> ").lower() == gateway_address.lower():
+        if our_address(who, gateway_address, subaddress):
             return "sent from the gateway's own address"
     auto = head.auto_submitted.split(";")[0].strip()
     if auto and auto != "no":
@@ -84,7 +100,9 @@ def reason_to_ignore(head: Head, envelope_sender: str | None, gateway_address: s
         return f"a delivery or disposition report ({head.content_type})"
     if loop_marker(gateway_address) in head.x_loop:
         return "carries our own X-Loop marker"
-    answers_us = our_message_id_suffix(gateway_address) in f"{head.in_reply_to} {head.references}".lower()
+    answers_us = (our_message_id_suffix(gateway_address) in f"{head.in_reply_to} {head.references}".lower()
+                  or bool(subaddress) and any(_our_subaddress(a, gateway_address, subaddress)
+                                              for a in filter(None, (recipient, *head.delivered_to))))
     if answers_us and re.match(_AUTO_REPLY_SUBJECT, head.subject, re.I):
         return f"an automatic answer to one of our replies ({head.subject[:60]})"
     if answers_us and loop_marker(gateway_address).encode() in raw.lower():

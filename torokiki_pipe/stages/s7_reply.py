@@ -29,7 +29,7 @@ from types import MappingProxyType
 from typing import Mapping, NamedTuple
 
 from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
-from torokiki_pipe.stages.s5_understand.urls import ContentUrl, message_id_about
+from torokiki_pipe.stages.s5_understand.urls import ContentUrl, message_id_about, subaddress_about
 from torokiki_pipe.stages.s3_guard import Sender, loop_marker
 from torokiki_pipe.stages.s8_record import one_line
 
@@ -54,6 +54,7 @@ class ReplyContext(NamedTuple):
     references: str
     original_subject: str
     now: datetime
+    subaddress: str = ""        # TOROKIKI_REPLY_SUBADDRESS: replies about content say Reply-To: gateway+path@
 
 
 class Reply(NamedTuple):
@@ -115,6 +116,9 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     to_local, _, to_domain = context.to.address.rpartition("@")
     message["To"] = Address(one_line(excerpt(context.to.display_name), HEADER_CHARS),
                             username=to_local, domain=to_domain)
+    if reply.about is not None and context.subaddress:
+        # A reply to this reply names the content by the address it goes to, too.
+        message["Reply-To"] = subaddress_about(reply.about, context.gateway_address, context.subaddress)
     message["Subject"] = one_line(subject, HEADER_CHARS)
     message["Date"] = format_datetime(context.now)
     domain = context.gateway_address.rpartition("@")[2]

@@ -85,19 +85,26 @@ _OUR_SUBJECTS = re.compile(r"^\s*(?:torokiki content|saved: your response to)\s*
 
 
 def replying_to(line: SubjectLine, in_reply_to: str, references: str, gateway_address: str,
-                site_url: str) -> SubjectLine:
+                site_url: str, recipients: tuple[str, ...] = (), subaddress: str = "") -> SubjectLine:
     """A reply to one of our mails about content is a create-response-to for that content.
 
-    No command need be written: the content is read from our Message-ID in
-    In-Reply-To (else the latest in References), else from one of our reply
-    subjects after the Re:/AW:/SV: prefixes.  A subject that is a command stays one.
+    No command need be written: the content is read from the sub-address the
+    mail was sent to (with TOROKIKI_REPLY_SUBADDRESS: `recipients`, the
+    envelope recipient first, then Delivered-To and X-Original-To), else from
+    our Message-ID in In-Reply-To (else the latest in References), else from
+    one of our reply subjects after the Re:/AW:/SV: prefixes.  A subject that
+    is a command stays one.
     """
     if line.command in COMMANDS:
         return line
-    from torokiki_pipe.stages.s5_understand.urls import BadUrl, content_of_message_ids, parse_content_url
+    from torokiki_pipe.stages.s5_understand.urls import (BadUrl, content_of_message_ids, content_of_subaddress,
+                                                         is_gateway_local_part, parse_content_url)
 
     domain = gateway_address.rpartition("@")[2]
-    content = content_of_message_ids(in_reply_to, domain) or content_of_message_ids(references, domain)
+    # The first of the gateway's own addresses decides: a plain gateway@ there means no sub-address.
+    ours = [r for r in recipients if is_gateway_local_part(r, gateway_address, subaddress)]
+    content = content_of_subaddress(ours[0], gateway_address, subaddress) if ours else None
+    content = content or content_of_message_ids(in_reply_to, domain) or content_of_message_ids(references, domain)
     if content is None:
         found = _OUR_SUBJECTS.match(_PREFIXES.sub("", line.raw))
         try:

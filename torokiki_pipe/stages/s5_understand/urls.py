@@ -97,3 +97,43 @@ def content_of_message_ids(text: str, domain: str) -> ContentUrl | None:
             kind, seed, response = match[1], match[2], match[3]
             found = ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None)
     return found
+
+
+# With TOROKIKI_REPLY_SUBADDRESS, a reply about content says Reply-To:
+# gateway+image.123.response.4@domain: the content's path with "." for "/", a
+# dot-atom local part (RFC 5322) that names the content as the Message-ID does.
+def subaddress_about(url: ContentUrl, gateway_address: str, delimiter: str) -> str:
+    """The gateway's sub-address for answers to `url`: gateway+image.123.response.4@domain."""
+    local, _, domain = gateway_address.rpartition("@")
+    return f"{local}{delimiter}{url.path.strip('/').replace('/', '.')}@{domain}"
+
+
+def content_of_subaddress(address: str, gateway_address: str, delimiter: str) -> ContentUrl | None:
+    """The content a mail to one of the gateway's sub-addresses answers, or None.
+
+    The local part decides, whatever the domain: a virtual alias (postfix/virtual)
+    delivers gateway+image.1.response@torokiki.net as gateway+image.1.response@
+    torokiki-pipe.invalid, and a sub-address only says which content is answered,
+    as the subject's create-response-to would.
+    """
+    if not delimiter:
+        return None
+    extension = _extension(address, gateway_address, delimiter)
+    found = _PATH.match("/" + extension.replace(".", "/")) if extension and "/" not in extension else None
+    if not found:
+        return None
+    kind, seed, response = found.groups()
+    return ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None)
+
+
+def is_gateway_local_part(address: str, gateway_address: str, delimiter: str) -> bool:
+    """gateway@ (any domain), or gateway+anything@ when sub-addresses are on."""
+    local = address.strip().strip("<>").rpartition("@")[0].lower()
+    ours = gateway_address.rpartition("@")[0].lower()
+    return local == ours or _extension(address, gateway_address, delimiter) is not None
+
+
+def _extension(address: str, gateway_address: str, delimiter: str) -> str | None:
+    local = address.strip().strip("<>").rpartition("@")[0].lower()
+    prefix = gateway_address.rpartition("@")[0].lower() + delimiter
+    return local[len(prefix):] if delimiter and local.startswith(prefix) else None
