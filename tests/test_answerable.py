@@ -243,3 +243,45 @@ def test_check_says_whether_the_sendmail_command_carries_smtputf8(pipe_program, 
             in check(pipe_env))
     assert ("ok: internationalised addresses (SMTPUTF8) are answered: TOROKIKI_SMTPUTF8=yes"
             in check(pipe_env.variant(TOROKIKI_SMTPUTF8="yes")))
+
+
+@pytest.mark.integration    # msmtp into the standard-library sink
+@pytest.mark.skipif(shutil.which("msmtp") is None, reason="msmtp is not installed")
+def test_msmtp_passes_utf8_through_without_asking_for_smtputf8(tmp_path):
+    # What TOROKIKI_SMTPUTF8=auto's "no" for msmtp rests on: offered SMTPUTF8, msmtp 1.8.23
+    # still sends MAIL FROM without the parameter RFC 6531 asks for (and the raw UTF-8 RCPT).
+    from torokiki_pipe.devtools import smtpsink
+
+    sink = smtpsink.serve_in_thread()
+    try:
+        rc = tmp_path / "msmtprc"
+        rc.write_text(f"account default\nhost 127.0.0.1\nport {sink.port}\nauth off\ntls off\n"
+                      f"from {GATEWAY}\nsyslog off\nlogfile\ntimeout 15\n")
+        rc.chmod(0o600)
+        sent = Sendmail((shutil.which("msmtp"), "-C", str(rc))).send(_reply(Sender("Jöhn", IDN)), IDN)
+        assert sent.sent, sent.detail
+        [received] = sink.wait_for(1)
+        assert received.rcpt_tos == (IDN,) and received.mail_from == "<>"
+        assert received.smtputf8 is False
+    finally:
+        sink.shutdown()
+
+
+@pytest.mark.integration    # a server thread
+def test_the_sink_offers_smtputf8_and_says_who_asked_for_it():
+    import smtplib
+
+    from torokiki_pipe.devtools import smtpsink
+
+    sink = smtpsink.serve_in_thread()
+    try:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            client.ehlo()
+            assert client.has_extn("smtputf8")
+            client.sendmail("<>", [IDN], f"To: {IDN}\r\n\r\nkia ora\r\n".encode(), mail_options=["SMTPUTF8"])
+            client.sendmail("<>", ["kiri@example.net"], b"To: kiri@example.net\r\n\r\nkia ora\r\n")
+        asked, plain = sink.wait_for(2)
+        assert (asked.rcpt_tos, asked.smtputf8) == ((IDN,), True)
+        assert (plain.rcpt_tos, plain.smtputf8) == (("kiri@example.net",), False)
+    finally:
+        sink.shutdown()

@@ -5,8 +5,12 @@ test-only dependency; the benchmark (and a demo or a manual test) needs a sink t
 the installed package can always run, so this one is standard library only.  It speaks the part of
 RFC 5321 that msmtp (and swaks, or a human with telnet) uses: EHLO/HELO, MAIL FROM
 (null sender ``<>`` and ESMTP parameters accepted), RCPT TO, DATA, RSET, NOOP, QUIT;
-it advertises 8BITMIME and SIZE, and no PIPELINING, so that clients wait for every
-answer.  It is a sink, not a mail server: no relaying, no authentication, no TLS.
+it advertises 8BITMIME, SMTPUTF8 (RFC 6531) and SIZE, and no PIPELINING, so that
+clients wait for every answer.  UTF-8 addresses are taken with or without the
+SMTPUTF8 parameter of MAIL FROM (as Postfix with strict_smtputf8 = no does), and
+``Received.smtputf8`` says whether the client asked for it: how a test tells a
+client that speaks RFC 6531 (Postfix) from one that only passes UTF-8 through
+(msmtp).  It is a sink, not a mail server: no relaying, no authentication, no TLS.
 
     python -m torokiki_pipe.devtools.smtpsink [--host H] [--port N] [DIR]
 
@@ -15,12 +19,12 @@ or, in Python, ``sink = serve_in_thread(directory=None)`` and then ``sink.port``
 ``sink.shutdown()``.  The 250 after DATA is sent only once the message is recorded
 (and written to DIR, when given), so a client that exited 0 left its message here.
 
-Each message is kept as ``Received(mail_from, rcpt_tos, data)``: ``data`` is what the
+Each message is kept as ``Received(mail_from, rcpt_tos, data, smtputf8)``: ``data`` is what the
 client sent between DATA and the final ``.``, dot-stuffing undone, CRLF line endings as
 on the wire; the null sender is recorded as ``"<>"`` (as aiosmtpd does).  In DIR each
 message is a file ``<time>-<n>.eml`` (written to a temporary name, then renamed, so a
 reader never sees half a file) that starts with ``X-Sink-Envelope-From:`` and
-``X-Sink-Envelope-To:`` lines.
+``X-Sink-Envelope-To:`` lines (and ``X-Sink-SMTPUTF8: yes`` when it was asked for).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class Received:
     mail_from: str                 # "<>" for the null sender
     rcpt_tos: tuple[str, ...]
     data: bytes
+    smtputf8: bool = False         # the client asked for SMTPUTF8 (MAIL FROM:<...> SMTPUTF8)
 
 
 class _LineTooLong(Exception):
@@ -154,6 +159,10 @@ def _address(argument: str, keyword: str) -> str | None:
     return address or ("<>" if keyword == "FROM:" else None)
 
 
+def _smtputf8_parameter(argument: str) -> bool:
+    return any(word.upper() == "SMTPUTF8" for word in argument.split()[1:])
+
+
 def _size_parameter(argument: str) -> int | None:
     for word in argument.split()[1:]:
         key, _, value = word.partition("=")
@@ -172,6 +181,7 @@ class _Session(socketserver.BaseRequestHandler):
         sink = self.server
         mail_from: str | None = None
         rcpt_tos: list[str] = []
+        smtputf8 = False
         try:
             connection.send(f"220 {sink.hostname} ESMTP torokiki smtpsink")
             while True:
@@ -187,7 +197,7 @@ class _Session(socketserver.BaseRequestHandler):
                 verb = verb.upper()
                 if verb == "EHLO":
                     mail_from, rcpt_tos = None, []
-                    connection.send(f"250-{sink.hostname}\r\n250-8BITMIME\r\n250 SIZE {sink.max_size}")
+                    connection.send(f"250-{sink.hostname}\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE {sink.max_size}")
                 elif verb == "HELO":
                     mail_from, rcpt_tos = None, []
                     connection.send(f"250 {sink.hostname}")
@@ -201,7 +211,7 @@ class _Session(socketserver.BaseRequestHandler):
                     elif size is not None and size > sink.max_size:
                         connection.send("552 5.3.4 Message size exceeds fixed maximum message size")
                     else:
-                        mail_from, rcpt_tos = address, []
+                        mail_from, rcpt_tos, smtputf8 = address, [], _smtputf8_parameter(argument)
                         connection.send("250 2.1.0 OK")
                 elif verb == "RCPT":
                     address = _address(argument, "TO:")
@@ -230,7 +240,7 @@ class _Session(socketserver.BaseRequestHandler):
                         connection.send("552 5.3.4 Message size exceeds fixed maximum message size")
                         continue
                     try:
-                        sink.deliver(Received(envelope[0], envelope[1], data))
+                        sink.deliver(Received(envelope[0], envelope[1], data, smtputf8))
                     except OSError as error:
                         connection.send(f"451 4.3.0 Cannot store the message: {error.strerror}")
                         continue
@@ -307,7 +317,8 @@ class SmtpSink(socketserver.ThreadingTCPServer):
 
     def _write(self, message: Received) -> None:
         head = (f"X-Sink-Envelope-From: <{message.mail_from.strip('<>')}>\r\n"
-                f"X-Sink-Envelope-To: {', '.join(message.rcpt_tos)}\r\n").encode("utf-8", "replace")
+                f"X-Sink-Envelope-To: {', '.join(message.rcpt_tos)}\r\n"
+                + ("X-Sink-SMTPUTF8: yes\r\n" if message.smtputf8 else "")).encode("utf-8", "replace")
         name = f"{time.time_ns():020d}-{next(self._numbers):06d}.eml"
         # Called by deliver() only when there is a directory.
         write_atomically(self.directory / name, head + message.data, durable=False)  # type: ignore[operator]
