@@ -136,6 +136,21 @@ def test_an_internationalised_address_needs_a_mailer_that_carries_it():
         assert isinstance(reply_sender(malformed, smtputf8=True), str), malformed
 
 
+@pytest.mark.parametrize("from_header, sent_to", [
+    ("kiri@mächine.example", "kiri@xn--mchine-bua.example"),
+    ("Kiri <kiri@MÄCHINE.example>", "kiri@xn--mchine-bua.example"),
+    ("kiri@xn--mchine-bua.example", "kiri@xn--mchine-bua.example"),
+])
+def test_an_ascii_local_part_at_an_international_domain_needs_no_smtputf8(from_header, sent_to):
+    assert reply_sender(from_header).address == sent_to
+
+
+def test_a_domain_idna_2003_would_change_is_not_rewritten():
+    # Python's codec maps faß.de to fass.de: another domain under IDNA 2008.
+    assert "SMTPUTF8" in reply_sender("kiri@faß.de")
+    assert reply_sender("kiri@faß.de", smtputf8=True).address == "kiri@faß.de"
+
+
 def test_the_reply_to_an_internationalised_address_has_utf8_headers():
     data = _reply(Sender("Jöhn", IDN))
     head = data.split(b"\n\n", 1)[0].decode("utf-8")
@@ -156,6 +171,18 @@ def test_the_pipeline_asks_the_mailer_about_smtputf8(carries, outcome):
     else:
         assert "SMTPUTF8" in done.detail and "the fake mailer's setting" in done.detail
         assert fakes.mailer.attempts == []
+
+
+def test_without_smtputf8_an_international_domain_is_answered_at_its_a_label():
+    fakes = Fakes(mailer=FakeMailer(smtputf8=False))
+    done = process(RawMail(mail("help", sender="Kiri <kiri@mächine.example>"), False), Envelope(), CONFIG,
+                   fakes.effects())
+    assert done.outcome is Outcome.ANSWERED
+    [sent] = fakes.mailer.sent
+    assert sent.recipient == "kiri@xn--mchine-bua.example" and sent.message.isascii()
+    fakes = Fakes(mailer=FakeMailer(smtputf8=True))
+    process(RawMail(mail("help", sender="Kiri <kiri@mächine.example>"), False), Envelope(), CONFIG, fakes.effects())
+    assert [a.recipient for a in fakes.mailer.sent] == ["kiri@mächine.example"]
 
 
 def test_the_setting_decides_when_it_says_yes_or_no():

@@ -124,8 +124,8 @@ def answerable_sender(head: Head, effects: Effects) -> Sender | str:
     carries, why = effects.mailer.smtputf8()
     if carries:
         return sender
-    return (f"the From address {sender.address!r} is internationalised (SMTPUTF8), which the sendmail "
-            f"command cannot carry ({why})")
+    ascii_form = reply_sender(head.from_raw)    # kiri@xn--mchine-bua.example needs no SMTPUTF8
+    return ascii_form if isinstance(ascii_form, Sender) else f"{ascii_form} ({why})"
 
 
 def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effects: Effects,

@@ -153,7 +153,9 @@ def reply_sender(from_header: str, smtputf8: bool = False) -> Sender | str:
     second address or a group; `Sender.note` says the name was dropped.  An
     absent, ambiguous (several addresses, group syntax) or malformed address
     stays unanswered.  An internationalised address (non-ASCII, RFC 6531) is
-    answered only when the mailer can carry it (`smtputf8`).
+    answered only when the mailer can carry it (`smtputf8`), or, with an
+    ASCII local part, at its domain's A-label form (kiri@xn--mchine-bua.example),
+    when that names the very same domain.
     """
     if not from_header.strip():
         return "the mail has no From address"
@@ -184,13 +186,35 @@ def reply_sender(from_header: str, smtputf8: bool = False) -> Sender | str:
             or address.startswith("-") or not address.isprintable()):
         return f"the From address {address!r} is not a well-formed address"
     if international and not smtputf8:
-        return (f"the From address {address!r} is internationalised (SMTPUTF8), "
-                "which the sendmail command cannot carry")
+        ascii_form = _a_label_address(address)
+        if ascii_form is None:
+            return (f"the From address {address!r} is internationalised (SMTPUTF8), "
+                    "which the sendmail command cannot carry")
+        address = ascii_form
     if name and not note:
         why = _unsafe_name(name)
         if why:
             name, note = "", f"display name dropped ({why})"
     return Sender(display_name=one_line(name) if not note else "", address=address, note=note)
+
+
+def _a_label_address(address: str) -> str | None:
+    """local@xn--...: an ASCII local part at an internationalised domain, written in ASCII (RFC 5890), or None.
+
+    Python's codec is IDNA 2003, which maps some names to others (faß.de to
+    fass.de); only a domain that decodes back to itself is written so, lest
+    the reply go to another domain.
+    """
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:
+        labels = domain.encode("idna")
+        same = labels.decode("idna") == domain.lower()
+    except UnicodeError:
+        return None
+    text = labels.decode("ascii")
+    return f"{local}@{text}" if same and re.match(_ADDR, f"{local}@{text}") else None
 
 
 def _read_from(header: str) -> _Read:
