@@ -312,3 +312,10 @@ def test_the_sink_offers_smtputf8_and_says_who_asked_for_it():
         assert (plain.rcpt_tos, plain.smtputf8) == (("kiri@example.net",), False)
     finally:
         sink.shutdown()
+
+
+def test_a_kept_reply_to_an_internationalised_address_can_be_replayed():
+    from torokiki_pipe.admin.replay import reply_recipient
+
+    assert reply_recipient(_reply(Sender("Jöhn", IDN)), GATEWAY) == (IDN, "")
+    assert reply_recipient(_reply(Sender("Kiri", "kiri@example.net")), GATEWAY) == ("kiri@example.net", "")

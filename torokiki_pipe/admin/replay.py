@@ -45,7 +45,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from email.errors import HeaderDefect
+from email.errors import HeaderDefect, NonASCIILocalPartDefect
 from email.policy import default
 from pathlib import Path
 
@@ -416,17 +416,24 @@ def reply_recipient(data: bytes, gateway_address: str) -> tuple[str, str]:
     message = email.message_from_bytes(data)      # compat32: header values as they are written
     if not any(str(v).strip().lower().startswith(LOOP_MARKER_PREFIX) for v in message.get_all("X-Loop") or []):
         return "", "not a reply of this gateway (no X-Loop marker)"
-    tos = message.get_all("To") or []
+    tos = [value for name, value in message.raw_items() if name.lower() == "to"]
     if len(tos) != 1:
         return "", f"a reply needs exactly one To header, this one has {len(tos)}"
     raw = re.sub(r"\r?\n(?=[ \t])", "", str(tos[0])).strip()
+    # compat32 reads header bytes as ASCII with surrogates; a reply to an
+    # internationalised address has a UTF-8 To (RFC 6532).
+    raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     try:
         parsed = default.header_factory("to", raw)
     except (ValueError, TypeError, IndexError):
         return "", "the To header cannot be read safely"
-    if any(isinstance(d, HeaderDefect) for d in parsed.defects) or len(parsed.addresses) != 1:
+    # A UTF-8 local part is a defect to RFC 5322 alone; RFC 6531 allows it.
+    defects = [d for d in parsed.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if any(isinstance(d, HeaderDefect) for d in defects) or len(parsed.addresses) != 1:
         return "", f"the To header must hold exactly one address, it holds {len(parsed.addresses)}"
-    checked = reply_sender(raw)       # the pipe's own test of an address it may answer
+    # The pipe's own test of an address it may answer; it wrote a UTF-8 address
+    # only when its mailer could carry it.
+    checked = reply_sender(raw, smtputf8=True)
     if not isinstance(checked, Sender):
         return "", f"To: {checked.replace('From', 'To')}"
     if checked.address.lower() == gateway_address.lower():
