@@ -22,8 +22,9 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?= -q
 # The integration tests deliver replies with msmtp and exercise procmail,
-# Postfix, swaks, imapfilter and Dovecot's IMAP server.
-APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
+# Postfix, swaks, imapfilter and Dovecot's IMAP server; headless Chromium shows
+# the HTML replies at phone size (tests/test_browser.py, make demo).
+APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd chromium
 
 .PHONY: all demo test unit typecheck min-versions bench deps venv install install-test clean
 
