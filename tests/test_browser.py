@@ -5,10 +5,13 @@ does not exist, replies to our content mail with a photo and words, with only
 the quote) goes through the installed pipe, msmtp and the SMTP sink.  Each
 text/html part of each reply is written as a page (devtools.browser.html_pages)
 and shot with Debian's headless ``chromium`` at 390x844; the set of pages is
-whatever the pipe sent, not a list kept here.  Each shot must exist, be 390
-pixels wide and 844 high, and not be blank (more than one colour: the PNG is
-decoded here with zlib and struct); no page may load anything from the network
-(checked in the HTML: no http(s) address in a src, srcset, link href, CSS url()).
+whatever the pipe sent, not a list kept here.  The pages are shot together, each
+in a 390x844 frame of one sheet (devtools.browser.sheet): one browser start,
+about two seconds, where one per page cost a second each.  The shot must exist
+and be 390 pixels wide, and no page's band of it may be blank (more than one
+colour: the PNG is decoded here with zlib and struct); no page may load anything
+from the network (checked in the HTML: no http(s) address in a src, srcset, link
+href, CSS url()).
 
 Skips only when chromium is missing and the tests do not run as root; as root
 (CI, where `make test` installs it through `make deps`) a missing chromium fails.
@@ -44,8 +47,9 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def png_colours(data: bytes, enough: int = 2) -> set[bytes]:
-    """The distinct pixel values of an 8-bit, non-interlaced PNG, read until `enough` are found."""
+def png_rows(data: bytes):
+    """The rows of pixels of an 8-bit, non-interlaced PNG, each as bytes, filters undone; and its
+    bytes per pixel: (bpp, rows)."""
     pos, idat, header = 8, bytearray(), b""
     while pos < len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -62,38 +66,51 @@ def png_colours(data: bytes, enough: int = 2) -> set[bytes]:
     bpp = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour_type]
     stride = width * bpp
     raw = zlib.decompress(bytes(idat))
-    previous = bytearray(stride)
-    found: set[bytes] = set()
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
-        for i in range(stride):         # undo the row's filter (PNG spec, section 9)
-            left = line[i - bpp] if i >= bpp else 0
-            up = previous[i]
-            if kind == 1:
-                line[i] = (line[i] + left) & 255
-            elif kind == 2:
-                line[i] = (line[i] + up) & 255
-            elif kind == 3:
-                line[i] = (line[i] + (left + up) // 2) & 255
-            elif kind == 4:
-                corner = previous[i - bpp] if i >= bpp else 0
-                p = left + up - corner
-                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
-                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 255
-        found.update(bytes(line[x:x + bpp]) for x in range(0, stride, bpp))
-        if len(found) >= enough:
-            break
-        previous = line
-    return found
+
+    def rows():
+        previous = bytearray(stride)
+        for y in range(height):
+            start = y * (stride + 1)
+            kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+            for i in range(stride):         # undo the row's filter (PNG spec, section 9)
+                left = line[i - bpp] if i >= bpp else 0
+                up = previous[i]
+                if kind == 1:
+                    line[i] = (line[i] + left) & 255
+                elif kind == 2:
+                    line[i] = (line[i] + up) & 255
+                elif kind == 3:
+                    line[i] = (line[i] + (left + up) // 2) & 255
+                elif kind == 4:
+                    corner = previous[i - bpp] if i >= bpp else 0
+                    p = left + up - corner
+                    pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                    line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 255
+            yield bytes(line)
+            previous = line
+    return bpp, rows()
+
+
+def tile_colours(data: bytes, tile_height: int, enough: int = 2) -> list[int]:
+    """For each band of `tile_height` rows, top to bottom, how many pixel values it holds
+    (counted up to `enough`: telling blank from not blank needs no more)."""
+    bpp, rows = png_rows(data)
+    tiles: list[set[bytes]] = []
+    for y, row in enumerate(rows):
+        if y % tile_height == 0:
+            tiles.append(set())
+        if len(tiles[-1]) < enough:
+            tiles[-1].update(row[x:x + bpp] for x in range(0, len(row), bpp))
+    return [min(len(tile), enough) for tile in tiles]
 
 
 def test_the_png_reader_tells_a_blank_picture_from_one_with_something_on_it():
     blank = make_png(30, 20, lambda x, y: (255, 255, 255))
     dot = make_png(30, 20, lambda x, y: (0, 0, 0) if (x, y) == (29, 19) else (255, 255, 255))
     assert png_size(blank) == (30, 20)
-    assert png_colours(blank) == {b"\xff\xff\xff"}
-    assert len(png_colours(dot)) == 2       # found in the very last pixel
+    assert tile_colours(blank, 20) == [1]
+    assert tile_colours(dot, 20) == [2]         # found in the very last pixel
+    assert tile_colours(dot, 10) == [1, 2]      # the top band blank, the bottom one not
 
 
 # --------------------------------------------------------------------------- what a page loads
@@ -152,18 +169,15 @@ def test_every_html_reply_looks_right_at_phone_size(run_pipe, smtp_sink, tmp_pat
             pages += browser.html_pages(received.data, tmp_path / "pages", f"{name}-{n + 1}")
     assert pages, "no reply had an HTML part (the help reply has one)"
 
-    shots = browser.screenshots(chromium, pages)
-    wrong = []
-    for shot in shots:
-        if not shot.ok:
-            wrong.append(f"{shot.page.name}: {shot.detail}")
-            continue
-        data = shot.png.read_bytes()
-        if png_size(data) != browser.PHONE:
-            wrong.append(f"{shot.png.name}: {png_size(data)} pixels, not {browser.PHONE}")
-        if len(png_colours(data)) < 2:
-            wrong.append(f"{shot.png.name}: blank (one colour)")
-        remote = browser.remote_resources(shot.page.read_text(encoding="utf-8"))
-        if remote:
-            wrong.append(f"{shot.page.name} loads from the network: {remote}")
-    assert not wrong, f"in {tmp_path / 'pages'}:\n" + "\n".join(wrong)
+    # One browser start for all of them: each page in its own phone-size frame, one below the other.
+    width, height = browser.PHONE
+    shot = browser.screenshot(chromium, browser.sheet(pages, tmp_path / "pages" / "all.html"),
+                              size=(width, height * len(pages)))
+    assert shot.ok, shot.detail
+    data = shot.png.read_bytes()
+    assert png_size(data) == (width, height * len(pages)), "not phone-wide, or a frame is missing"
+    wrong = [f"{page.name}: blank (one colour)"
+             for page, colours in zip(pages, tile_colours(data, height)) if colours < 2]
+    wrong += [f"{page.name} loads from the network: {remote}" for page in pages
+              if (remote := browser.remote_resources(page.read_text(encoding="utf-8")))]
+    assert not wrong, f"see {shot.png}:\n" + "\n".join(wrong)

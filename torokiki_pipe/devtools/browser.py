@@ -13,8 +13,10 @@ from the network (a reply must load nothing: mail apps block remote images).
 size (PHONE, 390x844 CSS pixels), with a new profile in a temporary folder, a
 bounded timeout and an argument list; the PNG goes beside the page.  It
 returns a Shot and never raises: a browser that fails or hangs is a Shot with
-``ok`` False and the reason.  `screenshots` runs a few at once (each start
-costs about a second, mostly waiting).  For the demo and the tests, not the
+``ok`` False and the reason.  Each start costs about a second of processor
+time, so running several at once gains little on two cores: `screenshots`
+runs two; `sheet` puts many pages in one, each in a phone-size frame, for one
+start to shoot them all (the tests do that).  For the demo and the tests, not the
 gateway: nothing in the pipe imports this module.
 """
 
@@ -28,6 +30,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
@@ -128,6 +131,18 @@ def remote_resources(html: str) -> list[str]:
     parser.feed(html)
     parser.close()
     return parser.found
+
+
+def sheet(pages: list[Path], path: Path, size: tuple[int, int] = PHONE) -> Path:
+    """A page at `path` showing `pages` one below the other, each in a frame of `size`: one
+    browser start shoots them all (at `size` wide, len(pages) times its height high), each
+    frame laid out as the page alone in a phone's viewport."""
+    width, height = size
+    frames = "".join(f'<iframe src="{html_escape(page.resolve().as_uri())}" width="{width}" height="{height}" '
+                     'style="border: 0; display: block"></iframe>\n' for page in pages)
+    path.write_text(f'<!DOCTYPE html>\n<html><body style="margin: 0">\n{frames}</body></html>\n',
+                    encoding="utf-8")
+    return path
 
 
 def screenshot(program: str, page: Path, png: Path | None = None, size: tuple[int, int] = PHONE,
