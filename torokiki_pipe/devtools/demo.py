@@ -382,9 +382,10 @@ def show_html(replies: list[tuple[str, Path]], out: Path, chromium: str | None) 
             print(f"  {page.name}")
         print("No screenshots: chromium is not installed (apt-get install chromium; `make deps` does it as root).")
     else:
+        print(f"  with a screenshot of each as a phone shows it, {width}x{height}:")
         for shot in browser.screenshots(chromium, pages):
             if shot.ok:
-                print(f"  {shot.page.name}  ->  {shot.png.name} (as a phone shows it: {width}x{height})")
+                print(f"  {shot.page.name}  ->  {shot.png.name}")
             else:
                 print(f"  {shot.page.name}  (no screenshot: {shot.detail})")
     for page in pages:
