@@ -1,7 +1,10 @@
 # torokiki-pipe developer entry points.  CI runs `make test` (see .ci/run).
 #
-#   make demo   every examples/*.eml through the installed gateway, against
-#               the reference website, replies written to a temporary outbox
+#   make demo   every examples/*.eml, then the reply flow (a get, a reply to
+#               it with a photo, a reply to the "Saved" mail with words),
+#               through the installed gateway against the reference website,
+#               replies written to a temporary outbox; the HTML replies go to
+#               build/demo/, with phone-size screenshots when chromium is there
 #   make test   Debian packages the tests use (when root and missing), the
 #               virtualenv, the type check, then pytest; "no tests collected"
 #               is a failure
@@ -22,8 +25,9 @@ VPY := $(VENV)/bin/python
 PIP := $(VPY) -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?= -q
 # The integration tests deliver replies with msmtp and exercise procmail,
-# Postfix, swaks, imapfilter and Dovecot's IMAP server.
-APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd
+# Postfix, swaks, imapfilter and Dovecot's IMAP server; headless Chromium shows
+# the HTML replies at phone size (tests/test_browser.py, make demo).
+APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd chromium
 
 .PHONY: all demo test unit typecheck min-versions bench deps venv install install-test clean
 

@@ -1,13 +1,16 @@
-"""The development tools: the reference website, the outbox stand-in and the SMTP sink."""
+"""The development tools: the reference website, the outbox stand-in, the demo and the SMTP sink."""
 
 from __future__ import annotations
 
 import base64
+import datetime
 import email
+import email.message
 import email.policy
 import json
 import os
 import random
+import re
 import select
 import shlex
 import shutil
@@ -17,11 +20,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from torokiki_pipe.devtools import outbox, smtpsink
+from torokiki_pipe.devtools import browser, demo, outbox, smtpsink
 from torokiki_pipe.devtools.reference_site.contract import is_base64
 from torokiki_pipe.devtools.reference_site.server import serve_in_thread
 from torokiki_pipe.devtools.reference_site.store import make_png
@@ -484,6 +488,138 @@ def test_outbox_unwritable_folder_is_temporary(tmp_path):
     done = subprocess.run([sys.executable, "-m", "torokiki_pipe.devtools.outbox", str(blocker / "box"),
                            "--", "a@x"], input=b"x", capture_output=True, timeout=30)
     assert done.returncode == 75
+
+
+# --------------------------------------------------------------------------- the demo
+
+SEED_URL = f"{SITE}/image/1/response"
+OURS_ID = "<torokiki.image.1.0123456789abcdef@torokiki.net>"
+
+
+def our_content_mail() -> email.message.EmailMessage:
+    """A content mail as the gateway sends it, for the demo's phone to reply to."""
+    ours = email.message.EmailMessage()
+    ours["From"] = "Torokiki <gateway@torokiki.net>"
+    ours["To"] = "Kiri Tane <kiri@example.net>"
+    ours["Subject"] = f"Torokiki content: {SEED_URL}"
+    ours["Date"] = "Tue, 14 May 2024 08:05:40 +1200"
+    ours["Message-ID"] = OURS_ID
+    ours["References"] = "<get-1@example.net>"
+    ours.set_content(f"Kia ora Kiri,\n\nHere is the Torokiki content you asked for:\n  {SEED_URL}\n")
+    ours.add_alternative("<p>Kia ora Kiri,</p>", subtype="html")
+    return ours
+
+
+def test_the_demo_phone_replies_as_iphone_mail_does():
+    now = datetime.datetime(2024, 5, 14, 8, 30, tzinfo=datetime.timezone.utc)
+    ours = our_content_mail()
+    photo = email.message_from_bytes(demo.photo_reply(ours, PNG, now), policy=email.policy.default)
+    assert photo["Subject"] == f"Re: Torokiki content: {SEED_URL}"
+    assert photo["In-Reply-To"] == OURS_ID
+    assert photo["References"].split() == ["<get-1@example.net>", OURS_ID]
+    assert demo.structure(photo) == ("multipart/alternative [text/plain, multipart/related "
+                                     f"[text/html, image/png {demo.PHOTO_NAME} {len(PNG)} bytes inline]]")
+    assert b"\r\n" not in demo.photo_reply(ours, PNG, now)        # as Postfix's pipe hands it over
+    text, related = photo.get_payload()
+    page, image = related.get_payload()
+    assert image.get_content() == PNG
+    assert f'src="cid:{image["Content-ID"].strip("<>")}"' in page.get_content()
+    assert '<blockquote type="cite">' in page.get_content()
+    assert text.get_content().startswith("\n\nSent from my iPhone\n\n> On 14 May 2024, at 08:05, "
+                                         "Torokiki <gateway@torokiki.net> wrote:\n>\n> Kia ora Kiri,\n")
+    words = email.message_from_bytes(demo.words_reply(ours, "Same corner today.", now), policy=email.policy.default)
+    assert (words["Subject"], words["In-Reply-To"]) == (photo["Subject"], OURS_ID)
+    assert words.get_content_type() == "text/plain"
+    assert words.get_content().startswith("Same corner today.\n\nSent from my iPhone\n\n> On 14 May 2024")
+    assert f">   {SEED_URL}\n" in words.get_content()
+
+
+def test_the_demo_without_chromium_says_so_in_one_line_and_still_writes_the_pages(tmp_path, capsys):
+    reply = email.message.EmailMessage()
+    reply["Subject"] = "Torokiki by email: how to use it"
+    reply.set_content("Kia ora,\n")
+    reply.add_alternative("<p>Kia ora,</p>", subtype="html")
+    (tmp_path / "reply.eml").write_bytes(reply.as_bytes())
+    demo.show_html([("01-help", tmp_path / "reply.eml")], tmp_path / "out", None)
+    assert (tmp_path / "out" / "01-help.html").read_text() == "<p>Kia ora,</p>\n"
+    assert not list((tmp_path / "out").glob("*.png"))
+    said = [line for line in capsys.readouterr().out.splitlines() if "screenshot" in line.lower()]
+    assert said == ["No screenshots: chromium is not installed (apt-get install chromium; "
+                    "`make deps` does it as root)."]
+
+
+def _section(text: str, start: str, end: str) -> str:
+    assert start in text, f"{start!r} is not in the demo's output"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+@pytest.mark.integration  # the demo: the reference website, the installed pipe, chromium when installed
+def test_demo_shows_the_reply_flow_answering_what_the_gateway_sent(pipe_program, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "torokiki_pipe.devtools.demo", "--pipe", pipe_program,
+                           "--out", str(out), "--keep"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    kept = re.search(r"^Kept (\S+):", done.stdout, re.MULTILINE)
+    try:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        assert kept, "the demo did not say where it kept its folder"
+        sent_replies = {}
+        for path in outbox.messages(Path(kept[1]) / "outbox"):
+            reply = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            sent_replies[reply["Message-ID"]] = reply
+    finally:
+        if kept:
+            shutil.rmtree(kept[1], ignore_errors=True)
+    output = done.stdout
+    for example_mail in sorted(p.name for p in (Path(__file__).parent.parent / "examples").glob("*.eml")):
+        assert f"{example_mail}   Subject: " in output
+    steps = [_section(output, f"Step {n} of 3: ", f"Step {n + 1} of 3: " if n < 3 else "=" * 72)
+             for n in (1, 2, 3)]
+
+    def sent(step: str, header: str) -> str:
+        found = re.search(rf"^    \| {header}:\s+(.+)$", _section(step, "  sent:\n", "  exit "), re.MULTILINE)
+        assert found, f"no {header} in what step sent:\n{step}"
+        return found[1]
+
+    def answered(step: str) -> email.message.EmailMessage:
+        found = re.search(r"^    \| Message-ID:\s+(<\S+>)$", _section(step, "  reply:\n", "the website stored"),
+                          re.MULTILINE)
+        assert found and found[1] in sent_replies, f"step's reply is not in the outbox:\n{step}"
+        return sent_replies[found[1]]
+
+    def stored(step: str) -> str:
+        return _section(step, "  the website stored:", "\n-----")
+
+    # 1. a get: the content mail, threaded by its Message-ID, nothing stored
+    content_mail = answered(steps[0])
+    assert content_mail["Subject"] == f"Torokiki content: {SEED_URL}"
+    assert content_mail["Message-ID"].startswith("<torokiki.image.1.")
+    assert stored(steps[0]).strip() == "nothing"
+    # 2. Reply pressed on that mail, a photo inline: it answers the mail the outbox holds
+    assert sent(steps[1], "Subject") == f"Re: {content_mail['Subject']}"
+    assert sent(steps[1], "In-Reply-To") == content_mail["Message-ID"]
+    assert "multipart/related [text/html, image/png IMG_0417.PNG" in sent(steps[1], "Parts")
+    saved_mail = answered(steps[1])
+    assert saved_mail["Subject"] == f"Saved: your response to {SEED_URL}"
+    photo_stored = stored(steps[1])
+    assert f"InspiredBy: {SEED_URL}\n" in photo_stored
+    assert "Attachment: IMG_0417.PNG (" in photo_stored and "Text:" not in photo_stored
+    # 3. Reply pressed on the saved mail, a few words: another response, only the words posted
+    assert sent(steps[2], "Subject") == f"Re: {saved_mail['Subject']}"
+    assert sent(steps[2], "In-Reply-To") == saved_mail["Message-ID"]
+    assert answered(steps[2])["Subject"] == f"Saved: your response to {SEED_URL}"
+    words_stored = stored(steps[2])
+    assert [line.strip() for line in words_stored.strip().splitlines()][1:] == [
+        f"InspiredBy: {SEED_URL}", "Submitter: Kiri Tane <kiri@example.net>",
+        "Text: The tram stop was right outside the bank. My nana waited there every morning.",
+        "Tags: lambtonquay, tram, nana"]
+    # the HTML replies, and their screenshots when chromium is there
+    assert (out / "01-help.html").is_file()
+    if browser.find_chromium():
+        assert (out / "01-help.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        assert "01-help.html  ->  01-help.png" in output
+    else:
+        assert "No screenshots: chromium is not installed" in output
 
 
 # --------------------------------------------------------------------------- SMTP sink (stdlib)
