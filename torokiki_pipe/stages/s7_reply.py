@@ -31,6 +31,7 @@ from typing import Mapping, NamedTuple
 from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
 from torokiki_pipe.stages.s5_understand.urls import ContentUrl, message_id_about
 from torokiki_pipe.stages.s3_guard import Sender, loop_marker
+from torokiki_pipe.stages.s7_links import mailto
 from torokiki_pipe.stages.s8_record import one_line
 
 # A display name or subject on one line, short: it can never add a header or a recipient.
@@ -61,15 +62,20 @@ class Reply(NamedTuple):
     html_template: str | None = None
     attachment: tuple[str, bytes] | None = None    # (file name, data)
     about: ContentUrl | None = None                 # the content a reply to this reply answers
+    # value name -> a mailto-*.txt template: the mail one tap opens (s7_links), filled from the same values
+    links: Mapping[str, str] = MappingProxyType({})
+    # value name -> a fragment's name without .txt/.html, filled with the values and links
+    notes: Mapping[str, str] = MappingProxyType({})
 
 
 # Template values that reach the sender whole: the gateway's own words and addresses, the
-# problems list (problems_text bounds it), what the website sent about its content, and the
-# note on unsaved words (it quotes an excerpt of them).
+# problems list (problems_text bounds it), what the website sent about its content, the
+# note on unsaved words (it quotes an excerpt of them), and the corrected subject of "Try
+# again" (a command word and a canonical URL: urls.suggested_url).
 # Any other value (the subject, the display name, the website's error text, and any value
 # added later) may be the sender's and is cut to an excerpt.
 WHOLE_VALUES = frozenset({"site", "gateway", "problems", "short_help", "limit", "waited", "window",
-                          "url", "inspired_by", "text", "attachment_note", "unsaved_note"})
+                          "url", "inspired_by", "text", "attachment_note", "unsaved_note", "retry_subject"})
 EXCERPT_LIMITS = {"detail": 300}     # an error text needs a little more room to be useful
 MAX_PROBLEM_CHARS = 500
 
@@ -101,6 +107,15 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     values = bounded({"site": context.site_url, "gateway": context.gateway_address,
                       "greeting": f"Kia ora {name}," if name else "Kia ora,",
                       **reply.values})
+    # Every reply offers help; each link is built from values already bounded, never cut itself.
+    links = {"help_link": "mailto-help.txt", **reply.links}
+    for name, template in links.items():
+        link_subject, link_body = render(template, values)
+        values[name] = mailto(context.gateway_address, link_subject, link_body.rstrip("\n"))
+    html_values = _html_escaped(values)
+    for name, fragment in reply.notes.items():
+        values[name] = render(f"{fragment}.txt", values)[1]
+        html_values[name] = render(f"{fragment}.html", html_values)[1]
     subject, body = render(reply.template, values)
     if last_before_limit:
         note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
@@ -125,9 +140,11 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     # RFC 2369: the mail client's own "help" button, one tap to the help mail.
     message["List-Help"] = f"<mailto:{context.gateway_address}?subject=help>"
     message.set_content(body, charset="utf-8")
-    if reply.html_template:
-        message.add_alternative(render(reply.html_template, _html_escaped(values))[1], subtype="html",
-                                charset="utf-8")
+    html_values.update(title=_html_escaped({"s": subject})["s"], content=render(
+        reply.html_template or reply.template.removesuffix(".txt") + ".html", html_values)[1],
+        limit_note=render("limit-note.html", _html_escaped({"window": last_before_limit}))[1]
+        if last_before_limit else "")
+    message.add_alternative(render("layout.html", html_values)[1], subtype="html", charset="utf-8")
     if not reply.attachment:
         return message.as_bytes()
     import mimetypes
