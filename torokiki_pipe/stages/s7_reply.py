@@ -99,6 +99,12 @@ def render(name: str, values: dict) -> tuple[str, str]:
     return subject.safe_substitute(values), body.safe_substitute(values)
 
 
+def link(template: str, values: dict, address: str) -> str:
+    """The mailto: URI of the mail in `template` (templates/mailto-*.txt), filled with `values`."""
+    subject, body = render(template, values)
+    return mailto(address, subject, body.rstrip("\n"))
+
+
 def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> bytes:
     """The reply, as the bytes sendmail reads.  `last_before_limit` (e.g. "an hour") adds
     the note that no more answers follow for that long."""
@@ -109,9 +115,7 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
                       **reply.values})
     # Every reply offers help; each link is built from values already bounded, never cut itself.
     links = {"help_link": "mailto-help.txt", **reply.links}
-    for name, template in links.items():
-        link_subject, link_body = render(template, values)
-        values[name] = mailto(context.gateway_address, link_subject, link_body.rstrip("\n"))
+    values.update({name: link(template, values, context.gateway_address) for name, template in links.items()})
     html_values = _html_escaped(values)
     for name, fragment in reply.notes.items():
         values[name] = render(f"{fragment}.txt", values)[1]
