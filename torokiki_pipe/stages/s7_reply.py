@@ -1,7 +1,11 @@
 """Stage 6: choose and build the reply.  Pure: no clock, no I/O.
 
 Texts live in ``templates/``: each file starts with a ``Subject:`` line, then
-a blank line, then the body, filled in with `string.Template`.  Every reply
+a blank line, then the body, filled in with `string.Template`.  Every reply is
+``multipart/alternative``: that text, and its HTML (``NAME.html`` beside
+``NAME.txt``, inside ``layout.html``, every value HTML-escaped), both carrying
+the same ``mailto:`` links to the next step (`Reply.links`: the mails of
+``mailto-*.txt``, encoded by `s7_links.mailto`).  Every reply
 goes to the one checked From address only, carries the headers that keep
 loops from starting (RFC 3834 ``Auto-Submitted``, ``Precedence: bulk``, our
 ``X-Loop``), threads under the original, and never carries the original mail
@@ -117,9 +121,9 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     links = {"help_link": "mailto-help.txt", **reply.links}
     values.update({name: link(template, values, context.gateway_address) for name, template in links.items()})
     html_values = _html_escaped(values)
-    for name, fragment in reply.notes.items():
-        values[name] = render(f"{fragment}.txt", values)[1]
-        html_values[name] = render(f"{fragment}.html", html_values)[1]
+    for key, fragment in reply.notes.items():
+        values[key] = render(f"{fragment}.txt", values)[1]
+        html_values[key] = render(f"{fragment}.html", html_values)[1]
     subject, body = render(reply.template, values)
     if last_before_limit:
         note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
@@ -144,11 +148,7 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     # RFC 2369: the mail client's own "help" button, one tap to the help mail.
     message["List-Help"] = f"<mailto:{context.gateway_address}?subject=help>"
     message.set_content(body, charset="utf-8")
-    html_values.update(title=_html_escaped({"s": subject})["s"], content=render(
-        reply.html_template or reply.template.removesuffix(".txt") + ".html", html_values)[1],
-        limit_note=render("limit-note.html", _html_escaped({"window": last_before_limit}))[1]
-        if last_before_limit else "")
-    message.add_alternative(render("layout.html", html_values)[1], subtype="html", charset="utf-8")
+    message.add_alternative(_html(reply, subject, html_values, last_before_limit), subtype="html", charset="utf-8")
     if not reply.attachment:
         return message.as_bytes()
     import mimetypes
@@ -163,6 +163,14 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     stand_in = f"torokiki-attachment-{os.urandom(8).hex()}\n"
     message.get_payload()[-1].set_payload(stand_in)   # type: ignore[index, union-attr]  # multipart: a list
     return message.as_bytes().replace(stand_in.encode(), base64.encodebytes(data), 1)
+
+
+def _html(reply: Reply, subject: str, html_values: dict, last_before_limit: str | None) -> str:
+    """The HTML part: the reply's own HTML template (NAME.html beside NAME.txt) inside layout.html."""
+    content = render(reply.html_template or reply.template.removesuffix(".txt") + ".html", html_values)[1]
+    note = render("limit-note.html", _html_escaped({"window": last_before_limit}))[1] if last_before_limit else ""
+    title = _html_escaped({"title": subject})
+    return render("layout.html", {**html_values, **title, "content": content, "limit_note": note})[1]
 
 
 def attachment_from_content(content: dict) -> tuple[str, bytes] | None:
