@@ -47,3 +47,28 @@ def write_env_file(path: Path, values: dict[str, str]) -> Path:
             stream.write(f"{key}={value}\n")
     os.chmod(path, 0o600)
     return path
+
+
+def reply_links(message) -> dict[str, str]:
+    """The links of a reply's HTML part, label -> href (the label is the link's text, spaces folded)."""
+    from html.parser import HTMLParser
+
+    links: dict[str, str] = {}
+    opened: list[list] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "a":
+                opened.append([dict(attrs).get("href") or "", ""])
+
+        def handle_data(self, data):
+            if opened:
+                opened[-1][1] += data
+
+        def handle_endtag(self, tag):
+            if tag == "a" and opened:
+                href, label = opened.pop()
+                links.setdefault(" ".join(label.split()), href)
+
+    Links(convert_charrefs=True).feed(message.get_body(("html",)).get_content())
+    return links

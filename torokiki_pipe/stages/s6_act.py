@@ -8,6 +8,7 @@ and what to keep in ``logs/``.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import NamedTuple, TYPE_CHECKING
 
 from torokiki_pipe.version import __version__
@@ -24,6 +25,13 @@ if TYPE_CHECKING:
     from torokiki_pipe.stages.s5_understand.urls import ContentUrl
 
 SERVICE = f"Torokiki Mailserver {__version__}"
+
+# The mails one tap opens (templates/mailto-*.txt): every example of the help text, the answer
+# to content, another response to the same content, and a get to correct.
+HELP_LINKS = MappingProxyType({"get_link": "mailto-get-example.txt", "photo_link": "mailto-photo-example.txt",
+                               "text_link": "mailto-text-example.txt"})
+ANSWER_LINKS = MappingProxyType({"answer_link": "mailto-answer.txt"})
+ANOTHER_LINKS = MappingProxyType({"another_link": "mailto-another.txt"})
 
 
 class Step(NamedTuple):
@@ -59,7 +67,7 @@ def content_object(request: CreateResponseRequest, sender: Sender, site_url: str
 def perform(request: Request, *, website, sender: Sender, site_url: str, subject: str,
             idempotency_key: str, caller_id: str) -> Step:
     if isinstance(request, HelpRequest):
-        return Step(Outcome.ANSWERED, "help sent", Reply("help.txt", html_template="help.html"))
+        return Step(Outcome.ANSWERED, "help sent", Reply("help.txt", html_template="help.html", links=HELP_LINKS))
     if isinstance(request, Invalid):
         return invalid_step(request, site_url, subject)
     if isinstance(request, GetRequest):
@@ -78,7 +86,13 @@ def invalid_step(request: Invalid, site_url: str, subject: str) -> Step:
     values = {"subject": subject or "(no subject)", "problems": problems_text(request.problems),
               "short_help": short_help}
     first = request.problems[0].message if request.problems else "not understood"
-    return Step(Outcome.INVALID, first, Reply("invalid.txt", values), keep=ERRONEOUS)
+    # "Try again" with the corrected mail, where a problem knows the fix; else only "Get help".
+    fix = next((p.fix for p in request.problems if p.fix), "")
+    if not fix:
+        return Step(Outcome.INVALID, first, Reply("invalid.txt", {**values, "retry_note": ""}), keep=ERRONEOUS)
+    return Step(Outcome.INVALID, first, Reply("invalid.txt", {**values, "retry_subject": fix},
+                                              links={"retry_link": "mailto-retry.txt"},
+                                              notes={"retry_note": "retry-note"}), keep=ERRONEOUS)
 
 
 def _after_get(answer: WebsiteAnswer, content: ContentUrl, url: str, subject: str) -> Step:
@@ -90,22 +104,24 @@ def _after_get(answer: WebsiteAnswer, content: ContentUrl, url: str, subject: st
         note = f"The file {attachment[0]} is attached.\n" if attachment else ""
         values = {"url": url, "text": f"\n{text}\n" if isinstance(text, str) and text else "",
                   "attachment_note": note}
-        return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment, about=content),
+        return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment, about=content,
+                                                          links=ANSWER_LINKS),
                     url=url)
     if answer.status == "too-large":
         # Not a failure: the content exists, it only cannot travel by mail; its link can.
         from torokiki_pipe.adapters.website import MAX_CONTENT_BYTES
 
         limit = f"{MAX_CONTENT_BYTES / (1024 * 1024):g} MB"
-        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}, about=content),
+        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}, about=content,
+                                                         links=ANSWER_LINKS),
                     url=url)
     if answer.status == "withheld":
         # The website served the gateway's key inside the file: the sender gets the link,
         # the administrator the evidence.
-        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-link.txt", {"url": url}, about=content),
+        return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-link.txt", {"url": url}, about=content, links=ANSWER_LINKS),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
     if answer.status == "not-found":
-        return Step(Outcome.REFUSED, "no such content", Reply("not-found.txt", {"url": url}),
+        return Step(Outcome.REFUSED, "no such content", Reply("not-found.txt", {"url": url}, links={"retry_link": "mailto-get.txt"}),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
     return _refused_or_unavailable(answer, url, subject)
 
@@ -115,13 +131,13 @@ def _after_submit(answer: WebsiteAnswer, answered: ContentUrl, inspired_by: str,
     """The website's answer to a response to `answered` (at `inspired_by`); a reply to our reply adds another."""
     if answer.status == "saved" and answer.location:
         values = {"url": answer.location, "inspired_by": inspired_by, "unsaved_note": _unsaved_note(unsaved)}
-        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values, about=answered), url=answer.location)
+        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values, about=answered, links=ANOTHER_LINKS), url=answer.location)
     if answer.status == "saved":
         # 201 Created without a Location on the site: saved, by the contract; only the
         # address is unknown, and a foreign one must not be passed on as ours.  The
         # exchange is kept: a website answering like this needs looking at.
         return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by, "unsaved_note": _unsaved_note(unsaved)},
-                          about=answered),
+                          about=answered, links=ANOTHER_LINKS),
                     keep=FAILED_HTTPS, exchange=answer.exchange, url=inspired_by, maybe_saved=True)
     return _refused_or_unavailable(answer, inspired_by, subject)
 

@@ -1,7 +1,11 @@
 """Stage 6: choose and build the reply.  Pure: no clock, no I/O.
 
 Texts live in ``templates/``: each file starts with a ``Subject:`` line, then
-a blank line, then the body, filled in with `string.Template`.  Every reply
+a blank line, then the body, filled in with `string.Template`.  Every reply is
+``multipart/alternative``: that text, and its HTML (``NAME.html`` beside
+``NAME.txt``, inside ``layout.html``, every value HTML-escaped), both carrying
+the same ``mailto:`` links to the next step (`Reply.links`: the mails of
+``mailto-*.txt``, encoded by `s7_links.mailto`).  Every reply
 goes to the one checked From address only, carries the headers that keep
 loops from starting (RFC 3834 ``Auto-Submitted``, ``Precedence: bulk``, our
 ``X-Loop``), threads under the original, and never carries the original mail
@@ -31,6 +35,7 @@ from typing import Mapping, NamedTuple
 from torokiki_pipe.stages.s5_understand.command import EXCERPT_CHARS, excerpt
 from torokiki_pipe.stages.s5_understand.urls import ContentUrl, message_id_about, subaddress_about
 from torokiki_pipe.stages.s3_guard import Sender, loop_marker
+from torokiki_pipe.stages.s7_links import mailto
 from torokiki_pipe.stages.s8_record import one_line
 
 # A display name or subject on one line, short: it can never add a header or a recipient.
@@ -64,15 +69,20 @@ class Reply(NamedTuple):
     html_template: str | None = None
     attachment: tuple[str, bytes] | None = None    # (file name, data)
     about: ContentUrl | None = None                 # the content a reply to this reply answers
+    # value name -> a mailto-*.txt template: the mail one tap opens (s7_links), filled from the same values
+    links: Mapping[str, str] = MappingProxyType({})
+    # value name -> a fragment's name without .txt/.html, filled with the values and links
+    notes: Mapping[str, str] = MappingProxyType({})
 
 
 # Template values that reach the sender whole: the gateway's own words and addresses, the
-# problems list (problems_text bounds it), what the website sent about its content, and the
-# note on unsaved words (it quotes an excerpt of them).
+# problems list (problems_text bounds it), what the website sent about its content, the
+# note on unsaved words (it quotes an excerpt of them), and the corrected subject of "Try
+# again" (a command word and a canonical URL: urls.suggested_url).
 # Any other value (the subject, the display name, the website's error text, and any value
 # added later) may be the sender's and is cut to an excerpt.
 WHOLE_VALUES = frozenset({"site", "gateway", "problems", "short_help", "limit", "waited", "window",
-                          "url", "inspired_by", "text", "attachment_note", "unsaved_note"})
+                          "url", "inspired_by", "text", "attachment_note", "unsaved_note", "retry_subject"})
 EXCERPT_LIMITS = {"detail": 300}     # an error text needs a little more room to be useful
 MAX_PROBLEM_CHARS = 500
 
@@ -96,6 +106,12 @@ def render(name: str, values: dict) -> tuple[str, str]:
     return subject.safe_substitute(values), body.safe_substitute(values)
 
 
+def link(template: str, values: dict, address: str) -> str:
+    """The mailto: URI of the mail in `template` (templates/mailto-*.txt), filled with `values`."""
+    subject, body = render(template, values)
+    return mailto(address, subject, body.rstrip("\n"))
+
+
 def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = None) -> bytes:
     """The reply, as the bytes sendmail reads.  `last_before_limit` (e.g. "an hour") adds
     the note that no more answers follow for that long."""
@@ -104,6 +120,13 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     values = bounded({"site": context.site_url, "gateway": context.gateway_address,
                       "greeting": f"Kia ora {name}," if name else "Kia ora,",
                       **reply.values})
+    # Every reply offers help; each link is built from values already bounded, never cut itself.
+    links = {"help_link": "mailto-help.txt", **reply.links}
+    values.update({name: link(template, values, context.gateway_address) for name, template in links.items()})
+    html_values = _html_escaped(values)
+    for key, fragment in reply.notes.items():
+        values[key] = render(f"{fragment}.txt", values)[1]
+        html_values[key] = render(f"{fragment}.html", html_values)[1]
     subject, body = render(reply.template, values)
     if last_before_limit:
         note = render("limit-note.txt", {"window": last_before_limit})[1].strip("\n")
@@ -135,9 +158,7 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     # RFC 2369: the mail client's own "help" button, one tap to the help mail.
     message["List-Help"] = f"<mailto:{context.gateway_address}?subject=help>"
     message.set_content(body, charset="utf-8")
-    if reply.html_template:
-        message.add_alternative(render(reply.html_template, _html_escaped(values))[1], subtype="html",
-                                charset="utf-8")
+    message.add_alternative(_html(reply, subject, html_values, last_before_limit), subtype="html", charset="utf-8")
     if not reply.attachment:
         return message.as_bytes()
     import mimetypes
@@ -152,6 +173,14 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     stand_in = f"torokiki-attachment-{os.urandom(8).hex()}\n"
     message.get_payload()[-1].set_payload(stand_in)   # type: ignore[index, union-attr]  # multipart: a list
     return message.as_bytes().replace(stand_in.encode(), base64.encodebytes(data), 1)
+
+
+def _html(reply: Reply, subject: str, html_values: dict, last_before_limit: str | None) -> str:
+    """The HTML part: the reply's own HTML template (NAME.html beside NAME.txt) inside layout.html."""
+    content = render(reply.html_template or reply.template.removesuffix(".txt") + ".html", html_values)[1]
+    note = render("limit-note.html", _html_escaped({"window": last_before_limit}))[1] if last_before_limit else ""
+    title = _html_escaped({"title": subject})
+    return render("layout.html", {**html_values, **title, "content": content, "limit_note": note})[1]
 
 
 def attachment_from_content(content: dict) -> tuple[str, bytes] | None:

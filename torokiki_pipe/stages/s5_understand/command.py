@@ -34,6 +34,7 @@ class Problem(NamedTuple):
     """One thing wrong with a mail, said so that the sender can fix it."""
     message: str
     line: int | None = None     # body line, for body errors
+    fix: str = ""               # the corrected subject line, when the fix is plain (urls.suggested_url)
 
 
 class HelpRequest(NamedTuple):
@@ -263,15 +264,17 @@ def split_tags(value: str) -> tuple[str, ...]:
 def _read_url_and_body(line: SubjectLine, mail: Mail, site_url: str):
     """The URL of the subject and the tags of the body, with every problem of either."""
     from torokiki_pipe.stages.s5_understand.body import parse_body
-    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
+    from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url, suggested_url
 
     problems: list[Problem] = []
     try:
         url = parse_content_url(line.argument, site_url)
     except BadUrl as error:
         url = None
+        suggestion = suggested_url(line.argument, site_url)
         # BadUrl quotes what was written, which may be a megabyte of subject.
-        problems.append(Problem(f"in the subject: {excerpt(str(error), 400)}"))
+        problems.append(Problem(f"in the subject: {excerpt(str(error), 400)}",
+                                fix=f"{line.command}: '{suggestion}'" if suggestion else ""))
     parsed = parse_body(mail.text, RESPONSE_TAGS)
     problems += [Problem(e.message, e.line) for e in parsed.errors]
     return url, parsed, problems

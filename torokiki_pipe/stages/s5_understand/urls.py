@@ -77,6 +77,36 @@ def parse_content_url(text: str, site_url: str) -> ContentUrl:
     return ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None)
 
 
+# What a writer puts around or after an address that is not part of it: quotes (also the
+# curly ones phones make), angle brackets, and the punctuation that ends a sentence.
+_AROUND = "'\"\u2018\u2019\u201c\u201d\u00ab\u00bb<>"
+_AFTER = ".,;:!?)"
+MAX_SUGGESTED_CHARS = 1000   # a longer "URL" is no slip of the thumb
+_LOOSE_PATH = re.compile(r"^/(image)/([0-9]{1,18})(?:/(?:response|respond)(?:/([0-9]{1,18}))?)?/?$")
+
+
+def suggested_url(text: str, site_url: str) -> str | None:
+    """The canonical content URL `text` most likely means, when it is not one and the fix is plain.
+
+    Plain fixes: a missing or stray quote, spaces, a full stop after it, another host (or none)
+    in front of a content path, extra ? or # parts, a seed without "/response".  None when the
+    path names no content: then only the writer knows what was meant.
+    """
+    if len(text) > MAX_SUGGESTED_CHARS:
+        return None
+    candidate = "".join(text.split()).lstrip(_AROUND).rstrip(_AROUND + _AFTER)
+    if "://" not in candidate:
+        candidate = "http://" + candidate
+    try:
+        found = _LOOSE_PATH.match(urlsplit(candidate).path)
+    except ValueError:
+        return None
+    if not found:
+        return None
+    kind, seed, response = found.groups()
+    return ContentUrl(kind=kind, seed=int(seed), response=int(response) if response else None).canonical(site_url)
+
+
 # The Message-ID of a reply about content names the content: a reply to that
 # reply (In-Reply-To, References) says what it answers, on any host and after
 # the journal has expired, with no state kept.
