@@ -180,4 +180,8 @@ def test_every_html_reply_looks_right_at_phone_size(run_pipe, smtp_sink, tmp_pat
              for page, colours in zip(pages, tile_colours(data, height)) if colours < 2]
     wrong += [f"{page.name} loads from the network: {remote}" for page in pages
               if (remote := browser.remote_resources(page.read_text(encoding="utf-8")))]
+    laid_out = browser.widths(chromium, pages)
+    assert isinstance(laid_out, dict), laid_out
+    wrong += [f"{page.name}: {wide} px wide, the phone scrolls sideways" for page, wide in laid_out.items()
+              if wide > width]
     assert not wrong, f"see {shot.png}:\n" + "\n".join(wrong)

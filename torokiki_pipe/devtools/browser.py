@@ -167,6 +167,39 @@ def screenshot(program: str, page: Path, png: Path | None = None, size: tuple[in
     return Shot(page, png, True)
 
 
+def widths(program: str, pages: list[Path], size: tuple[int, int] = PHONE,
+           timeout: float = SHOT_TIMEOUT) -> dict[Path, int] | str:
+    """How wide each page lays out in a frame of `size` (its scrollWidth, CSS pixels), or why
+    it could not be measured.  Wider than the frame means the phone scrolls sideways: a
+    screenshot clips that silently, so the tests measure it.  One browser start for all."""
+    width, height = size
+    frames = "".join(f'<iframe src="{html_escape(page.resolve().as_uri())}" width="{width}" '
+                     f'height="{height}"></iframe>\n' for page in pages)
+    # After every frame loaded, the measurements go into the DOM that --dump-dom prints.
+    script = ("<script>window.onload = function () { var out = [];"
+              " for (var f of document.querySelectorAll('iframe'))"
+              " out.push(f.contentDocument.documentElement.scrollWidth);"
+              " document.body.setAttribute('data-widths', out.join(' ')); };</script>")
+    with tempfile.TemporaryDirectory(prefix="torokiki-chromium-") as profile:
+        measure = Path(profile) / "measure.html"
+        measure.write_text(f"<!DOCTYPE html>\n<html><body>\n{frames}{script}</body></html>\n", encoding="utf-8")
+        # file:// frames are other origins unless the browser is told to let file pages read them.
+        command = [program, *CHROMIUM_FLAGS, f"--user-data-dir={profile}/data", "--allow-file-access-from-files",
+                   "--dump-dom", measure.as_uri()]
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return f"chromium did not finish within {timeout:g} s"
+        except OSError as error:
+            return f"cannot start {program}: {error}"
+    found = re.search(r'data-widths="([\d ]*)"', done.stdout.decode("utf-8", "replace"))
+    numbers = found[1].split() if found else []
+    if len(numbers) != len(pages):
+        tail = " | ".join(done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:])
+        return f"chromium exited {done.returncode} without the widths: {tail}"
+    return dict(zip(pages, map(int, numbers)))
+
+
 def screenshots(program: str, pages: list[Path], size: tuple[int, int] = PHONE,
                 timeout: float = SHOT_TIMEOUT, parallel: int = PARALLEL) -> list[Shot]:
     """`screenshot` of each page, a few at once; in the order of `pages`."""

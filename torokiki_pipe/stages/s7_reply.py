@@ -122,7 +122,7 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
                       **reply.values})
     # Every reply offers help; each link is built from values already bounded, never cut itself.
     links = {"help_link": "mailto-help.txt", **reply.links}
-    values.update({name: link(template, values, context.gateway_address) for name, template in links.items()})
+    values.update({key: link(template, values, context.gateway_address) for key, template in links.items()})
     html_values = _html_escaped(values)
     for key, fragment in reply.notes.items():
         values[key] = render(f"{fragment}.txt", values)[1]
