@@ -435,6 +435,13 @@ def test_a_sentence_ending_in_wrote_is_the_writers_own():
     assert own_words(body, KNOWN) == body
 
 
+def test_a_letter_the_writer_copies_is_their_words():
+    # "On" and a date, but no time and no address: not a client's attribution.
+    body = "On 3 May 1952, my grandad wrote:\nDear Mum, the trams shook the windows again today.\ntags: letters"
+    parsed = parse_body(body, KNOWN)
+    assert (parsed.words, values(parsed)) == (body.rsplit("\n", 1)[0], {"tags": "letters"})
+
+
 def test_bottom_posting_below_a_marked_quote_stays():
     body = f"On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n{OUR_TEXT}\nMy words below."
     assert own_words(body, KNOWN) == "My words below."

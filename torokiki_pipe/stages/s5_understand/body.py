@@ -143,7 +143,9 @@ _ATTR_START_RE = re.compile(
     )""",
     re.IGNORECASE | re.VERBOSE,
 )
-_DIGIT_RE = re.compile(r"\d")
+# A client's attribution names the time or the sender's address; a writer's own
+# "On 3 May 1952 my grandad wrote:" above the letter they copy names neither.
+_TIME_OR_ADDRESS_RE = re.compile(r"\d{1,2}[:.]\d{2}(?![.\d])|@")
 # Some put no verb, only the address and a colon ("2014-10-17 11:28 GMT+03:00 Bob <b@x>:",
 # "вт, 5 янв. 2016 г. в 23:39, Erlend <e@x>:"): an attribution when it starts as one.
 _ATTR_ADDRESS_END_RE = re.compile(r"@[^\s@<>()]+[>)]?[:\uff1a]\s*\Z")
@@ -296,7 +298,7 @@ class _Parser:
         """``(lines, quoted)`` of an "On … wrote:" attribution starting at ``index``, (0, False) if none.
 
         Any line ending in a colon with a "wrote" verb is one right before a ">" block
-        (``quoted``).  In a client's own shape (:data:`_ATTR_START_RE`, a date or time in it)
+        (``quoted``).  In a client's own shape (:data:`_ATTR_START_RE`, a time or an address in it)
         it is one without such a block too: the quote that follows is unmarked, and the
         caller stops there.  Over several lines it must have that shape (or start with the
         sender's address), so the writer's line above it is never taken for its start; and
@@ -312,7 +314,7 @@ class _Parser:
             if not _ATTR_END_RE.search(line):
                 continue
             text = " ".join(lines[index : j + 1])
-            shaped = _ATTR_START_RE.match(lines[index]) is not None and _DIGIT_RE.search(text) is not None
+            shaped = _ATTR_START_RE.match(lines[index]) is not None and _TIME_OR_ADDRESS_RE.search(text) is not None
             if not (_ATTR_VERB_RE.search(text) or (shaped and _ATTR_ADDRESS_END_RE.search(line))):
                 continue
             quoted = self._reply_follows(j + 1)
@@ -485,8 +487,8 @@ def own_words(text: str, known_tags: frozenset[str]) -> str:
     """The writer's own words in a mail body: what is neither a tag nor quoted.
 
     Left out: ``tag: 'value'`` lines, ">" quotes and their "On … wrote:"
-    attribution, everything from a signature separator, Outlook's separators or
-    its quoted header block on, the lines a phone adds ("Sent from my iPhone",
+    attribution, everything from a signature separator, Outlook's separators,
+    its quoted header block or an attribution above an unmarked quote on, the lines a phone adds ("Sent from my iPhone",
     "Get Outlook for iOS") and a greeting on the first line.  Paragraphs stay.
     (`parse_body` gives them too, as ``.words``, from the same one pass.)
     """
