@@ -18,6 +18,8 @@ import html
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import requests
 from helpers import GATEWAY, SITE_URL, mail
 
@@ -484,3 +486,60 @@ def test_a_corpus_replys_html_alone_gives_the_same_words(name):
 def test_outlooks_html_reply_from_the_corpus_keeps_its_words():
     [part] = corpus_html("mailgun-talon__outlook.eml")
     assert own_words(html_to_text(part), KNOWN) == "Allo! Follow up MIME!"
+
+
+# --------------------------------------------------------------------------- any words, any client's quote
+
+OUR_TEXT = ("Kia ora Kiri,\n\nHere is the Torokiki content you asked for:\n  " + SEED + "\n\n"
+            "Lambton Quay, Wellington, about 1910: electric trams and horse-drawn\ncarts pass the shops.\n"
+            "To answer it, reply to this mail with a photo, video or sound file, or send a mail\n"
+            "with the subject:\n  create-response-to: '" + SEED + "'\n\n-- \nTorokiki mail gateway <" + GATEWAY + ">\n")
+QUOTE_SHAPES = [
+    "On Tue, 14 May 2024 at 08:12, Torokiki mail gateway <{g}> wrote:\n\n{q}",
+    "On Tue, 14 May 2024 at 08:12, Torokiki mail gateway <\n{g}> wrote:\n{q}",
+    "Am Di., 14. Mai 2024 um 08:12 Uhr schrieb Torokiki <{g}>:\n{q}",
+    "Le mar. 14 mai 2024 à 08:12, Torokiki <{g}> a écrit :\n{t}",            # an unmarked quote
+    "-----Original Message-----\nFrom: Torokiki <{g}>\nSent: Tuesday\n{t}",
+    "________________________________\nFrom: Torokiki <{g}>\nSent: Tuesday\n{t}",
+    "From: Torokiki <{g}>\nDate: Tuesday, 14 May 2024 at 08:12\nTo: Kiri\n{t}",
+    "Sent from my iPhone\n\n> On 14 May 2024, at 08:12, Torokiki <{g}> wrote:\n{q}",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.text(alphabet="abcdefghij klmnop,.!'", min_size=1, max_size=40), min_size=1, max_size=4),
+       shape=st.sampled_from(QUOTE_SHAPES))
+def test_whatever_the_writer_says_no_quoted_line_is_their_words(words, shape):
+    quoted = "".join(("> " + line).rstrip() + "\n" for line in OUR_TEXT.splitlines())
+    body = "\n".join(words) + "\n\n" + shape.format(g=GATEWAY, q=quoted, t=OUR_TEXT)
+    kept = own_words(body, KNOWN)
+    for line in OUR_TEXT.splitlines():
+        if len(line.strip()) > 3:
+            assert line.strip() not in kept, (line, kept)
+    assert GATEWAY not in kept and "wrote" not in kept
+
+
+HTML_QUOTE_SHAPES = [
+    '<div class="gmail_quote"><div class="gmail_attr">On Tue, Torokiki wrote:</div>'
+    '<blockquote class="gmail_quote">{h}</blockquote></div>',
+    '<blockquote type="cite">On 14 May 2024, at 08:12, Torokiki &lt;{g}&gt; wrote:<br><br>{h}</blockquote>',
+    '<div id="appendonsend"></div><hr><div id="divRplyFwdMsg"><b>From:</b> Torokiki</div><div>{h}</div>',
+    '<div class="moz-cite-prefix">On 14/05/2024 08:12, Torokiki wrote:</div><blockquote type="cite">'
+    '<pre class="moz-quote-pre">{t}</pre></blockquote>',
+    '<div class="yahoo_quoted"><div>{h}</div></div>',
+    '<div id="OLK_SRC_BODY_SECTION">{h}</div>',
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(st.text(alphabet="abcdefghij klmnop,.!'<>&", min_size=1, max_size=40), min_size=1, max_size=4),
+       shape=st.sampled_from(HTML_QUOTE_SHAPES), wrap=st.sampled_from(["<div>{}</div>", "<p>{}</p>", "{}<br>"]))
+def test_whatever_the_writer_says_no_line_of_an_html_quote_is_their_words(words, shape, wrap):
+    mine = "".join(wrap.format(html.escape(w)) for w in words)
+    quote = shape.format(g=GATEWAY, h="<br>".join(html.escape(line) for line in OUR_TEXT.splitlines()),
+                         t=html.escape(OUR_TEXT))
+    kept = own_words(html_to_text(f"<html><body>{mine}{quote}</body></html>"), KNOWN)
+    for line in OUR_TEXT.splitlines():
+        if len(line.strip()) > 3:
+            assert line.strip() not in kept, (line, kept)
+    assert GATEWAY not in kept and "wrote" not in kept
