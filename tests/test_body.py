@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from torokiki_pipe.stages.s5_understand.body import QUOTE_PAIRS, BodyError, ParsedBody, Tag, parse_body, unquote
+from torokiki_pipe.stages.s5_understand.body import (QUOTE_PAIRS, BodyError, ParsedBody, Tag, own_words, parse_body,
+                                                    unquote)
 
 KNOWN = frozenset({"text", "tags", "objective", "location"})
 
@@ -378,6 +379,130 @@ def test_separators_inside_an_open_value_are_part_of_it():
     assert parsed.errors == ()
     assert values(parsed) == {"text": value, "tags": "after"}
     assert parsed.tags[1].line == 9
+
+
+# --- the writer's own words in a reply, as clients write the quote ------------------
+
+OUR_TEXT = "> Here is the Torokiki content you asked for:\n>   http://torokiki.net/image/1/response\n"
+
+
+@pytest.mark.parametrize("attribution", [
+    "On Tue, 14 May 2024 at 08:12, Torokiki Gateway <\ngateway@torokiki.net> wrote:",
+    "On Tue, 14 May 2024 at 08:12, Torokiki Gateway <gateway@torokiki.net>\nwrote:",
+    "Am Di., 14. Mai 2024 um 08:12 Uhr schrieb Torokiki Gateway <\ngateway@torokiki.net>:",
+    "Le mar. 14 mai 2024 à 08:12, Torokiki Gateway <gateway@torokiki.net> a\nécrit :",
+    "El mar, 14 may 2024 a las 08:12, Torokiki Gateway (<\ngateway@torokiki.net>) escribió:",
+    "Op di 14 mei 2024 om 08:12 schreef Torokiki Gateway <\ngateway@torokiki.net>:",
+    "Den tis 14 maj 2024 kl 08:12 skrev Torokiki Gateway <\ngateway@torokiki.net>:",
+    "Den tir. 14. maj 2024 kl. 08.12 skrev Torokiki Gateway <\ngateway@torokiki.net>:",
+    "tir. 14. mai 2024 kl. 08:12 skrev Torokiki Gateway <\ngateway@torokiki.net>:",
+    "ti 14. toukok. 2024 klo 8.12 Torokiki Gateway (gateway@torokiki.net)\nkirjoitti:",
+    "Em ter., 14 de mai. de 2024 às 08:12, Torokiki Gateway <\ngateway@torokiki.net> escreveu:",
+    "Il giorno mar 14 mag 2024 alle ore 08:12 Torokiki Gateway <\ngateway@torokiki.net> ha scritto:",
+    "Op 14 mei 2024 om 08:12 heeft Torokiki Gateway <gateway@torokiki.net> het\nvolgende geschreven:",
+    "02.04.2012 14:20 пользователь \"Torokiki\" <\ngateway@torokiki.net> написал:",
+    "2014-10-17 11:28 GMT+03:00 Torokiki <\ngateway@torokiki.net>:",
+    "вт, 14 мая 2024 г. в 08:12, Torokiki <gateway@torokiki.net>:",
+])
+def test_a_wrapped_attribution_in_each_language_goes_with_its_quote(attribution):
+    body = f"My grandad drove it.\ntags: tram\n\n{attribution}\n\n{OUR_TEXT}> tags: 'quoted'\n"
+    parsed = parse_body(body, KNOWN)
+    assert (parsed.words, values(parsed), parsed.errors) == ("My grandad drove it.", {"tags": "tram"}, ())
+
+
+@pytest.mark.parametrize("attribution", [
+    "On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:",
+    "Am 14.05.2024 um 08:12 schrieb Torokiki <gateway@torokiki.net>:",
+])
+def test_the_writers_line_just_above_an_attribution_stays(attribution):
+    body = f"Lovely photo!\n{attribution}\n{OUR_TEXT}"
+    assert own_words(body, KNOWN) == "Lovely photo!"
+
+
+@pytest.mark.parametrize("attribution", [
+    "On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:",
+    "Le mar. 14 mai 2024 à 08:12, Torokiki <gateway@torokiki.net> a écrit :",
+])
+def test_an_unmarked_quote_after_an_attribution_is_not_the_writers(attribution):
+    body = f"Lovely photo!\n\n{attribution}\n\n{OUR_TEXT.replace('> ', '')}tags: 'quoted'\n"
+    parsed = parse_body(body, KNOWN)
+    assert (parsed.words, parsed.tags) == ("Lovely photo!", ())
+
+
+def test_a_sentence_ending_in_wrote_is_the_writers_own():
+    # No client's shape (no "On"-word and date) and no quote after it: the writer's words.
+    body = "My grandad wrote:\nthe trams shook the mirrors."
+    assert own_words(body, KNOWN) == body
+
+
+def test_a_letter_the_writer_copies_is_their_words():
+    # "On" and a date, but no time and no address: not a client's attribution.
+    body = "On 3 May 1952, my grandad wrote:\nDear Mum, the trams shook the windows again today.\ntags: letters"
+    parsed = parse_body(body, KNOWN)
+    assert (parsed.words, values(parsed)) == (body.rsplit("\n", 1)[0], {"tags": "letters"})
+
+
+def test_bottom_posting_below_a_marked_quote_stays():
+    body = f"On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n{OUR_TEXT}\nMy words below."
+    assert own_words(body, KNOWN) == "My words below."
+
+
+@pytest.mark.parametrize("separator", [
+    "-----Original Message-----", "-----Ursprüngliche Nachricht-----", "-----Message d'origine-----",
+    "-----Mensaje original-----", "-----Messaggio originale-----", "-----Oorspronkelijk bericht-----",
+    "-----Ursprungligt meddelande-----", "-----Oprindelig meddelelse-----", "-----Alkuperäinen viesti-----",
+    "----- Original Message -----", "-------- Original message --------", "________________________________",
+])
+def test_words_end_at_the_original_message_separators(separator):
+    body = (f"My grandad drove it.\n\n{separator}\nFrom: Torokiki <gateway@torokiki.net>\n"
+            "Sent: Tuesday, 14 May 2024 08:12\nSubject: Torokiki content\n\nHere is the content\ntags: 'quoted'")
+    parsed = parse_body(body, KNOWN)
+    assert (parsed.words, parsed.tags) == ("My grandad drove it.", ())
+
+
+@pytest.mark.parametrize("block", [
+    "From: Torokiki <gateway@torokiki.net>\nSent: Tuesday, 14 May 2024 08:12",
+    "From: Torokiki\nTo: Kiri\nCc: \nSent: Tuesday",                          # Yahoo, Zimbra
+    "*From:* Torokiki <gateway@torokiki.net>\n*Sent:* Tuesday",               # Gmail's text of Outlook's HTML
+    "Von: Torokiki\nGesendet: Dienstag, 14. Mai 2024 08:12",
+    "De : Torokiki\nEnvoyé : mardi 14 mai 2024 08:12",
+    "De: Torokiki\nEnviado el: martes, 14 de mayo de 2024 8:12",
+    "Da: Torokiki\nInviato: martedì 14 maggio 2024 08:12",
+    "Van: Torokiki\nVerzonden: dinsdag 14 mei 2024 08:12",
+    "Från: Torokiki\nSkickat: den 14 maj 2024 08:12",
+    "Fra: Torokiki\nSendt: 14. mai 2024 08:12",
+    "Lähettäjä: Torokiki\nLähetetty: tiistai 14. toukokuuta 2024 8.12",
+])
+def test_words_end_at_outlooks_header_block(block):
+    body = f"My grandad drove it.\n\n{block}\nSubject: Torokiki content\n\nHere is the content\ntags: 'quoted'"
+    parsed = parse_body(body, KNOWN)
+    assert (parsed.words, parsed.tags) == ("My grandad drove it.", ())
+
+
+@pytest.mark.parametrize("line", [
+    "Sent from my iPhone", "Sent from my Samsung Galaxy smartphone.", "Sent from Mail for Windows",
+    "Sent from Yahoo Mail on Android", "Sent with Sparrow", "Get Outlook for iOS", "Get Outlook for Android",
+    "Outlook für iOS herunterladen", "Obtenir Outlook pour iOS", "Von meinem iPhone gesendet",
+    "Envoyé de mon iPhone", "Envoyé depuis mon iPhone", "Enviado desde mi iPhone", "Enviado do meu iPhone",
+    "Inviato da iPhone", "Verzonden vanaf mijn iPhone", "Verstuurd vanaf mijn iPhone",
+    "Skickat från min iPhone", "Sendt fra min iPhone", "Lähetetty iPhonesta",
+])
+def test_the_line_a_phone_adds_is_not_the_writers(line):
+    assert own_words(f"My grandad drove it.\n\n{line}\n", KNOWN) == "My grandad drove it."
+
+
+def test_everything_after_a_plain_signature_is_left_out():
+    body = "My grandad drove it.\n\n-- \nKiri Tane\nWellington\n\nOn Tue, Torokiki wrote:\n> quoted"
+    assert own_words(body, KNOWN) == "My grandad drove it."
+
+
+@pytest.mark.parametrize("line", ["Von meinem X" + " " * 200_000 + "z", "Hi" + " " * 200_000 + "x y z w"])
+def test_a_long_line_costs_linear_time(line):
+    import time
+
+    start = time.perf_counter()
+    own_words(line, KNOWN)
+    assert time.perf_counter() - start < 1
 
 
 # --- line endings and odd characters -------------------------------------------

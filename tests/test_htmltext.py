@@ -184,6 +184,91 @@ def test_text_less_than_sign_is_kept():
     assert html_to_text("1 < 2 and 3 <4") == "1 < 2 and 3 <4"
 
 
+# --- the quoted original as each client marks it ------------------------------------
+# The writer's words and a tag line above the quote stay; the quote (with a tag line in it)
+# never reaches the words or the tags.
+
+QUOTED = "Here is the Torokiki content you asked for:<br>tags: 'quoted'<br>text: 'quoted, never saved'"
+
+
+def words_and_tags(html: str) -> tuple[str, tuple]:
+    parsed = parse_body(html_to_text(html), KNOWN)
+    assert parsed.errors == ()
+    return parsed.words, tuple((t.name, t.value) for t in parsed.tags)
+
+
+@pytest.mark.parametrize("html", [
+    # Gmail web and Android: the attribution and the quote in one gmail_quote.
+    ('<div dir="ltr">My grandad drove it.<div>tags: tram</div></div><br>'
+     '<div class="gmail_quote gmail_quote_container"><div dir="ltr" class="gmail_attr">On Tue, 14 May 2024 '
+     'at 08:12, Torokiki &lt;gateway@torokiki.net&gt; wrote:<br></div>'
+     f'<blockquote class="gmail_quote" style="margin:0px">{QUOTED}</blockquote></div>'),
+    # Apple Mail and iPhone: "Sent from my iPhone", then the attribution inside the cite.
+    ('<html><body dir="auto"><div dir="ltr">My grandad drove it.</div><div dir="ltr">tags: tram</div>'
+     '<div dir="ltr"><br></div><div dir="ltr">Sent from my iPhone</div><div dir="ltr"><br>'
+     '<blockquote type="cite">On 14 May 2024, at 08:12, Torokiki &lt;gateway@torokiki.net&gt; wrote:<br><br>'
+     '</blockquote></div><blockquote type="cite"><div dir="ltr">' + QUOTED + '</div></blockquote></body></html>'),
+    # Outlook on the web / Windows: HTML only, the quote after divRplyFwdMsg, no marks in it.
+    ('<div style="font-family:Calibri">My grandad drove it.</div><div>tags: tram</div>'
+     '<div id="appendonsend"></div><hr style="display:inline-block;width:98%" tabindex="-1">'
+     '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri"><b>From:</b> Torokiki &lt;gateway@torokiki.net&gt;'
+     '<br><b>Sent:</b> Tuesday, 14 May 2024 08:12<br><b>Subject:</b> Torokiki content</font><div>&nbsp;</div>'
+     f'</div><div>{QUOTED}</div>'),
+    # Outlook on Windows (Word HTML): the header block in a bordered div, no id at all.
+    ('<div class="WordSection1"><p class="MsoNormal">My grandad drove it.</p><p class="MsoNormal">tags: tram'
+     '</p><p class="MsoNormal">&nbsp;</p><div><div style="border:none;border-top:solid #E1E1E1 1.0pt">'
+     '<p class="MsoNormal"><b>From:</b> Torokiki &lt;gateway@torokiki.net&gt; <br><b>Sent:</b> Tuesday, '
+     '14 May 2024 08:12<br><b>To:</b> Kiri<br><b>Subject:</b> Torokiki content</p></div></div>'
+     f'<p class="MsoNormal">{QUOTED}</p></div>'),
+    # Thunderbird: moz-cite-prefix, a cite blockquote, a moz-signature above it.
+    ('<p>My grandad drove it.<br>tags: tram</p><div class="moz-signature">Kiri<br>tags: signature</div>'
+     '<div class="moz-cite-prefix">On 14/05/2024 08:12, Torokiki wrote:<br></div>'
+     f'<blockquote type="cite" cite="mid:torokiki.image.1.x@torokiki.net">{QUOTED}</blockquote>'),
+    # Yahoo, the quote's class prefixed as Yahoo does when it quotes again.
+    ('<div class="ydp1f2e3yahoo-style-wrap"><div>My grandad drove it.</div><div>tags: tram</div></div>'
+     '<div id="ydp4a5yahoo_quoted_123" class="ydp4a5yahoo_quoted"><div>On Tuesday, 14 May 2024, 08:12:24 '
+     f'NZST, Torokiki &lt;gateway@torokiki.net&gt; wrote:</div><div>{QUOTED}</div></div>'),
+    # Outlook for Mac.
+    ('<div>My grandad drove it.</div><div>tags: tram</div><div id="OLK_SRC_BODY_SECTION">'
+     f'<b>From: </b>Torokiki<br><b>Date: </b>Tuesday</div><div>{QUOTED}</div>'),
+], ids=["gmail", "apple", "outlook-web", "outlook-word", "thunderbird", "yahoo", "outlook-mac"])
+def test_each_clients_quote_is_left_out_and_the_tag_above_it_counts(html):
+    assert words_and_tags(html) == ("My grandad drove it.", (("tags", "tram"),))
+
+
+@pytest.mark.parametrize("html", [
+    '<div>Mine.</div><div class="gmail_signature" data-smartmail="gmail_signature">Kiri Tane<br>tags: sig</div>',
+    '<div>Mine.</div><pre class="moz-signature" cols="72">Kiri Tane\ntags: sig</pre>',
+    '<div>Mine.</div><div id="Signature"><div>Kiri Tane</div><div>tags: sig</div></div>',
+    '<div>Mine.</div><div id="ms-outlook-mobile-signature">Get <a href="https://aka.ms/o0ukef">Outlook for iOS'
+    '</a><br>tags: sig</div>',
+], ids=["gmail", "thunderbird", "outlook-web", "outlook-mobile"])
+def test_marked_signatures_are_not_the_writers_words(html):
+    assert words_and_tags(html) == ("Mine.", ())
+
+
+def test_a_quote_alone_leaves_no_words():
+    html = ('<div><br></div><div class="gmail_quote"><div class="gmail_attr">On Tue, Torokiki wrote:</div>'
+            f'<blockquote class="gmail_quote">{QUOTED}</blockquote></div>')
+    assert words_and_tags(html) == ("", ())
+
+
+def test_tag_lines_inside_an_html_quote_never_count():
+    html = f'<div>text: \'mine\'</div><blockquote type="cite">{QUOTED}<br>objective: \'theirs\'</blockquote>'
+    assert parse_body(html_to_text(html), KNOWN).tags == (Tag("text", "mine", 1),)
+
+
+@pytest.mark.integration  # slow
+@pytest.mark.parametrize("unit", ['<div class="gmail_quote">x', '<blockquote type="cite">x<br>',
+                                  'x<div id="divRplyFwdMsg">', '<div class="moz-signature">x',
+                                  '<div class="a yahoo_quoted b">x', '<div id="Signature">x'])
+def test_a_megabyte_of_client_markers_is_linear(unit):
+    html = unit * (1_000_000 // len(unit))
+    start = time.perf_counter()
+    html_to_text(html)
+    assert time.perf_counter() - start < 5
+
+
 # --- speed and robustness -------------------------------------------------------------
 
 
@@ -213,7 +298,9 @@ HTML_PIECES = st.sampled_from(
     ["<div>", "</div>", "<p>", "</p>", "<br>", "<blockquote>", "</blockquote>", "<pre>", "</pre>",
      "<script>", "</script>", "<style>", "<head>", "<!--", "-->", "<![", "<!", "</", "<", ">", "=",
      "'", '"', "&", "&nbsp;", "&#", ";", " ", "\n", "\r", "\t", "x", "text: 'a'",
-     "<div class=\"gmail_quote\">", "<div id=appendonsend>", "<td>", "<li>", "\xa0"]
+     "<div class=\"gmail_quote\">", "<div id=appendonsend>", "<td>", "<li>", "\xa0",
+     "<blockquote type=cite>", "<div class=moz-signature>", "<div class=ydp1yahoo_quoted>",
+     "<div id=divRplyFwdMsg>", "<div class=moz-cite-prefix>"]
 )
 
 

@@ -104,6 +104,9 @@ _STOP_RE = re.compile(
           | oorspronkelijk\ bericht | doorgestuurd\ bericht
           | mensagem\ original | mensagem\ encaminhada
           | originalmeddelande | vidarebefordrat\ meddelande
+          | ursprungligt\ meddelande | oprindelig\ meddelelse
+          | opprinnelig\ melding | alkuperäinen\ viesti
+          | reply\ message | original\ message\ follows
         )\s*-{2,}\s*
       | (?:
             begin\ forwarded\ message | anfang\ der\ weitergeleiteten\ nachricht
@@ -119,27 +122,58 @@ _STOP_RE = re.compile(
 # a line ending in a colon whose text has a "wrote" verb, right before a
 # ">" block.  The German/Dutch/Nordic forms put the verb before the name.
 _ATTR_VERB_RE = re.compile(
-    r"""\b(?:wrote|writes|schrieb|a\s+écrit|escribió|escribio|ha\s+scritto
-         |schreef|escreveu|skrev|kirjoitti|napisał|napisal|napsal|írta
-         |написал|написала|yazdı|έγραψε)\b|写道|寫道""",
+    r"""\b(?:wrote|writes|schrieb|geschrieben|a\s+écrit|escribió|escribio|ha\s+scritto
+         |schreef|geschreven|escreveu|skrev|kirjoitti|napisał|napisal|napsal|írta
+         |написал|написала|пише|yazdı|έγραψε)\b|写道|寫道""",
     re.IGNORECASE | re.VERBOSE,
 )
 _ATTR_END_RE = re.compile(r"[:\uff1a]\s*\Z")
+# How a client's attribution starts: its word for "On" ("Am", "Le", "El", "Op", "Den", "Em",
+# "Il", ...), a date ("02.04.2012 14:20 ...", "2014-10-17 ..."), or a weekday first, as the
+# Finnish, Norwegian and Russian clients write it ("ti 3. maalisk. 2026 klo 10.02 ...").
+# An attribution wrapped over lines must start so: the writer's own line just above
+# ("Lovely photo!") is never taken for its beginning.  Such an attribution ends the
+# writer's words even when no ">" follows: the quote is then unmarked, not theirs.
+_ATTR_START_RE = re.compile(
+    r"""[\s\u200b\ufeff]*[-*>]*[ \t]*(?:
+        (?:on|at|am|le|el|op|den|em|il|på|w\s+dniu|dnia|dňa|dne)\s
+      | \d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b
+      | (?:ma|ti|ke|to|pe|la|su|man|tir|ons|tor|fre|lør|søn|mån|tis|lör|sön
+          |пн|вт|ср|чт|пт|сб|вс)\.?,?\s+\d
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+# A client's attribution names the time or the sender's address; a writer's own
+# "On 3 May 1952 my grandad wrote:" above the letter they copy names neither.
+_TIME_OR_ADDRESS_RE = re.compile(r"\d{1,2}[:.]\d{2}(?![.\d])|@")
+# Some put no verb, only the address and a colon ("2014-10-17 11:28 GMT+03:00 Bob <b@x>:",
+# "вт, 5 янв. 2016 г. в 23:39, Erlend <e@x>:"): an attribution when it starts as one.
+_ATTR_ADDRESS_END_RE = re.compile(r"@[^\s@<>()]+[>)]?[:\uff1a]\s*\Z")
 # Outlook quotes the original under its header block ("From: …" then "Sent: …" or
 # "Date: …", in the client's language) and no ">" marks: from there on nothing is the writer's.
-_HEADER_FROM_RE = re.compile(r"[\s\u200b\ufeff]*(?:from|von|de|da|van|fra|från|od|от)[ \t]*[:\uff1a]\s*\S", re.I)
-_HEADER_NEXT_RE = re.compile(r"[\s\u200b\ufeff]*(?:sent|date|gesendet|datum|envoyé|enviado|inviato|verzonden"
-                             r"|sendt|skickat|wysłano|отправлено)[ \t]*[:\uff1a]", re.I)
+# Between them may stand To: and Cc: (Yahoo, Zimbra); Gmail's text of an HTML quote stars them.
+_HEADER_FROM_RE = re.compile(r"[\s\u200b\ufeff]*\*?(?:from|von|de|da|van|fra|från|od|от|lähettäjä)\*?[ \t]*"
+                             r"[:\uff1a]\*?\s*\S", re.I)
+_HEADER_NEXT_RE = re.compile(r"[\s\u200b\ufeff]*\*?(?:sent|date|gesendet|datum|envoyé|enviado(?:\s+el)?|inviato"
+                             r"|verzonden|sendt|skickat|lähetetty|päivämäärä|data|fecha|wysłano|отправлено)\*?"
+                             r"[ \t]*[:\uff1a]", re.I)
+_HEADER_LOOKAHEAD = 4  # From:, then To:, Cc:, Subject: in any order before Sent:/Date:
 # What a phone or a mail service adds below the writer's words.
 _DEVICE_LINE_RE = re.compile(
-    r"[\s\u200b\ufeff]*(?:sent\s+from\s+(?:my\s+)?\S.*|get\s+outlook\s+for\s+\S.*"
-    r"|von\s+meinem\s+\S.*\s+gesendet|envoyé\s+de\s+mon\s+\S.*|enviado\s+desde\s+mi\s+\S.*"
-    r"|inviato\s+da\s+\S.*|verzonden\s+vanaf\s+mijn\s+\S.*|skickat\s+från\s+min\s+\S.*)\Z", re.I)
+    r"[\s\u200b\ufeff]*(?:sent\s+(?:from|with|via)\s+\S.*|get\s+outlook\s+for\s+\S.*"
+    r"|von\s+meinem\s+\S.*\s+gesendet|gesendet\s+von\s+\S.*|envoyé\s+(?:de|depuis)\s+\S.*"
+    r"|enviado\s+desde\s+mi\s+\S.*|enviado\s+do\s+meu\s+\S.*|inviato\s+da\s+\S.*"
+    r"|verzonden\s+(?:vanaf|met)\s+\S.*|verstuurd\s+vanaf\s+mijn\s+\S.*|skickat\s+från\s+min\s+\S.*"
+    r"|sendt\s+fra\s+min\s+\S.*|lähetetty\s+\S.*"
+    r"|(?:\S+\s+){0,2}outlook\s+(?:for|für|pour|para|per|voor|för|til|na)\s+(?:ios|android)\b.*)\Z", re.I)
+# Those lines are short; a longer line is never one (and the patterns stay linear).
+_DEVICE_LINE_MAX = 120
 # A greeting on the first line of the writer's words, alone: a greeting word, at most three
 # words of a name, a comma or "!" ("Hi there,", "Kia ora Torokiki team!"); a line that goes
 # on ("Hey, this is my grandad's tram.") is what they say.
 _GREETING_RE = re.compile(r"[\s\u200b\ufeff]*(?:hi|hello|hey|dear|kia\s+ora|tēnā\s+koe|morena|hallo|hola|bonjour"
                           r"|ciao|hej|salut|olá|ola)(?:\s+[\w'’.-]+){0,3}\s*[,!.:]?\s*\Z", re.I)
+_GREETING_MAX = 80
 _ATTR_MAX_LINES = 3  # Gmail wraps long attributions; three lines is plenty
 
 _SNIPPET_MAX = 40
@@ -260,35 +294,44 @@ class _Parser:
         index = self._next_nonblank(index)
         return index < len(self.lines) and _REPLY_RE.match(self.lines[index]) is not None
 
-    def _attribution(self, index: int) -> int:
-        """Number of lines of an "On … wrote:" attribution starting at
-        ``index`` (0 if none).  It must be followed by a ">" block, and it
-        never swallows a line that holds a known tag."""
+    def _attribution(self, index: int) -> tuple[int, bool]:
+        """``(lines, quoted)`` of an "On … wrote:" attribution starting at ``index``, (0, False) if none.
+
+        Any line ending in a colon with a "wrote" verb is one right before a ">" block
+        (``quoted``).  In a client's own shape (:data:`_ATTR_START_RE`, a time or an address in it)
+        it is one without such a block too: the quote that follows is unmarked, and the
+        caller stops there.  Over several lines it must have that shape (or start with the
+        sender's address), so the writer's line above it is never taken for its start; and
+        it never swallows a line that holds a known tag."""
         lines = self.lines
         for k in range(_ATTR_MAX_LINES):
             j = index + k
             if j >= len(lines):
-                return 0
+                return 0, False
             line = lines[j]
             if _BLANK_RE.match(line) or _REPLY_RE.match(line) or _STOP_RE.match(line):
-                return 0
-            if (
-                _ATTR_END_RE.search(line)
-                and _ATTR_VERB_RE.search(" ".join(lines[index : j + 1]))
-                and self._reply_follows(j + 1)
-            ):
-                for t in range(index + 1, j + 1):
-                    pair = self._pair_at(self.starts[t], self._end_of(t))
-                    if pair is not None and pair[0] in self.known:
-                        return 0
-                return k + 1
-        return 0
+                return 0, False
+            if not _ATTR_END_RE.search(line):
+                continue
+            text = " ".join(lines[index : j + 1])
+            shaped = _ATTR_START_RE.match(lines[index]) is not None and _TIME_OR_ADDRESS_RE.search(text) is not None
+            if not (_ATTR_VERB_RE.search(text) or (shaped and _ATTR_ADDRESS_END_RE.search(line))):
+                continue
+            quoted = self._reply_follows(j + 1)
+            if not (shaped or (quoted and (k == 0 or "@" in lines[index]))):
+                continue
+            for t in range(index + 1, j + 1):
+                pair = self._pair_at(self.starts[t], self._end_of(t))
+                if pair is not None and pair[0] in self.known:
+                    return 0, False
+            return k + 1, quoted
+        return 0, False
 
     def _header_block(self, index: int) -> bool:
         """Does Outlook's quoted header block ("From: …", then "Sent:" or "Date:") start here?"""
         if not _HEADER_FROM_RE.match(self.lines[index]):
             return False
-        following = self.lines[index + 1:index + 3]
+        following = self.lines[index + 1:index + 1 + _HEADER_LOOKAHEAD]
         return any(_HEADER_NEXT_RE.match(line) for line in following)
 
     def _next_nonblank(self, index: int) -> int:
@@ -313,7 +356,9 @@ class _Parser:
                 continue
             pair = self._pair_at(self.starts[i], self._end_of(i))
             if pair is None or pair[0] not in self.known:
-                skip = self._attribution(i)
+                skip, quoted = self._attribution(i)
+                if skip and not quoted:
+                    return              # an unmarked quote follows: nothing more is the writer's
                 if skip:
                     i += skip
                     continue
@@ -442,8 +487,8 @@ def own_words(text: str, known_tags: frozenset[str]) -> str:
     """The writer's own words in a mail body: what is neither a tag nor quoted.
 
     Left out: ``tag: 'value'`` lines, ">" quotes and their "On … wrote:"
-    attribution, everything from a signature separator, Outlook's separators or
-    its quoted header block on, the lines a phone adds ("Sent from my iPhone",
+    attribution, everything from a signature separator, Outlook's separators,
+    its quoted header block or an attribution above an unmarked quote on, the lines a phone adds ("Sent from my iPhone",
     "Get Outlook for iOS") and a greeting on the first line.  Paragraphs stay.
     (`parse_body` gives them too, as ``.words``, from the same one pass.)
     """
@@ -455,15 +500,20 @@ def _words(parser: _Parser) -> str:
     previous = None
     for index in parser.prose:
         line = parser.lines[index].rstrip()
-        if _BLANK_RE.match(line) or _DEVICE_LINE_RE.match(line):
+        if _BLANK_RE.match(line) or (len(line) <= _DEVICE_LINE_MAX and _DEVICE_LINE_RE.match(line)):
             continue
-        if not kept and _GREETING_RE.match(line):
+        if not kept and _greeting(line):
             continue
         if kept and previous is not None and index > previous + 1:
             kept.append("")          # a blank line or a left-out line between: a new paragraph
         kept.append(line)
         previous = index
     return "\n".join(kept).strip()
+
+
+def _greeting(line: str) -> bool:
+    # A greeting is a few words; bounding the line keeps the pattern linear.
+    return len(line) <= _GREETING_MAX and _GREETING_RE.match(line) is not None
 
 
 def first_line(text: str) -> tuple[str, str] | None:
@@ -478,7 +528,7 @@ def first_line(text: str) -> tuple[str, str] | None:
             continue
         if _STOP_RE.match(line) or _REPLY_RE.match(line):
             return None
-        if not greeted and _GREETING_RE.match(line):
+        if not greeted and _greeting(line):
             greeted = True
             continue
         return line.strip(), "\n".join(lines[:index] + lines[index + 1:])

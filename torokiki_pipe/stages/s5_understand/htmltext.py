@@ -2,10 +2,18 @@
 
 Some clients send only HTML.  We render it roughly the way a browser shows
 it: block elements on their own lines, white space collapsed (except in
-``<pre>``), entities decoded, scripts/styles/head dropped.  Quoted replies
-(``<blockquote>``) get "> " in front of every line so that body.py ignores
-them like a plain-text quote, and the quoted history Gmail and Outlook append
-is dropped.
+``<pre>``), entities decoded, scripts/styles/head dropped.  The quoted
+original of a reply is never the writer's, in the shapes the clients mark it:
+
+- ``<blockquote>`` (Apple Mail and iPhone's ``type="cite"``, Thunderbird's)
+  gets "> " in front of every line, so body.py ignores it like a plain-text
+  quote, "On … wrote:" and any tag line in it included;
+- Gmail's ``gmail_quote`` (with its ``gmail_attr``), Yahoo's ``yahoo_quoted``
+  and Thunderbird's ``moz-cite-prefix`` are dropped with all they hold;
+- from Outlook's ``divRplyFwdMsg``, ``appendonsend`` (or Outlook for Mac's and
+  Zimbra's markers) on, nothing more is read;
+- a marked signature (``gmail_signature``, ``moz-signature``, Outlook's) gets a
+  "-- " line before it, so body.py ignores it like a plain-text signature.
 
 Mail is untrusted input, so this must be linear and must never raise.
 ``html.parser.HTMLParser`` of the Pythons we support is neither: malformed
@@ -188,8 +196,16 @@ _DROPPED_CLASSES = frozenset(
     {"gmail_quote", "gmail_quote_container", "yahoo_quoted", "moz-cite-prefix",
      "moz-forward-container"}
 )
-# Outlook: everything after these markers is the quoted history.
-_STOP_IDS = frozenset({"appendonsend", "divrplyfwdmsg", "mail-editor-reference-message-container"})
+# Yahoo prefixes its class when a quote is quoted again ("ydp3f0cyahoo_quoted").
+_DROPPED_CLASS_SUFFIX = "yahoo_quoted"
+# Everything after these markers is the quoted history: Outlook (web and Windows,
+# Mac: OLK_SRC_BODY_SECTION) and Zimbra's rule above the quote.
+_STOP_IDS = frozenset({"appendonsend", "divrplyfwdmsg", "mail-editor-reference-message-container",
+                       "olk_src_body_section", "zwchr"})
+# Signatures the clients mark: Gmail, Thunderbird, Outlook on the web and on phones.  A "-- "
+# line before them makes body.py ignore them like a plain-text signature.
+_SIGNATURE_CLASSES = frozenset({"gmail_signature", "moz-signature"})
+_SIGNATURE_IDS = frozenset({"signature", "ms-outlook-mobile-signature"})
 
 _DROP, _QUOTE, _PREFORMATTED, _HEAD = 1, 2, 4, 8
 _KIND_BLOCK, _KIND_PARAGRAPH = 1, 2
@@ -296,7 +312,8 @@ class _Converter(HTMLParser):
             return
 
         flags = 0
-        if tag in _DROPPED or (tag != "blockquote" and classes & _DROPPED_CLASSES):
+        if tag in _DROPPED or (tag != "blockquote" and (
+                classes & _DROPPED_CLASSES or any(c.endswith(_DROPPED_CLASS_SUFFIX) for c in classes))):
             flags |= _DROP
         if tag == "head":
             flags |= _HEAD
@@ -311,9 +328,7 @@ class _Converter(HTMLParser):
             kind = _KIND_BLOCK
 
         if self._visible() and not flags & _DROP:
-            if "gmail_signature" in classes and not self.quote:
-                # Gmail marks its signature; a "-- " line makes body.py
-                # ignore it like a plain-text signature.
+            if (classes & _SIGNATURE_CLASSES or ident in _SIGNATURE_IDS) and not self.quote:
                 self._block()
                 self.lines.append((0, "-- "))
             if kind == _KIND_PARAGRAPH:
