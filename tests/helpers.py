@@ -7,6 +7,7 @@ Fixtures stay in conftest.py, which imports its constants from here too.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -22,6 +23,21 @@ def mail(subject, body="", *headers, sender="Kiri Tane <kiri@example.net>", msgi
     lines = [f"From: {sender}", f"To: {GATEWAY}", f"Subject: {subject}", f"Message-ID: {msgid}",
              "Date: Tue, 14 May 2024 08:12:24 +1200", *headers]
     return ("\n".join(lines) + "\n\n" + body).encode()
+
+
+SEED = f"{SITE_URL}/image/1/response"     # content the reference website holds
+PHOTO = bytes(range(256)) * 40
+
+
+def photo_reply(subject: str, *headers: str, msgid: str, words: str = "") -> bytes:
+    """A phone's reply with a photo: its words (if any), the quote of our mail, the photo."""
+    body = ("--b\nContent-Type: text/plain; charset=utf-8\n\n" + (words + "\n\n" if words else "")
+            + "On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n"
+            + "> Here is the Torokiki content you asked for:\n>   " + SEED + "\n"
+            + "--b\nContent-Type: image/jpeg; name=tram.jpg\nContent-Transfer-Encoding: base64\n\n"
+            + base64.encodebytes(PHOTO).decode() + "--b--\n")
+    return mail(subject, body, "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b", *headers,
+                msgid=msgid)
 
 
 def files_in(folder: Path) -> list[Path]:

@@ -8,27 +8,14 @@ flows run through the installed pipe against the reference website.
 
 from __future__ import annotations
 
-import base64
 
 import pytest
-from helpers import GATEWAY, SITE_URL, mail
+from helpers import GATEWAY, SEED, SITE_URL, mail, photo_reply
 
 from torokiki_pipe.stages.s5_understand.command import SubjectLine, read_subject, replying_to
 from torokiki_pipe.stages.s5_understand.urls import ContentUrl, content_of_message_ids, message_id_about
 
-SEED = f"{SITE_URL}/image/1/response"
-PHOTO = bytes(range(256)) * 40
 
-
-def photo_reply(subject: str, *headers: str, msgid: str, words: str = "") -> bytes:
-    """A phone's reply with a photo: its words (if any), the quote of our mail, the photo."""
-    body = ("--b\nContent-Type: text/plain; charset=utf-8\n\n" + (words + "\n\n" if words else "")
-            + "On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n"
-            + "> Here is the Torokiki content you asked for:\n>   " + SEED + "\n"
-            + "--b\nContent-Type: image/jpeg; name=tram.jpg\nContent-Transfer-Encoding: base64\n\n"
-            + base64.encodebytes(PHOTO).decode() + "--b--\n")
-    return mail(subject, body, "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b", *headers,
-                msgid=msgid)
 
 
 # --------------------------------------------------------------------------- recognising a reply

@@ -25,10 +25,8 @@ from torokiki_pipe.stages.s5_understand.command import read_subject, replying_to
 from torokiki_pipe.stages.s5_understand.urls import ContentUrl, content_of_subaddress, subaddress_about
 from torokiki_pipe.stages.s7_reply import Reply, ReplyContext, build
 
-from helpers import API_KEY, GATEWAY, SITE_URL, log_lines, mail
+from helpers import API_KEY, GATEWAY, PHOTO, SEED, SITE_URL, log_lines, mail, photo_reply
 
-SEED = f"{SITE_URL}/image/1/response"
-PHOTO = bytes(range(256)) * 40
 # RFC 5322 dot-atom: what a local part may be without quotes.
 DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
@@ -142,16 +140,6 @@ def test_an_unusable_delimiter_is_refused(value, gateway, words):
 
 
 # --------------------------------------------------------------------------- through the installed pipe
-
-def photo_reply(subject: str, *headers: str, msgid: str, words: str = "") -> bytes:
-    """A reply with a photo, its words and the quote of our mail; no In-Reply-To unless given."""
-    body = ("--b\nContent-Type: text/plain; charset=utf-8\n\n" + (words + "\n\n" if words else "")
-            + "On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n"
-            + "> Here is the Torokiki content you asked for:\n>   " + SEED + "\n"
-            + "--b\nContent-Type: image/jpeg; name=tram.jpg\nContent-Transfer-Encoding: base64\n\n"
-            + base64.encodebytes(PHOTO).decode() + "--b--\n")
-    return mail(subject, body, "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=b", *headers,
-                msgid=msgid)
 
 
 def test_get_then_reply_to_its_reply_to_address_with_a_photo(run_pipe, pipe_env, smtp_sink, website):

@@ -33,7 +33,7 @@ def main(argv) -> int:
     args = parse_args(argv)
     from torokiki_pipe import config as configuration
     from torokiki_pipe.stages.s5_understand.urls import BadUrl, parse_content_url
-    from torokiki_pipe.stages.s7_reply import _html_escaped, link, render
+    from torokiki_pipe.stages.s7_reply import html_escaped, link, render
 
     try:
         settings = configuration.load(args.config)
@@ -47,6 +47,6 @@ def main(argv) -> int:
         return os.EX_DATAERR
     answer = link("mailto-answer.txt", {"url": url, "site": settings.site_url}, settings.gateway_address)
     if args.html:
-        answer = render("answer-button.html", _html_escaped({"answer_link": answer}))[1].rstrip("\n")
+        answer = render("answer-button.html", html_escaped({"answer_link": answer}))[1].rstrip("\n")
     print(answer)
     return os.EX_OK

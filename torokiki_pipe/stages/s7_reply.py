@@ -123,7 +123,7 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
     # Every reply offers help; each link is built from values already bounded, never cut itself.
     links = {"help_link": "mailto-help.txt", **reply.links}
     values.update({key: link(template, values, context.gateway_address) for key, template in links.items()})
-    html_values = _html_escaped(values)
+    html_values = html_escaped(values)
     for key, fragment in reply.notes.items():
         values[key] = render(f"{fragment}.txt", values)[1]
         html_values[key] = render(f"{fragment}.html", html_values)[1]
@@ -178,8 +178,8 @@ def build(reply: Reply, context: ReplyContext, last_before_limit: str | None = N
 def _html(reply: Reply, subject: str, html_values: dict, last_before_limit: str | None) -> str:
     """The HTML part: the reply's own HTML template (NAME.html beside NAME.txt) inside layout.html."""
     content = render(reply.html_template or reply.template.removesuffix(".txt") + ".html", html_values)[1]
-    note = render("limit-note.html", _html_escaped({"window": last_before_limit}))[1] if last_before_limit else ""
-    title = _html_escaped({"title": subject})
+    note = render("limit-note.html", html_escaped({"window": last_before_limit}))[1] if last_before_limit else ""
+    title = html_escaped({"title": subject})
     return render("layout.html", {**html_values, **title, "content": content, "limit_note": note})[1]
 
 
@@ -220,7 +220,7 @@ def _is_message_id(text: str) -> bool:
 _HTML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
 
 
-def _html_escaped(values: dict) -> dict:
+def html_escaped(values: dict) -> dict:
     return {k: str(v).translate(_HTML_ESCAPES) for k, v in values.items()}
 
 
