@@ -188,7 +188,7 @@ def plan(install: Install, current: Current, postconf: str, postmap: str, postfi
                               ("install", "-d", "-o", install.user, "-g", group, "-m", "0700", install.log_dir)))
     if not current.config_exists:
         folder = str(Path(install.config).parent)
-        if not current.config_dir_exists:
+        if not current.config_dir_exists and folder != install.home:   # else made above
             changes.append(Change("host", f"create {folder} (0750, group {group})",
                                   ("install", "-d", "-o", "root", "-g", group, "-m", "0750", folder)))
         text = Template(TEMPLATE.read_text(encoding="utf-8")).safe_substitute(
