@@ -211,11 +211,15 @@ def test_apply_by_anyone_but_root_is_refused_with_the_commands(monkeypatch, caps
 
 
 @pytest.mark.integration  # runs postconf
-def test_no_address_is_a_usage_error(capsys, tmp_path):
+def test_no_address_or_another_than_the_configs_is_a_usage_error(capsys, tmp_path):
     if setup.find_tools() is None:
         pytest.skip("Postfix is not installed")
     assert setup.main(["postfix", "--config", str(tmp_path / "absent.env")]) == os.EX_USAGE
     assert "--address" in capsys.readouterr().err
+    env = tmp_path / "torokiki.env"
+    env.write_text("TOROKIKI_GATEWAY_ADDRESS=other@torokiki.net\n")
+    assert setup.main(["postfix", "--config", str(env), "--address", GATEWAY]) == os.EX_USAGE
+    assert "other@torokiki.net" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- a real Postfix
@@ -334,7 +338,8 @@ def test_setup_applied_to_a_fresh_debian_main_cf_delivers_a_mail_saved_and_answe
     done = debian.setup(pipe_program, "--apply")
     assert done.returncode == os.EX_OK, done.stdout + done.stderr + debian.maillog()
     lines = done.stdout.splitlines()
-    assert lines[-2:] == ["checked: postfix check", "done: start Postfix"]
+    assert lines[-3:-1] == ["checked: postfix check", "done: start Postfix"]
+    assert lines[-1].startswith(f"next: put the website's key in {debian.env} ")
     assert sum(line.startswith("backup: ") for line in lines) == 2
     [backup] = debian.config.glob("main.cf.torokiki-backup-*")
     assert backup.read_bytes() == before["main.cf"]
@@ -383,3 +388,24 @@ def test_setup_applied_twice_changes_nothing(debian, pipe_program):
     assert done.stdout.startswith("nothing to change: ") and len(done.stdout.splitlines()) == 1
     assert debian.files() == before and debian.env.read_bytes() == env
     assert sorted(debian.config.glob("*.torokiki-backup-*")) == backups
+
+
+@pytest.mark.integration
+def test_a_failing_postfix_check_stops_before_postfix_is_started(pipe_program, tmp_path):
+    _skip_unless_postfix_can_run()
+    tmp_path.chmod(0o755)
+    instance = Instance(tmp_path, pipe_program)
+    instance.config.mkdir()
+    (tmp_path / "spool").mkdir()
+    shutil.copy("/etc/postfix/main.cf", instance.config / "main.cf")
+    (instance.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=_free_port()))
+    settings = {**private_settings(tmp_path), "daemon_directory": f"{tmp_path}/no-daemons-here"}
+    instance.run("postconf", "-e", *(f"{k} = {v}" for k, v in settings.items()))
+    try:
+        done = instance.setup(pipe_program, "--apply")
+        assert done.returncode == os.EX_CONFIG, done.stdout + done.stderr
+        last = done.stdout.splitlines()[-1]
+        assert last.startswith("failed: postfix check exited 1: ") and "maillog" in last
+        assert "start Postfix" not in last and instance.run("postfix", "status", check=False).returncode != 0
+    finally:
+        _stop(instance)

@@ -327,6 +327,10 @@ def _backup(postfix_dir: str) -> list[str]:
         original = Path(postfix_dir) / name
         if original.exists():
             copy = original.with_name(f"{name}.torokiki-backup-{stamp}")
+            for number in range(1, 100):    # two runs in one second: never over an earlier backup
+                if not copy.exists():
+                    break
+                copy = original.with_name(f"{name}.torokiki-backup-{stamp}.{number}")
             shutil.copy2(original, copy)
             made.append(str(copy))
     return made
@@ -405,9 +409,13 @@ def _installation(args, tools: Tools) -> tuple[Optional[Install], str]:
             values = configuration.parse_env_text(path.read_text(encoding="utf-8"), str(path))
         except (OSError, UnicodeDecodeError, configuration.ConfigError) as error:
             return None, f"{path}: {error}"
-    address = (args.address or values.get("TOROKIKI_GATEWAY_ADDRESS", "")).strip()
+    configured = values.get("TOROKIKI_GATEWAY_ADDRESS", "").strip()
+    address = (args.address or configured).strip()
     if not address:
         return None, f"no gateway address: give --address (there is none in {path})"
+    if configured and configured.lower() != address.lower():
+        # Postfix would route one address and the gateway answer as another.
+        return None, f"--address {address} is not {path}'s TOROKIKI_GATEWAY_ADDRESS {configured}"
     log_dir = values.get("TOROKIKI_LOG_DIR", "").strip()
     if not os.path.isabs(log_dir):
         log_dir = os.path.join(args.home, "logs")
@@ -447,4 +455,8 @@ def main(argv) -> int:
             print("\n".join(show(change)))
         print("torokiki-pipe setup: --apply needs root; the commands above make the same changes", file=sys.stderr)
         return os.EX_NOPERM
-    return apply(result.changes, install, tools, lambda line: print(line, flush=True))
+    code = apply(result.changes, install, tools, lambda line: print(line, flush=True))
+    if code == os.EX_OK and any(c.path == install.config for c in result.changes):
+        print(f"next: put the website's key in {install.config} (TOROKIKI_API_KEY=), then "
+              f"runuser -u {install.user} -- {install.program} check --config {install.config}")
+    return code
