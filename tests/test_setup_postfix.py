@@ -211,6 +211,15 @@ def test_apply_by_anyone_but_root_is_refused_with_the_commands(monkeypatch, caps
 
 
 @pytest.mark.integration  # runs postconf
+def test_a_folder_without_main_cf_is_no_postfix_to_set_up(capsys, tmp_path):
+    if setup.find_tools() is None:
+        pytest.skip("Postfix is not installed")
+    code = setup.main(["postfix", "-c", str(tmp_path), "--address", GATEWAY, "--config", str(tmp_path / "env")])
+    assert code == os.EX_CONFIG and "no main.cf" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.integration  # runs postconf
 def test_no_address_or_another_than_the_configs_is_a_usage_error(capsys, tmp_path):
     if setup.find_tools() is None:
         pytest.skip("Postfix is not installed")

@@ -31,8 +31,9 @@ what Postfix and the host have now (`Current`, read by `read_current`) to a
 list of `Change` values, which `apply` carries out with argument lists, never
 a shell.  ``-c DIR`` is Postfix's ``-c``: another instance's configuration.
 
-Exit codes: EX_OK; EX_USAGE for a wrong command line or no address;
-EX_CONFIG when postconf is missing, the setup cannot be made (a domain that is
+Exit codes: EX_OK; EX_USAGE for a wrong command line, no address, or one the
+config file contradicts; EX_CONFIG when postconf or main.cf is missing, the
+config file does not parse, the setup cannot be made (a domain that is
 virtual here, a path with a space), a command fails or ``postfix check``
 fails; EX_NOPERM for ``--apply`` by anyone but root.
 """
@@ -398,8 +399,8 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def _installation(args, tools: Tools) -> tuple[Optional[Install], str]:
-    """The installation the arguments and the config file describe, or why there is none."""
+def _installation(args, tools: Tools) -> tuple[Optional[Install], str, int]:
+    """The installation the arguments and the config file describe, or why there is none and the exit code."""
     from torokiki_pipe import config as configuration
 
     path = Path(args.config or DEFAULT_CONFIG).absolute()
@@ -408,22 +409,24 @@ def _installation(args, tools: Tools) -> tuple[Optional[Install], str]:
         try:
             values = configuration.parse_env_text(path.read_text(encoding="utf-8"), str(path))
         except (OSError, UnicodeDecodeError, configuration.ConfigError) as error:
-            return None, f"{path}: {error}"
+            return None, f"{path}: {error}", os.EX_CONFIG
     configured = values.get("TOROKIKI_GATEWAY_ADDRESS", "").strip()
     address = (args.address or configured).strip()
     if not address:
-        return None, f"no gateway address: give --address (there is none in {path})"
+        return None, f"no gateway address: give --address (there is none in {path})", os.EX_USAGE
     if configured and configured.lower() != address.lower():
         # Postfix would route one address and the gateway answer as another.
-        return None, f"--address {address} is not {path}'s TOROKIKI_GATEWAY_ADDRESS {configured}"
+        return None, f"--address {address} is not {path}'s TOROKIKI_GATEWAY_ADDRESS {configured}", os.EX_USAGE
     log_dir = values.get("TOROKIKI_LOG_DIR", "").strip()
     if not os.path.isabs(log_dir):
         log_dir = os.path.join(args.home, "logs")
     size = values.get("TOROKIKI_MAX_MESSAGE_BYTES", "").strip()
     postfix_dir = args.postfix_config or _run([tools.postconf, "-h", "config_directory"]).stdout.strip()
+    if not postfix_dir or not (Path(postfix_dir) / "main.cf").is_file():
+        return None, f"no Postfix configuration: there is no main.cf in {postfix_dir or 'config_directory'}", os.EX_CONFIG
     program = args.program or str(Path(sys.executable).parent / "torokiki-pipe")
     return Install(program, str(path), address, args.user, args.home, log_dir, str(Path(postfix_dir).absolute()),
-                   int(size) if size.isdigit() else DEFAULT_MAX_MESSAGE_BYTES), ""
+                   int(size) if size.isdigit() else DEFAULT_MAX_MESSAGE_BYTES), "", os.EX_OK
 
 
 def main(argv) -> int:
@@ -433,10 +436,10 @@ def main(argv) -> int:
         print("torokiki-pipe setup: postconf not found: is Postfix installed (apt-get install postfix)?",
               file=sys.stderr)
         return os.EX_CONFIG
-    install, why = _installation(args, tools)
+    install, why, code = _installation(args, tools)
     if install is None:
         print(f"torokiki-pipe setup: {why}", file=sys.stderr)
-        return os.EX_USAGE
+        return code
     result = plan(install, read_current(install, tools), *tools)
     for problem in result.problems:
         print(f"torokiki-pipe setup: cannot set up: {problem}", file=sys.stderr)
