@@ -88,3 +88,100 @@ def reply_links(message) -> dict[str, str]:
 
     Links(convert_charrefs=True).feed(message.get_body(("html",)).get_content())
     return links
+
+
+# --------------------------------------------------------------------------- a private Postfix
+
+# Postfix's own services for a private test instance, all without chroot; {port} is smtpd's.
+PRIVATE_MASTER_CF = """\
+# Written by the tests for a private test instance.
+127.0.0.1:{port} inet n -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+anvil     unix  -       -       n       -       1       anvil
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def private_settings(base: Path) -> dict[str, str]:
+    """What makes a main.cf a private instance in `base` that relays nothing and only the test retries.
+
+    Routing (mydestination, transport_maps, local_recipient_maps) is left to the test.
+    """
+    return {
+        "queue_directory": f"{base}/spool", "data_directory": f"{base}/data",
+        "multi_instance_name": "postfix-torokiki-test", "syslog_name": "postfix-torokiki-test",
+        "maillog_file": f"{base}/maillog", "maillog_file_prefixes": str(base),
+        "myhostname": "mx.torokiki.test", "mydomain": "torokiki.test", "myorigin": "$myhostname",
+        "alias_maps": "", "alias_database": "", "inet_interfaces": "127.0.0.1", "inet_protocols": "ipv4",
+        "mynetworks": "127.0.0.0/8", "relayhost": "", "relay_domains": "",
+        "default_transport": "error:5.7.1 this test instance relays nothing",
+        "relay_transport": "error:5.7.1 this test instance relays nothing",
+        "local_transport": "error:5.1.1 no local delivery on this test instance",
+        "smtpd_relay_restrictions": "reject_unauth_destination", "smtpd_peername_lookup": "no",
+        "biff": "no", "notify_classes": "",
+        "queue_run_delay": "3600s", "minimal_backoff_time": "3600s", "maximal_backoff_time": "7200s",
+        "import_environment": "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME",
+        "export_environment": "TZ LANG=C.UTF-8",
+    }
+
+
+# The venv's interpreter can live where an unprivileged user cannot go (pyenv
+# under /root, 0700).  Then the pipe user runs the same installed package
+# (the venv's site-packages, editable finder included) with the system's
+# Python of the same version.
+PIPE_SHIM = """\
+#!{python} -IS
+# torokiki-pipe for a test's pipe user: the venv's packages, this Python.
+import site, sys
+for folder in {folders!r}:
+    site.addsitedir(folder)
+from torokiki_pipe.__main__ import main
+sys.exit(main())
+"""
+
+
+def runs_as(user: str, command: list[str]) -> bool:
+    """Does `command` succeed as `user` (as pipe(8) would start it: no shell, bare PATH)?"""
+    import pwd
+    import subprocess
+
+    try:
+        return subprocess.run(command, user=user, group=pwd.getpwnam(user).pw_gid, extra_groups=[],
+                              cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                              capture_output=True, timeout=60).returncode == 0
+    except OSError:                         # e.g. the interpreter in the #! line is out of reach
+        return False
+
+
+def program_for(user: str, pipe_program: str, folder: Path) -> str:
+    """A path `user` can execute that runs the installed torokiki-pipe (skips the test when none)."""
+    import site
+    import sys
+
+    import pytest
+
+    if runs_as(user, [pipe_program, "--version"]):
+        return pipe_program
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    folders = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    for python in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if not os.access(python, os.X_OK) or not runs_as(user, [python, "-IS", "-c", "pass"]):
+            continue
+        shim = folder / "torokiki-pipe"
+        shim.write_text(PIPE_SHIM.format(python=python, folders=folders))
+        shim.chmod(0o755)
+        if runs_as(user, [str(shim), "--version"]):
+            return str(shim)
+    pytest.skip(f"user {user} cannot run {pipe_program} (its Python is out of reach) "
+                f"and no python{version} of the system can stand in for it")
