@@ -18,7 +18,8 @@ from torokiki_pipe.outcome import Outcome, Stopped, exit_code, say
 
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
 SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
-               "report": "torokiki_pipe.admin.report", "link": "torokiki_pipe.admin.link"}
+               "report": "torokiki_pipe.admin.report", "link": "torokiki_pipe.admin.link",
+               "example": "torokiki_pipe.admin.example", "reference-site": "torokiki_pipe.reference_site.__main__"}
 
 
 def main(argv=None) -> int:
