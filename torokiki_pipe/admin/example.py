@@ -54,24 +54,46 @@ def subject(raw: bytes) -> str:
 
 
 def as_new_mail(raw: bytes, sender: str | None, recipient: str | None) -> bytes:
-    """The mail with its From, Return-Path (and a new Message-ID and Date) or To replaced."""
-    from email import message_from_bytes, policy
+    """The mail with its From, Return-Path (and a new Message-ID and Date) or To replaced.
+
+    Only those header fields are rewritten; every other byte stays as written (no
+    refolding, no line ending changed), so the mail is still the example it was.
+    """
+    import re
     from email.utils import formatdate, make_msgid, parseaddr
 
-    message = message_from_bytes(raw, policy=policy.compat32)   # compat32: the rest stays as written
     changes = {}
     if sender:
         address = parseaddr(sender)[1]
         changes = {"Return-Path": f"<{address}>", "From": sender,
-                   "Message-ID": make_msgid("example", domain=address.rpartition("@")[2] or None), "Date": formatdate(localtime=True)}
+                   "Message-ID": make_msgid("example", domain=address.rpartition("@")[2] or None),
+                   "Date": formatdate(localtime=True)}
     if recipient:
         changes["To"] = recipient
-    for name, value in changes.items():
-        if name in message:
-            message.replace_header(name, value)
+    end = re.search(rb"\r?\n\r?\n", raw)
+    head, rest = (raw[:end.start()], raw[end.start():]) if end else (raw, b"")
+    newline = b"\r\n" if b"\r\n" in head[:1000] else b"\n"
+    fields: list[bytes] = []
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
         else:
-            message[name] = value
-    return message.as_bytes(policy=policy.compat32.clone(linesep="\n"))
+            fields.append(line)
+    wanted = {name.lower(): name for name in changes}
+    kept, done = [], set()
+    for field in fields:
+        name = field.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+        if name in wanted:
+            if name not in done:
+                kept.append(f"{wanted[name]}: {changes[wanted[name]]}".encode() + newline)
+                done.add(name)
+            continue
+        kept.append(field)
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += newline
+    kept += [f"{wanted[name]}: {changes[wanted[name]]}".encode() + newline for name in wanted if name not in done]
+    new_head = b"".join(kept)
+    return new_head[:-len(newline)] + rest if rest else new_head
 
 
 def main(argv) -> int:
