@@ -3,7 +3,10 @@
 The example mails (a help request, a get, a text and a photo response, an HTML-only
 response, a mistake, an out-of-office) are package data (torokiki_pipe/examples/,
 which a checkout also shows as examples/), so an installed gateway can be tried
-without a checkout: ``torokiki-pipe example 01-help | /usr/sbin/sendmail -t``.
+without a checkout (postfix/README.md, "Try it")::
+
+    torokiki-pipe example help --from you@example.net \\
+        | /usr/sbin/sendmail -i -f you@example.net gateway@torokiki.net
 
 ``--list`` prints one line per mail: its NAME and its Subject.  ``example NAME``
 writes that mail, byte for byte, to stdout; NAME is the file name with or without
@@ -99,7 +102,8 @@ def as_new_mail(raw: bytes, sender: str | None, recipient: str | None) -> bytes:
 def main(argv) -> int:
     parser = _Parser(prog="torokiki-pipe example",
                      description="Print one of the example mails installed with the gateway, to try it: "
-                                 "torokiki-pipe example 01-help --from you@example.org | /usr/sbin/sendmail -t")
+                                 "torokiki-pipe example help --from you@example.net "
+                                 "| /usr/sbin/sendmail -i -f you@example.net gateway@torokiki.net")
     parser.add_argument("name", metavar="NAME", nargs="?", help="the example (see --list), e.g. 01-help or help")
     parser.add_argument("--list", action="store_true", help="list the examples: NAME and Subject")
     parser.add_argument("--from", dest="sender", metavar="ADDR",

@@ -40,7 +40,7 @@ To stand in for the real website, make a key and run it on a fixed port:
   export {KEY_VARIABLE}=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
   torokiki-pipe reference-site --port {DEFAULT_PORT} --store /var/tmp/torokiki-store
 
-It prints the lines for the gateway's env file:
+Its one start line says what the gateway's env file takes:
 
   TOROKIKI_API_URL=http://127.0.0.1:{DEFAULT_PORT}
   TOROKIKI_API_KEY=KEY                        (the same key)
