@@ -3,7 +3,7 @@
 
     python bench/run.py [--quick] [--only NAMES] [--json PATH] [--strict] [--wait-quiet SECONDS [--retries N]]
 
-Starts the reference website (torokiki_pipe.devtools.reference_site) and an SMTP sink
+Starts the reference website (torokiki_pipe.reference_site) and an SMTP sink
 (torokiki_pipe.devtools.smtpsink) on loopback ports and uses the real msmtp,
 delivering to that sink, as sendmail (as production does; without msmtp, the
 Python outbox stand-in, torokiki_pipe.devtools.outbox, and a loud warning), then
@@ -51,7 +51,7 @@ REPO = BENCH_DIR.parent
 def _ensure_project_importable() -> None:
     """Run under the project's venv when started with a Python that lacks it."""
     try:
-        import torokiki_pipe.devtools.reference_site  # noqa: F401
+        import torokiki_pipe.reference_site  # noqa: F401
         return
     except ImportError:
         pass

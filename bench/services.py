@@ -1,11 +1,12 @@
 """What the pipe talks to during the benchmark: the reference website and the sendmail.
 
-The reference website (torokiki_pipe.devtools.reference_site) runs in the benchmark's
+The reference website (torokiki_pipe.reference_site) runs in the benchmark's
 process, on a loopback port, its store in memory (/dev/shm when there is one); every
 API request it answers is logged with its start, end and status (`HttpLog`).  The
 sendmail is the real msmtp delivering into an SMTP sink in this process
 (torokiki_pipe.devtools.smtpsink), or, without msmtp, the Python outbox stand-in
-(torokiki_pipe.devtools.outbox).  Standard library and the project's devtools only.
+(torokiki_pipe.devtools.outbox).  Standard library and the project's devtools only, the
+devtools from this checkout (a production install has none).
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from torokiki_pipe.devtools.reference_site import server as reference
-from torokiki_pipe.devtools import smtpsink
+import torokiki_pipe
+from torokiki_pipe.reference_site import server as reference
+
+# The development tools are not installed (setup.cfg leaves torokiki_pipe.devtools out of
+# the wheel): the benchmark takes them from this checkout, beside the installed gateway.
+DEVTOOLS = Path(__file__).resolve().parent.parent / "torokiki_pipe" / "devtools"
+torokiki_pipe.__path__.append(str(DEVTOOLS.parent))
+from torokiki_pipe.devtools import smtpsink  # noqa: E402
 
 from mails import GATEWAY, MB, SITE_URL
 
@@ -129,7 +136,7 @@ def start_sendmail(work: Path, outbox: Path, python: str):
         # The gateway runs `COMMAND -f <> -- RECIPIENT` (null envelope sender): the same here.
         row = (SINK_MSMTP, [*shlex.split(sendmail), "-f", "<>", "--", "bench@example.net"])
         return sink, sendmail, {"kind": "msmtp", "command": sendmail}, row
-    sendmail = shlex.join([python, "-m", "torokiki_pipe.devtools.outbox", str(outbox)])
+    sendmail = shlex.join([python, str(DEVTOOLS / "outbox.py"), str(outbox)])
     # What the stand-in alone costs per reply, so that the pipe's share can be told (wall - this).
     row = (SINK_STAND_IN, [*shlex.split(sendmail), "--", "bench@example.net"])
     print("WARNING: msmtp is not installed (`make deps` installs it): the sendmail is the Python "

@@ -1,6 +1,6 @@
 """Shared fixtures: a real website, a real SMTP sink, msmtp, and the installed pipe.
 
-- ``website``: the reference Torokiki server (torokiki_pipe.devtools.reference_site) on a
+- ``website``: the reference Torokiki server (torokiki_pipe.reference_site) on a
   free loopback port with a fresh store; ``.url``, ``.stats()``, ``.control(...)``.
 - ``smtp_sink``: an aiosmtpd server on 127.0.0.1 that keeps every message;
   ``.messages``, ``.wait_for(n)``.
@@ -47,7 +47,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from torokiki_pipe.devtools.reference_site.server import serve_in_thread
+from torokiki_pipe.reference_site.server import serve_in_thread
 
 from helpers import API_KEY, GATEWAY_ADDRESS, SITE_URL, example, write_env_file
 

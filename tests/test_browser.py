@@ -29,7 +29,7 @@ import pytest
 from helpers import EXAMPLES, SITE_URL, mail
 
 from torokiki_pipe.devtools import browser
-from torokiki_pipe.devtools.reference_site.store import make_png
+from torokiki_pipe.reference_site.store import make_png
 
 SEED = f"{SITE_URL}/image/1/response"
 QUOTE = ("On Tue, 14 May 2024 at 08:12, Torokiki <gateway@torokiki.net> wrote:\n"

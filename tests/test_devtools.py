@@ -26,9 +26,9 @@ import pytest
 import requests
 
 from torokiki_pipe.devtools import browser, demo, outbox, smtpsink
-from torokiki_pipe.devtools.reference_site.contract import is_base64
-from torokiki_pipe.devtools.reference_site.server import serve_in_thread
-from torokiki_pipe.devtools.reference_site.store import make_png
+from torokiki_pipe.reference_site.contract import is_base64
+from torokiki_pipe.reference_site.server import serve_in_thread
+from torokiki_pipe.reference_site.store import make_png
 from torokiki_pipe.adapters.sendmail import Sendmail
 
 SITE = "http://torokiki.net"
@@ -428,23 +428,127 @@ def test_hostile_control_values_are_checked(website):
     assert requests.get(f"{website.url}/_control", timeout=10).json()["mode"] == "ok"
 
 
+def _start_site(command: list, tmp_path: Path, env: dict | None = None) -> subprocess.Popen:
+    environ = {k: v for k, v in os.environ.items() if k != "TOROKIKI_REFERENCE_API_KEY"}
+    return subprocess.Popen([*command, "--store", str(tmp_path / "store"), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**environ, **(env or {})})
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    assert process.wait(timeout=10) == 0
+    assert "Traceback" not in process.stderr.read()
+
+
 @pytest.mark.integration  # the website's command line, as a process
-def test_command_line_server_prints_its_port(tmp_path):
+def test_command_line_server_prints_its_port_and_the_env_file_lines(tmp_path):
     port_file = tmp_path / "port"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "torokiki_pipe.devtools.reference_site", "--port", "0", "--store",
-         str(tmp_path / "store"), "--port-file", str(port_file), "--api-key", "k", "--quiet"],
-        stdout=subprocess.PIPE, text=True)
+    process = _start_site([sys.executable, "-m", "torokiki_pipe.reference_site", "--port", "0",
+                           "--port-file", str(port_file), "--api-key", "k-7f3e9a"], tmp_path)
     try:
         line = process.stdout.readline()
-        assert line.startswith("listening on http://127.0.0.1:")
         port = int(port_file.read_text())
-        assert line.strip().endswith(f":{port}")
+        assert line.startswith(f"listening on http://127.0.0.1:{port}; ")
+        assert f" TOROKIKI_API_URL=http://127.0.0.1:{port} " in line
+        assert "TOROKIKI_API_KEY=(the key given with --api-key)" in line and "k-7f3e9a" not in line
+        assert line.rstrip().endswith("TOROKIKI_SITE_URL=http://torokiki.net")
         seed = requests.get(f"http://127.0.0.1:{port}/image/2/response", timeout=10).json()
         assert seed["Attachment"]["name"].endswith(".png")
     finally:
-        process.terminate()
-        assert process.wait(timeout=10) == 0
+        _stop(process)
+
+
+@pytest.mark.integration  # the installed command, as a process
+def test_reference_site_subcommand_takes_its_key_from_the_variable_and_never_prints_it(pipe_program, tmp_path):
+    with socket.socket() as probe:            # a port that is free now, as an administrator would pick
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = _start_site([pipe_program, "reference-site", "--port", str(port)], tmp_path,
+                          env={"TOROKIKI_REFERENCE_API_KEY": "s3cret-staging-key"})
+    try:
+        line = process.stdout.readline()
+        assert f"TOROKIKI_API_URL=http://127.0.0.1:{port} " in line
+        assert "TOROKIKI_API_KEY=(the key in $TOROKIKI_REFERENCE_API_KEY)" in line
+        assert "s3cret" not in line
+        url = f"http://127.0.0.1:{port}/image/1/response"
+        content = text_response()
+        assert requests.post(url, json=content, headers={"X-API-Key": "wrong"}, timeout=10).status_code == 401
+        saved = requests.post(url, json=content, headers={"X-API-Key": "s3cret-staging-key"}, timeout=10)
+        assert saved.status_code == 201
+    finally:
+        _stop(process)
+
+
+@pytest.mark.integration  # the website's command line, as a process
+def test_reference_site_says_in_one_line_that_its_port_is_in_use(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "torokiki_pipe.reference_site", "--port", str(port),
+                               "--store", str(tmp_path / "store")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == os.EX_UNAVAILABLE
+    assert done.stdout == "" and done.stderr.count("\n") == 1
+    assert f"port {port} on 127.0.0.1 is in use" in done.stderr
+
+
+@pytest.mark.integration  # the website's command line, as a process
+def test_reference_site_says_in_one_line_that_its_store_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("not a folder\n")
+    done = subprocess.run([sys.executable, "-m", "torokiki_pipe.reference_site", "--port", "0",
+                           "--store", str(tmp_path / "file" / "store")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == os.EX_CANTCREAT
+    assert done.stdout == "" and done.stderr.count("\n") == 1
+    assert f"cannot write the store {tmp_path / 'file' / 'store'}" in done.stderr
+
+
+@pytest.mark.integration  # the website's command line, as a process
+@pytest.mark.parametrize("argv, code", [(["--port", "0", "--host", "no-such-host.invalid"], os.EX_USAGE),
+                                        (["--no-such-option"], os.EX_USAGE)])
+def test_reference_site_wrong_usage_is_ex_usage_without_a_traceback(tmp_path, argv, code):
+    done = subprocess.run([sys.executable, "-m", "torokiki_pipe.reference_site", "--store", str(tmp_path / "s"),
+                           *argv], capture_output=True, text=True, timeout=30)
+    assert done.returncode == code and "Traceback" not in done.stderr and done.stderr.strip()
+
+
+@pytest.mark.integration  # the installed commands, the reference site as a process, msmtp and the SMTP sink
+def test_the_try_it_path_with_the_installed_commands_saves_and_answers(pipe_program, msmtp, smtp_sink, tmp_path):
+    # postfix/README.md's "Try it", the pipe fed directly instead of through Postfix: the
+    # reference site started as an administrator would, the env file from the line it prints,
+    # an installed example mail sent as the administrator's own.
+    key = "try-it-" + os.urandom(8).hex()
+    site = _start_site([pipe_program, "reference-site", "--port", "0"], tmp_path,
+                       env={"TOROKIKI_REFERENCE_API_KEY": key})
+    try:
+        told = dict(word.split("=", 1) for word in site.stdout.readline().split("env file: ", 1)[1].split()
+                    if word.startswith("TOROKIKI_") and not word.startswith("TOROKIKI_API_KEY="))
+        env_file = tmp_path / "torokiki.env"
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in {
+            **told, "TOROKIKI_API_KEY": key, "TOROKIKI_GATEWAY_ADDRESS": "gateway@torokiki.net",
+            "TOROKIKI_SENDMAIL": msmtp.command, "TOROKIKI_LOG_DIR": str(tmp_path / "logs")}.items()))
+        env_file.chmod(0o600)
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+        mail = subprocess.run([pipe_program, "example", "03-text-response", "--from", "Ana <ana@example.org>"],
+                              capture_output=True, timeout=60, env=environ, check=True).stdout
+        done = subprocess.run([pipe_program, "--config", str(env_file)], input=mail, capture_output=True,
+                              timeout=60, env=environ)
+        assert done.returncode == 0, done.stderr
+    finally:
+        _stop(site)
+    stored = [json.loads(p.read_text()) for p in (tmp_path / "store" / "image" / "1" / "responses").glob("*.json")]
+    assert [item["content"]["Submitter"] for item in stored] == ["Ana <ana@example.org>"]
+    reply = smtp_sink.wait_for(1)[0]
+    assert reply.rcpt_tos == ("ana@example.org",)
+    assert stored[0]["location"] in reply.message().get_body(("plain",)).get_content()
+
+
+def test_reference_site_help_documents_the_key_variable_and_the_env_file(capsys):
+    from torokiki_pipe.reference_site.__main__ import main as site_main
+
+    assert site_main(["--help"]) == os.EX_OK
+    text = capsys.readouterr().out
+    assert "$TOROKIKI_REFERENCE_API_KEY" in text and "TOROKIKI_API_URL=http://127.0.0.1:8080" in text
+    assert "default: 8080" in text
 
 
 # --------------------------------------------------------------------------- outbox

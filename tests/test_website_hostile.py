@@ -1,6 +1,6 @@
 """A hostile website against the installed pipe, and the judging of its answers.
 
-The reference website's hostile modes (devtools/reference_site/server.py) echo the API key
+The reference website's hostile modes (reference_site/server.py) echo the API key
 in error texts, headers and the Location, send huge, endless and trickled
 bodies, foreign Locations and the statuses that mean "the key is wrong" or
 "later".  Each run asserts on everything the gateway leaves behind: the
@@ -769,7 +769,7 @@ def test_https_end_to_end_against_a_site_whose_certificate_verifies(run_pipe, pi
     import shutil
     import ssl
 
-    from torokiki_pipe.devtools.reference_site.server import make_server
+    from torokiki_pipe.reference_site.server import make_server
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: no certificate to test with")

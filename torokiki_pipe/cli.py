@@ -1,7 +1,7 @@
 """The command line: argv in, exit code out.
 
 ``torokiki-pipe [--config FILE] [--sender ADDR] [--recipient ADDR] [--dry-run] [FILE]``
-runs the pipe on one message (`run.run_pipe`); ``torokiki-pipe check|replay|report|link|setup``
+runs the pipe on one message (`run.run_pipe`); ``torokiki-pipe check|replay|report|link|setup|example|reference-site``
 runs an administrator's program (`admin/`).  Whatever happens, no traceback
 reaches stderr: what is not an exit code by now becomes one line that starts
 with an RFC 3463 enhanced status code, which Postfix quotes.
@@ -19,7 +19,8 @@ from torokiki_pipe.outcome import Outcome, Stopped, exit_code, say
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
 SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
                "report": "torokiki_pipe.admin.report", "link": "torokiki_pipe.admin.link",
-               "setup": "torokiki_pipe.admin.setup"}
+               "setup": "torokiki_pipe.admin.setup",
+               "example": "torokiki_pipe.admin.example", "reference-site": "torokiki_pipe.reference_site.__main__"}
 
 
 def main(argv=None) -> int:

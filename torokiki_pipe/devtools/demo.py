@@ -2,7 +2,7 @@
 
     python -m torokiki_pipe.devtools.demo [--examples DIR] [--out DIR] [--chromium PROGRAM] [--keep]
 
-Starts the reference website (torokiki_pipe.devtools.reference_site) on a free
+Starts the reference website (torokiki_pipe.reference_site) on a free
 loopback port with a temporary store, writes a temporary env file whose
 sendmail is the outbox stand-in (torokiki_pipe.devtools.outbox), and pipes
 mails through the installed ``torokiki-pipe --config ENV`` exactly as Postfix
@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 from torokiki_pipe.devtools import browser, outbox
-from torokiki_pipe.devtools.reference_site.server import serve_in_thread
-from torokiki_pipe.devtools.reference_site.store import make_png
+from torokiki_pipe.reference_site.server import serve_in_thread
+from torokiki_pipe.reference_site.store import make_png
 
 SITE_URL = "http://torokiki.net"
 GATEWAY = "gateway@torokiki.net"
@@ -84,7 +84,7 @@ def find_pipe() -> str | None:
 
 
 def find_examples() -> Path | None:
-    for candidate in (Path.cwd() / "examples", Path(__file__).resolve().parents[2] / "examples"):
+    for candidate in (Path.cwd() / "examples", Path(__file__).resolve().parents[1] / "examples"):
         if candidate.is_dir() and any(candidate.glob("*.eml")):
             return candidate
     return None

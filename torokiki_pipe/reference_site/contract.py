@@ -28,7 +28,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from torokiki_pipe.devtools.reference_site.store import Store
+    from torokiki_pipe.reference_site.store import Store
 
 # "Content URLs": the path of seed `seed`, or (with `id`) of its response `id`.
 CONTENT_PATH = re.compile(r"^/image/(?P<seed>[0-9]+)/response(?:/(?P<id>[0-9]+))?/?$")

@@ -92,8 +92,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from torokiki_pipe.devtools.reference_site.contract import CONTENT_PATH, SAVED_STATUSES, Invalid, validate
-from torokiki_pipe.devtools.reference_site.store import Store
+from torokiki_pipe.reference_site.contract import CONTENT_PATH, SAVED_STATUSES, Invalid, validate
+from torokiki_pipe.reference_site.store import Store
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_DELAY = 600.0

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from torokiki_pipe.adapters.records import write_atomically
-from torokiki_pipe.devtools.reference_site.contract import content_url
+from torokiki_pipe.reference_site.contract import content_url
 
 FIRST_RESPONSE_ID = 101
 
