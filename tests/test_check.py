@@ -87,7 +87,7 @@ HOSTILE = [
     ("TOROKIKI_API_KEY", "two words"), ("TOROKIKI_API_KEY", "line\nbreak"), ("TOROKIKI_API_KEY", "kéy"),
     ("TOROKIKI_GATEWAY_ADDRESS", f"{GATEWAY}\nBcc: x@example.net"),
     ("TOROKIKI_SENDMAIL", "/usr/sbin/sendmail\n-i"), ("TOROKIKI_LOG_DIR", "/tmp/lo\ngs"),
-    ("TOROKIKI_SMTPUTF8", "maybe"), ("TOROKIKI_REPLY_SUBADDRESS", "."), ("TOROKIKI_REPLY_SUBADDRESS", "+-"),
+    ("TOROKIKI_SYSLOG_SOCKET", "dev/log"), ("TOROKIKI_SMTPUTF8", "maybe"), ("TOROKIKI_REPLY_SUBADDRESS", "."), ("TOROKIKI_REPLY_SUBADDRESS", "+-"),
 ]
 
 

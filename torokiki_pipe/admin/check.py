@@ -143,6 +143,7 @@ def main(argv) -> int:
     check_smtputf8(settings, found)
     check_subaddress(settings, found)
     check_log_dir(Path(settings.log_dir), found)
+    check_syslog(settings, found)
     return os.EX_CONFIG if found.problems else os.EX_OK
 
 
@@ -232,6 +233,24 @@ def check_subaddress(settings, found: Findings) -> None:
         example = subaddress_about(ContentUrl("image", 1, None), settings.gateway_address, settings.reply_subaddress)
         found.note(f"replies about content say Reply-To: {example}; the MTA must deliver such sub-addresses "
                    f"to the pipe (Postfix: recipient_delimiter = {settings.reply_subaddress}), or answers bounce")
+
+
+def check_syslog(settings, found: Findings) -> None:
+    """Whether a syslog daemon takes the summary lines (TOROKIKI_SYSLOG=mail), or the last-resort one."""
+    from torokiki_pipe.adapters import syslogger
+
+    path = settings.syslog_socket
+    why = syslogger.probe(path)
+    if not why:
+        found.ok(f"syslog: a daemon listens on {path}" + ("" if settings.syslog else
+                 " (used only when logs/ cannot be written; TOROKIKI_SYSLOG=mail sends every summary)"))
+    elif settings.syslog:
+        # A warning, not a problem: mail flows, only its syslog copy is lost.
+        found.warning(f"TOROKIKI_SYSLOG=mail, but {why}: every syslog line is silently dropped; start the "
+                      f"syslog daemon (Debian: apt-get install rsyslog) or set TOROKIKI_SYSLOG_SOCKET to its socket")
+    else:
+        found.note(f"syslog: {why}; the gateway writes to syslog only when logs/ cannot be written, "
+                   f"and that last record would be lost")
 
 
 def check_log_dir(log_dir: Path, found: Findings) -> None:
