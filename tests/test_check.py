@@ -8,6 +8,7 @@ TOROKIKI_* key the gateway does not know.
 """
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -160,3 +161,64 @@ def test_an_unreadable_file_argument_exits_66(pipe_program, base_env, tmp_path):
     assert done.returncode == os.EX_NOINPUT == 66
     [line] = done.stderr.splitlines()
     assert line.startswith("5.3.5 ") and "cannot read the message" in line
+
+
+# --------------------------------------------------------------------------- the API key probe
+
+def probe_lines(done):
+    return [line for line in (done.stdout + done.stderr).splitlines() if "website API" in line]
+
+
+def test_the_key_probe_says_a_right_key_works_and_saves_nothing(pipe_program, pipe_env, website):
+    done = check(pipe_program, pipe_env, clean_environment())
+    assert done.returncode == 0, done.stderr
+    [line] = probe_lines(done)
+    assert line.startswith("ok: website API takes the API key: POST {} to ") and "HTTP 400" in line, line
+    stats = website.stats()
+    assert (stats["posts"], stats["stored"], stats["unauthorized"], stats["items"]) == (1, 0, 0, [])
+
+
+def test_the_key_probe_names_a_wrong_key_without_printing_it(pipe_program, pipe_env, website):
+    wrong = "wrong-key-0123456789"
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_API_KEY=wrong), clean_environment())
+    assert done.returncode == os.EX_CONFIG
+    [line] = probe_lines(done)
+    assert line.startswith("problem: website API ") and "refused the API key (HTTP 401" in line, line
+    assert "set TOROKIKI_API_KEY" in line
+    assert wrong not in done.stdout + done.stderr and website.api_key not in done.stdout + done.stderr
+    assert website.stats()["unauthorized"] == 1 and website.stats()["stored"] == 0
+
+
+@pytest.mark.parametrize("mode, status, verdict, words", [
+    ("refuse", 403, "problem", "refused the API key (HTTP 403"),
+    ("down", 503, "problem", "unavailable (HTTP 503"),
+    ("down", 429, "problem", "unavailable (HTTP 429"),
+    ("refuse", 404, "problem", "says nothing about the key"),
+    ("refuse", 405, "problem", "is TOROKIKI_API_URL the Torokiki API"),
+    ("refuse", 201, "problem", "it may have saved it"),
+    ("echo-key", 422, "ok", "HTTP 422"),
+], ids=["403", "503", "429", "404", "405", "saves-empty", "422-echoing-the-key"])
+def test_the_key_probe_reads_each_answer(pipe_program, pipe_env, website, mode, status, verdict, words):
+    website.control(mode, status=status)
+    done = check(pipe_program, pipe_env, clean_environment())
+    [line] = probe_lines(done)
+    assert line.startswith(f"{verdict}: ") and words in line, line
+    assert done.returncode == (0 if verdict == "ok" else os.EX_CONFIG), done
+    assert website.api_key not in done.stdout + done.stderr        # echo-key: the website repeats it
+
+
+def test_the_key_probe_has_a_deadline(pipe_program, pipe_env, website):
+    website.control("slow", delay=30)
+    started = time.monotonic()
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_HTTP_TIMEOUT="2"), clean_environment())
+    assert time.monotonic() - started < 20
+    [line] = probe_lines(done)
+    assert line.startswith("problem: ") and "within 2 s" in line and "Traceback" not in done.stderr, line
+
+
+def test_the_key_probe_network_failure_is_one_line(pipe_program, pipe_env):
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_API_URL="http://127.0.0.1:9"), clean_environment())
+    [line] = probe_lines(done)
+    assert line.startswith("problem: website API http://127.0.0.1:9/image/1/response cannot be reached: "
+                           "connection refused"), line
+    assert "Traceback" not in done.stderr and done.returncode == os.EX_CONFIG

@@ -2,11 +2,13 @@
 
 Checks, in order: the configuration loads; the config file is not readable by
 everyone nor writable by its group or others (it holds the API key); the
-website's API answers a harmless GET (any HTTP status below 500); the sendmail
+website takes the API key (the key probe, README "The website's API": a POST
+of {} that nothing can be saved from, answered 400/422); the sendmail
 command exists and is executable, and whether it carries internationalised
 addresses (SMTPUTF8: an ok or a note); the log dir exists or can be created, and
 files can be written in it (and in the log file and stash folders already
-there).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
+there); a syslog daemon listens on TOROKIKI_SYSLOG_SOCKET (a warning when
+TOROKIKI_SYSLOG=mail and none does).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
 ``problem: ...`` line per problem on stderr, and a ``warning: ...`` line on
 stderr for each TOROKIKI_* key the gateway does not know (a typo leaves a
 setting at its default; a warning, not a problem, as the pipe itself runs
@@ -17,8 +19,9 @@ output sent nowhere, and the exit code is still the verdict.
 Nothing is left behind: the write test creates and removes a temporary file,
 and a missing log dir is only proven creatable (a temporary folder in its
 nearest existing parent), not created, so that running `check` as root never
-leaves a root-owned logs/ the pipe cannot write.  The API key is never sent
-(the GET does not need it) and never printed.
+leaves a root-owned logs/ the pipe cannot write.  The API key is sent only
+in the key probe's header, through the pipe's own website adapter (its
+deadline, its redaction of what the website says), and never printed.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from torokiki_pipe import config as configuration
 from torokiki_pipe.stages.s8_record import one_line
 from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 
-PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
 PROBE_TIMEOUT = 10.0                  # seconds, at most
 POSTFIX_QUEUE_LIFETIME = 5 * 86400    # maximal_queue_lifetime's default
 
@@ -178,29 +180,26 @@ def check_config_file(path: Path, found: Findings) -> None:
 
 
 def check_website(settings, found: Findings) -> None:
-    import requests
+    """The key probe of README's "The website's API": a POST of {} that nothing can be saved from."""
+    from torokiki_pipe.adapters.website import KEY_PROBE_PATH, Website
 
-    from torokiki_pipe.adapters.website import USER_AGENT, network_detail
-
-    url = settings.api_url.rstrip("/") + PROBE_PATH
-    timeout = min(PROBE_TIMEOUT, settings.http_timeout)
-    session = requests.Session()
-    session.trust_env = False                  # as the pipe does: no proxy from the environment
-    try:
-        answer = session.get(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-                             timeout=(min(5.0, timeout), timeout), allow_redirects=False)
-    except requests.Timeout:
-        found.problem(f"website API {url}: no answer within {timeout:g} s")
-        return
-    except requests.RequestException as error:
-        found.problem(f"website API {url} cannot be reached: {network_detail(error)}")
-        return
-    finally:
-        session.close()
-    if answer.status_code >= 500:
-        found.problem(f"website API {url} answered HTTP {answer.status_code} {answer.reason}")
+    website = Website(settings.api_url, settings.api_key, min(PROBE_TIMEOUT, settings.http_timeout),
+                      settings.site_url)
+    url = website.api_url + KEY_PROBE_PATH
+    probe = website.probe_key()
+    if probe.verdict == "accepted":
+        found.ok(f"website API takes the API key: POST {{}} to {url}: {probe.detail}; nothing saved")
+    elif probe.verdict == "refused":
+        found.problem(f"website API {url}: {probe.detail}: every mail waits in the queue; set TOROKIKI_API_KEY "
+                      f"to the key the website issued for this gateway")
+    elif probe.code == 0:
+        found.problem(f"website API {url} cannot be reached: {probe.detail}: mail waits in the queue until it "
+                      f"can; check TOROKIKI_API_URL and the network")
+    elif probe.verdict == "unavailable":
+        found.problem(f"website API {url}: {probe.detail}: mail waits in the queue until it answers")
     else:
-        found.ok(f"website API reachable: GET {url} answered HTTP {answer.status_code}")
+        found.problem(f"website API {url}: {probe.detail}; is TOROKIKI_API_URL the Torokiki API "
+                      f"(it must answer POST /image/N/response as README's \"The website's API\" says)?")
 
 
 def check_sendmail(command, found: Findings) -> None:
