@@ -7,6 +7,7 @@ of stdin read; and `check` must name the same problem (exit 78).  Also: a
 TOROKIKI_* key the gateway does not know.
 """
 import os
+import shutil
 import subprocess
 import time
 
@@ -222,3 +223,162 @@ def test_the_key_probe_network_failure_is_one_line(pipe_program, pipe_env):
     assert line.startswith("problem: website API http://127.0.0.1:9/image/1/response cannot be reached: "
                            "connection refused"), line
     assert "Traceback" not in done.stderr and done.returncode == os.EX_CONFIG
+
+
+# --------------------------------------------------------------------------- the Postfix side
+
+POSTCONF = shutil.which("postconf") or shutil.which("postconf", path="/usr/sbin")
+needs_postfix = pytest.mark.skipif(POSTCONF is None, reason="Postfix is not installed (apt-get install postfix; "
+                                                            "`make test` does it)")
+SERVICE = ("torokiki  unix  -       n       n       -       -       pipe{options}\n"
+           "  flags=DRX user=nobody null_sender= directory={home}\n"
+           "  argv={program} --config {config} --sender ${{sender}} --recipient ${{recipient}}\n")
+
+
+class PostfixConfig:
+    """A private Postfix configuration directory, never started: what postconf -c and postmap -c read."""
+
+    def __init__(self, folder, pipe_program, gateway_env):
+        self.folder, self.program, self.env = folder, pipe_program, gateway_env
+        folder.mkdir()
+        self.main = {"compatibility_level": "3.6", "queue_directory": f"{folder}/spool",
+                     "data_directory": f"{folder}/data", "transport_maps": f"hash:{folder}/transport",
+                     "torokiki_time_limit": "1000s", "message_size_limit": "26214400"}
+        self.transport = {GATEWAY: "torokiki:"}
+        self.virtual: dict = {}
+        self.service = {"program": pipe_program, "config": os.fspath(gateway_env), "options": ""}
+
+    def write(self):
+        main = dict(self.main)
+        if self.virtual:
+            main["virtual_alias_maps"] = f"hash:{self.folder}/virtual"
+        (self.folder / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items() if v is not None))
+        for name, table in (("transport", self.transport), ("virtual", self.virtual)):
+            (self.folder / name).write_text("".join(f"{k}  {v}\n" for k, v in table.items()))
+            subprocess.run([os.path.join(os.path.dirname(POSTCONF), "postmap"), "-c", str(self.folder),
+                            f"hash:{self.folder}/{name}"], check=True, timeout=30)
+        service = SERVICE.format(home=self.folder, **self.service) if self.service else ""
+        (self.folder / "master.cf").write_text(service)
+        return self.folder
+
+
+def check_postfix(pipe_program, config, postfix_dir):
+    done = subprocess.run([pipe_program, "check", "--config", os.fspath(config), "--postfix-config",
+                           str(postfix_dir)], capture_output=True, text=True, timeout=60, env=clean_environment())
+    assert "Traceback" not in done.stderr, done.stderr
+    return done, [line for line in (done.stdout + done.stderr).splitlines()
+                  if line.partition(": ")[2].startswith("Postfix")]
+
+
+@pytest.fixture
+def postfix_config(tmp_path, pipe_program, pipe_env):
+    return PostfixConfig(tmp_path / "postfix", pipe_program, pipe_env)
+
+
+@needs_postfix
+def test_check_reads_a_right_postfix_side(pipe_program, pipe_env, website, postfix_config):
+    done, lines = check_postfix(pipe_program, pipe_env, postfix_config.write())
+    assert lines == [                              # stdout, then stderr
+        f"ok: Postfix routes {GATEWAY} to the transport torokiki:",
+        f"ok: Postfix: master.cf's torokiki/unix runs {pipe_program} --config {os.fspath(pipe_env)}",
+        "ok: Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES (26214400 bytes)",
+        "ok: Postfix's time limit for torokiki is 1000 s (torokiki_time_limit), above the gateway's own 720 s at most",
+        f"problem: Postfix is not running (postfix status exited 1): start it with postfix -c {postfix_config.folder}"
+        f" start",
+    ], done.stdout + done.stderr
+    assert done.returncode == os.EX_CONFIG        # not running: mail would not flow
+
+
+def _no_route(p):
+    p.transport = {"other@torokiki.net": "torokiki:"}
+    return "problem", f"route {GATEWAY} nowhere: add '{GATEWAY} torokiki:' to the transport map"
+
+
+def _no_transport_maps(p):
+    p.main["transport_maps"] = None
+    return "problem", "transport_maps (not set) route"
+
+
+def _virtual(p):
+    p.virtual = {GATEWAY: "gateway@torokiki-pipe.invalid"}
+    p.transport = {"torokiki-pipe.invalid": "torokiki:"}
+    return "ok", f"routes {GATEWAY} (virtual_alias_maps: gateway@torokiki-pipe.invalid) to the transport torokiki:"
+
+
+def _other_program(p):
+    p.service["program"] = "/opt/elsewhere/bin/torokiki-pipe"
+    return "problem", "runs /opt/elsewhere/bin/torokiki-pipe, not this installation's"
+
+
+def _other_config(p):
+    p.service["config"] = "/etc/torokiki-pipe/other.env"
+    return "problem", "reads --config /etc/torokiki-pipe/other.env, but this check read"
+
+
+def _no_service(p):
+    p.service = None
+    return "problem", "master.cf has no service torokiki/unix"
+
+
+def _short_time_limit(p):
+    p.main["torokiki_time_limit"] = "10m"
+    return "problem", "kills the gateway after 600 s (torokiki_time_limit), before its own limit of 720 s"
+
+
+def _short_limit_in_master_cf(p):
+    p.service["options"] = "\n  -o torokiki_time_limit=300s"
+    return "problem", "after 300 s (-o torokiki_time_limit in master.cf)"
+
+
+def _command_time_limit(p):
+    p.main["torokiki_time_limit"] = None
+    p.main["command_time_limit"] = "700"
+    return "problem", "after 700 s (command_time_limit)"
+
+
+def _smaller_size_limit(p):
+    p.main["message_size_limit"] = "10240000"
+    return "note", "Postfix refuses mail over 10240000 bytes (message_size_limit) before the gateway's 26214400"
+
+
+def _no_size_limit(p):
+    p.main["message_size_limit"] = "0"
+    return "note", "Postfix takes mail of up to any size (message_size_limit), the gateway reads 26214400"
+
+
+POSTFIX_CASES = [_no_route, _no_transport_maps, _virtual, _other_program, _other_config, _no_service,
+                 _short_time_limit, _short_limit_in_master_cf, _command_time_limit, _smaller_size_limit,
+                 _no_size_limit]
+
+
+@needs_postfix
+@pytest.mark.parametrize("change", POSTFIX_CASES, ids=[c.__name__[1:] for c in POSTFIX_CASES])
+def test_check_names_each_postfix_finding_with_its_fix(pipe_program, pipe_env, website, postfix_config, change):
+    kind, words = change(postfix_config)
+    done, lines = check_postfix(pipe_program, pipe_env, postfix_config.write())
+    [line] = [line for line in lines if words in line] or [repr(lines)]
+    assert line.startswith(f"{kind}: "), line
+    others = [line for line in lines if line.startswith("problem: ") and "not running" not in line]
+    assert others == ([line] if kind == "problem" else []), lines
+
+
+def test_check_skips_postfix_when_it_is_absent(pipe_program, pipe_env, website, tmp_path):
+    # A PATH without Postfix: what check sees on a host without it (it also looks in /usr/sbin).
+    if os.path.exists("/usr/sbin/postconf"):
+        pytest.skip("Postfix is installed in /usr/sbin here, where check also looks")
+    done = check(pipe_program, pipe_env, clean_environment(PATH="/usr/bin:/bin"))
+    assert done.returncode == 0, done.stderr
+    assert "note: Postfix checks skipped: postconf is not installed" in done.stdout
+
+
+@needs_postfix
+def test_check_skips_a_postfix_that_does_not_feed_the_gateway(pipe_program, pipe_env, website, postfix_config):
+    # procmail or imapfilter may feed the gateway on a host whose Postfix only sends: no false problem.
+    postfix_config.write()
+    env = clean_environment(MAIL_CONFIG=str(postfix_config.folder))      # postconf's default directory
+    postfix_config.transport, postfix_config.service = {}, None
+    postfix_config.write()
+    done = check(pipe_program, pipe_env, env)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("note: Postfix")]
+    assert line.startswith("note: Postfix checks skipped: no master.cf service runs torokiki-pipe"), line

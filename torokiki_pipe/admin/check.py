@@ -27,10 +27,14 @@ deadline, its redaction of what the website says), and never printed.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from torokiki_pipe.arguments import UsageParser
 from torokiki_pipe import config as configuration
@@ -43,8 +47,11 @@ POSTFIX_QUEUE_LIFETIME = 5 * 86400    # maximal_queue_lifetime's default
 
 def parse_args(argv):
     parser = UsageParser(prog="torokiki-pipe check",
-                     description="Check the configuration, the website API, the sendmail command, the log "
-                                 "dir and the config file's permissions; exit 0 when all is well, else 78.")
+                     description="Check the configuration, the website API and its key, the sendmail command, "
+                                 "the log dir, the config file's permissions, syslog and the Postfix side; "
+                                 "exit 0 when all is well, else 78.")
+    parser.add_argument("--postfix-config", metavar="DIR",
+                        help="the Postfix configuration directory to read (postconf -c DIR); default Postfix's own")
     return parser.parse_args(argv)
 
 
@@ -146,6 +153,7 @@ def main(argv) -> int:
     check_subaddress(settings, found)
     check_log_dir(Path(settings.log_dir), found)
     check_syslog(settings, found)
+    check_postfix(settings, args.postfix_config, found)
     return os.EX_CONFIG if found.problems else os.EX_OK
 
 
@@ -304,3 +312,218 @@ def _check_creatable(log_dir: Path, found: Findings) -> None:
     except OSError:
         pass
     found.ok(f"log dir {log_dir} does not exist yet; it can be created (the pipe does so on the first mail)")
+
+
+# --------------------------------------------------------------------------- the Postfix side
+
+POSTFIX_TIMEOUT = 10.0              # seconds for each Postfix command; they read files and answer
+POSTFIX_SBIN = "/usr/sbin"          # where Debian puts them, often not on a user's PATH
+DEFAULT_MESSAGE_SIZE_LIMIT = 10240000
+_POSTFIX_TIME = re.compile(r"([0-9]+)([smhdw]?)", re.ASCII)
+_POSTFIX_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Postfix(NamedTuple):
+    """Postfix's commands, reading configuration directory `config_dir` (None: its default)."""
+    sbin: str
+    config_dir: str | None
+
+    def run(self, program: str, *args: str) -> tuple[int | None, str]:
+        """(exit status, stdout), or (None, why it did not run)."""
+        argv = [os.path.join(self.sbin, program), *(["-c", self.config_dir] if self.config_dir else []), *args]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=POSTFIX_TIMEOUT,
+                                  stdin=subprocess.DEVNULL, errors="replace")
+        except subprocess.TimeoutExpired:
+            return None, f"{program} gave no answer within {POSTFIX_TIMEOUT:g} s"
+        except OSError as error:
+            return None, f"{program} cannot be run: {error.strerror}"
+        return done.returncode, done.stdout
+
+    def parameter(self, name: str, only_set: bool = False) -> str:
+        """The parameter's value, $names expanded; "" when unset or unknown (`only_set`: or not in main.cf)."""
+        code, out = self.run("postconf", "-nxh" if only_set else "-xh", name)
+        return out.strip() if code == 0 else ""
+
+    def lookup(self, key: str, maps: str) -> str:
+        """What the first of `maps` (a main.cf list) that knows `key` answers; "" when none does."""
+        for table in re.split(r"[\s,]+", maps.strip()):
+            if not table:
+                continue
+            # postmap reads the table itself; proxymap is a running Postfix's go-between only.
+            table = table[len("proxy:"):] if table.startswith("proxy:") else table
+            code, out = self.run("postmap", "-q", key, table)
+            if code == 0 and out.strip():
+                return out.strip().splitlines()[0].strip()
+        return ""
+
+
+def find_postfix() -> str | None:
+    """The folder of postconf (on PATH, else Postfix's sbin), or None when Postfix is not installed."""
+    found = shutil.which("postconf") or shutil.which("postconf", path=POSTFIX_SBIN)
+    return os.path.dirname(found) if found else None
+
+
+def check_postfix(settings, config_dir: str | None, found: Findings) -> None:
+    """The service in master.cf, the route to it, whether Postfix runs, and its limits against ours.
+
+    Checked when Postfix evidently feeds this gateway: --postfix-config names
+    its configuration, a master.cf service runs torokiki-pipe, or the transport
+    map routes the gateway address.  Otherwise one note: the gateway may be fed
+    by procmail or imapfilter (contrib/) on a host whose Postfix only sends.
+    """
+    sbin = find_postfix()
+    if sbin is None:
+        found.note("Postfix checks skipped: postconf is not installed (not on PATH nor in /usr/sbin)")
+        return
+    postfix = Postfix(sbin, config_dir)
+    if config_dir is not None and not os.path.isfile(os.path.join(config_dir, "main.cf")):
+        found.problem(f"Postfix: there is no main.cf in {config_dir} (--postfix-config)")
+        return
+    target, via, answer = route_of(settings.gateway_address, postfix)
+    services = gateway_services(postfix)
+    if config_dir is None and not services and not answer:
+        found.note(f"Postfix checks skipped: no master.cf service runs torokiki-pipe and the transport map "
+                   f"does not route {settings.gateway_address}; if Postfix is to deliver to the gateway, "
+                   f"follow postfix/README.md (or use --postfix-config DIR)")
+        return
+    if answer:
+        found.ok(f"Postfix routes {settings.gateway_address}{via} to the transport {answer}")
+        service = answer.split(":", 1)[0] or "torokiki"
+    else:
+        found.problem(f"Postfix: transport_maps ({postfix.parameter('transport_maps') or 'not set'}) route "
+                      f"{target}{via} nowhere: add '{target}  torokiki:' to the transport map, run postmap on "
+                      f"it, and name it in transport_maps (postfix/README.md)")
+        service = services[0] if services else "torokiki"
+    check_service(settings, postfix, service, found)
+    check_running(postfix, found)
+    check_size_limit(settings, postfix, found)
+    check_time_limit(postfix, service, found)
+
+
+def route_of(address: str, postfix: Postfix) -> tuple[str, str, str]:
+    """(the address after virtual_alias_maps, a note saying so or "", what transport_maps answer or "")."""
+    rewritten = postfix.lookup(address, postfix.parameter("virtual_alias_maps"))
+    target = rewritten.split(",")[0].strip() if rewritten else address
+    via = f" (virtual_alias_maps: {target})" if rewritten else ""
+    maps = postfix.parameter("transport_maps")
+    if not maps:
+        return target, via, ""
+    domain = target.rpartition("@")[2]
+    return target, via, postfix.lookup(target, maps) or postfix.lookup(domain, maps)
+
+
+def gateway_services(postfix: Postfix) -> list[str]:
+    """The master.cf pipe services whose command runs a torokiki-pipe."""
+    code, out = postfix.run("postconf", "-M")
+    names = []
+    for line in out.splitlines() if code == 0 else ():
+        fields = line.split()
+        if len(fields) > 8 and fields[7] == "pipe" and any(
+                os.path.basename(word.partition("argv=")[2] or word) == "torokiki-pipe" for word in fields[8:]):
+            names.append(fields[0])
+    return names
+
+
+def this_program() -> str:
+    """The installed torokiki-pipe beside this interpreter (what postfix/master.cf's argv= names)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "torokiki-pipe")
+    return beside if os.path.isfile(beside) else os.path.abspath(sys.argv[0])
+
+
+def check_service(settings, postfix: Postfix, service: str, found: Findings) -> None:
+    code, out = postfix.run("postconf", "-M", f"{service}/unix")
+    fields = out.split()
+    if code != 0 or len(fields) < 8:
+        found.problem(f"Postfix: master.cf has no service {service}/unix: add the torokiki service of "
+                      f"postfix/master.cf, then postfix reload")
+        return
+    if fields[7] != "pipe":
+        found.problem(f"Postfix: master.cf's {service}/unix runs {fields[7]}, not pipe: use the torokiki "
+                      f"service of postfix/master.cf")
+        return
+    start = next((i for i, word in enumerate(fields) if word.startswith("argv=")), None)
+    argv = [fields[start][len("argv="):], *fields[start + 1:]] if start is not None else []
+    if not argv or not argv[0]:
+        found.problem(f"Postfix: master.cf's {service}/unix has no argv=: use the torokiki service of "
+                      f"postfix/master.cf")
+        return
+    mine, bad = this_program(), False
+    if os.path.realpath(argv[0]) != os.path.realpath(mine):
+        found.problem(f"Postfix: master.cf's {service}/unix runs {argv[0]}, not this installation's {mine}: "
+                      f"put {mine} in its argv=, then postfix reload")
+        bad = True
+    config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    if config is None:
+        found.problem(f"Postfix: master.cf's {service}/unix gives no --config: add --config "
+                      f"{settings.source or '/etc/torokiki-pipe/torokiki-pipe.env'} to its argv=")
+        bad = True
+    elif settings.source is None or os.path.realpath(config) != os.path.realpath(settings.source):
+        found.problem(f"Postfix: master.cf's {service}/unix reads --config {config}, but this check read "
+                      f"{settings.source or 'the environment'}: check that file "
+                      f"(torokiki-pipe check --config {config})")
+        bad = True
+    if not bad:
+        found.ok(f"Postfix: master.cf's {service}/unix runs {argv[0]} --config {config}")
+
+
+def check_running(postfix: Postfix, found: Findings) -> None:
+    code, why = postfix.run("postfix", "status")
+    where = f" -c {postfix.config_dir}" if postfix.config_dir else ""
+    if code == 0:
+        found.ok("Postfix is running")
+    elif code is None:
+        found.problem(f"Postfix: {why}")
+    else:
+        # postfix status says why only in the mail log.
+        found.problem(f"Postfix is not running (postfix status exited {code}): start it with "
+                      f"postfix{where} start")
+
+
+def check_size_limit(settings, postfix: Postfix, found: Findings) -> None:
+    text = postfix.parameter("message_size_limit")
+    limit = int(text) if text.isdigit() else DEFAULT_MESSAGE_SIZE_LIMIT
+    ours = settings.max_message_bytes
+    fix = f"set both to the same: postconf -e message_size_limit={ours}, or TOROKIKI_MAX_MESSAGE_BYTES={limit}"
+    if limit == ours:
+        found.ok(f"Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES ({ours} bytes)")
+    elif limit == 0 or limit > ours:
+        found.note(f"Postfix takes mail of up to {'any size' if limit == 0 else f'{limit} bytes'} "
+                   f"(message_size_limit), the gateway reads {ours} (TOROKIKI_MAX_MESSAGE_BYTES): a mail "
+                   f"between the two is answered 'too large'; {fix}")
+    else:
+        found.note(f"Postfix refuses mail over {limit} bytes (message_size_limit) before the gateway's {ours} "
+                   f"(TOROKIKI_MAX_MESSAGE_BYTES): larger photos are bounced by the sender's server; {fix}")
+
+
+def postfix_seconds(text: str) -> int | None:
+    """A Postfix time value ("1000s", "17m", "1000") in seconds; None when it is not one."""
+    found = _POSTFIX_TIME.fullmatch(text.strip())
+    return int(found.group(1)) * _POSTFIX_UNITS[found.group(2)] if found else None
+
+
+def check_time_limit(postfix: Postfix, service: str, found: Findings) -> None:
+    """Postfix's limit for the service against the longest run the gateway allows itself."""
+    from torokiki_pipe.adapters.sendmail import SEND_TIMEOUT
+    from torokiki_pipe.run import RUN_TIME_LIMIT
+
+    name = f"{service}_time_limit"
+    code, out = postfix.run("postconf", "-P", f"{service}/unix/{name}")
+    given = out.partition("=")[2].strip() if code == 0 else ""
+    where = f"-o {name} in master.cf" if given else name
+    if not given:
+        given = postfix.parameter(name, only_set=True)
+    if not given:
+        given, where = postfix.parameter("command_time_limit"), "command_time_limit"
+    limit = postfix_seconds(given or "1000s")
+    # The run's alarm stops anything but the reply's hand-over, which it lets finish.
+    longest = RUN_TIME_LIMIT + int(SEND_TIMEOUT)
+    if limit is None:
+        found.problem(f"Postfix: {where} = {given} is not a time: set {name} = 1000s in main.cf")
+    elif limit <= longest:
+        found.problem(f"Postfix kills the gateway after {limit} s ({where}), before its own limit of "
+                      f"{longest} s ({RUN_TIME_LIMIT} s run alarm + {int(SEND_TIMEOUT)} s reply hand-over): a "
+                      f"killed run is bounced, not retried; set {name} = 1000s in main.cf")
+    else:
+        found.ok(f"Postfix's time limit for {service} is {limit} s ({where}), above the gateway's own "
+                 f"{longest} s at most")
