@@ -14,6 +14,7 @@ import time
 import pytest
 
 from helpers import write_env_file
+from test_postfix import gateway, postfix  # noqa: F401  (fixtures: test_postfix.py's private, running Postfix)
 
 pytestmark = pytest.mark.integration  # every test runs the installed program
 
@@ -382,3 +383,22 @@ def test_check_skips_a_postfix_that_does_not_feed_the_gateway(pipe_program, pipe
     assert done.returncode == 0, done.stderr
     [line] = [line for line in done.stdout.splitlines() if line.startswith("note: Postfix")]
     assert line.startswith("note: Postfix checks skipped: no master.cf service runs torokiki-pipe"), line
+
+
+@needs_postfix
+def test_check_against_a_running_private_postfix(pipe_program, postfix, gateway, website):
+    # test_postfix.py's private instance, started, with postfix/master.cf's service and main.cf's settings.
+    config = postfix.home / "torokiki-pipe.env"
+    done, lines = check_postfix(pipe_program, config, postfix.config)
+    program = postfix.command("postconf", "-M", "torokiki/unix").split("argv=")[1].split()[0]
+    service = (f"ok: Postfix: master.cf's torokiki/unix runs {program} --config {config}" if program == pipe_program
+               else f"problem: Postfix: master.cf's torokiki/unix runs {program}, not this installation's")
+    assert [line for line in lines if not line.startswith(service)] == [
+        f"ok: Postfix routes {GATEWAY} to the transport torokiki:",
+        "ok: Postfix is running",
+        "ok: Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES (26214400 bytes)",
+        "ok: Postfix's time limit for torokiki is 1000 s (torokiki_time_limit), above the gateway's own 720 s at most",
+    ], done.stdout + done.stderr
+    assert len(lines) == 5, lines
+    # A shim stands in for the program when the pipe user cannot run this Python (test_postfix.py).
+    assert done.returncode == (0 if program == pipe_program else os.EX_CONFIG), done.stderr
