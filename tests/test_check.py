@@ -284,8 +284,8 @@ def test_check_reads_a_right_postfix_side(pipe_program, pipe_env, website, postf
         f"ok: Postfix: master.cf's torokiki/unix runs {pipe_program} --config {os.fspath(pipe_env)}",
         "ok: Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES (26214400 bytes)",
         "ok: Postfix's time limit for torokiki is 1000 s (torokiki_time_limit), above the gateway's own 720 s at most",
-        f"problem: Postfix is not running (postfix status exited 1): start it with postfix -c {postfix_config.folder}"
-        f" start",
+        f"problem: Postfix is not running (postfix status exited 1): start it (as root) with postfix -c "
+        f"{postfix_config.folder} start",
     ], done.stdout + done.stderr
     assert done.returncode == os.EX_CONFIG        # not running: mail would not flow
 
@@ -402,3 +402,26 @@ def test_check_against_a_running_private_postfix(pipe_program, postfix, gateway,
     assert len(lines) == 5, lines
     # A shim stands in for the program when the pipe user cannot run this Python (test_postfix.py).
     assert done.returncode == (0 if program == pipe_program else os.EX_CONFIG), done.stderr
+
+
+@needs_postfix
+@pytest.mark.skipif(os.geteuid() != 0, reason="the private Postfix runs as root")
+def test_check_as_the_pipe_user_reads_the_postfix_side(postfix, gateway, website):
+    # postfix status is root's only (as anyone else it exits 1 and says why only in the mail log).
+    from test_postfix import PIPE_USER
+
+    config = postfix.home / "torokiki-pipe.env"
+    program = postfix.command("postconf", "-M", "torokiki/unix").split("argv=")[1].split()[0]
+    done = subprocess.run([program, "check", "--config", str(config), "--postfix-config", str(postfix.config)],
+                          capture_output=True, text=True, timeout=60, user=PIPE_USER, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "Postfix" in line]
+    assert f"ok: Postfix: master.cf's torokiki/unix runs {program} --config {config}" in lines, lines
+    # postqueue, which any user may run, refuses a private configuration directory that the system's
+    # main.cf does not list: a note then, never a false "not running".
+    [running] = [line for line in lines if "runs cannot be told" in line or "Postfix is running" in line]
+    assert running in ("ok: Postfix is running (postqueue -p reads its queue)",
+                       f"note: Postfix: whether it runs cannot be told as this user (postqueue: error: "
+                       f"unauthorized configuration directory name: {postfix.config}); ask root: "
+                       f"postfix -c {postfix.config} status"), running
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -8,7 +8,10 @@ command exists and is executable, and whether it carries internationalised
 addresses (SMTPUTF8: an ok or a note); the log dir exists or can be created, and
 files can be written in it (and in the log file and stash folders already
 there); a syslog daemon listens on TOROKIKI_SYSLOG_SOCKET (a warning when
-TOROKIKI_SYSLOG=mail and none does).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
+TOROKIKI_SYSLOG=mail and none does); the Postfix side when Postfix is
+installed (`check_postfix`: the route, the master.cf service, whether it runs,
+its size and time limits; --postfix-config DIR reads another configuration
+directory, postconf -c DIR).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
 ``problem: ...`` line per problem on stderr, and a ``warning: ...`` line on
 stderr for each TOROKIKI_* key the gateway does not know (a typo leaves a
 setting at its default; a warning, not a problem, as the pipe itself runs
@@ -330,15 +333,20 @@ class Postfix(NamedTuple):
 
     def run(self, program: str, *args: str) -> tuple[int | None, str]:
         """(exit status, stdout), or (None, why it did not run)."""
+        code, out, _ = self.run_both(program, *args)
+        return code, out
+
+    def run_both(self, program: str, *args: str) -> tuple[int | None, str, str]:
+        """(exit status, stdout, stderr), or (None, "", why it did not run)."""
         argv = [os.path.join(self.sbin, program), *(["-c", self.config_dir] if self.config_dir else []), *args]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=POSTFIX_TIMEOUT,
                                   stdin=subprocess.DEVNULL, errors="replace")
         except subprocess.TimeoutExpired:
-            return None, f"{program} gave no answer within {POSTFIX_TIMEOUT:g} s"
+            return None, "", f"{program} gave no answer within {POSTFIX_TIMEOUT:g} s"
         except OSError as error:
-            return None, f"{program} cannot be run: {error.strerror}"
-        return done.returncode, done.stdout
+            return None, "", f"{program} cannot be run: {error.strerror}"
+        return done.returncode, done.stdout, done.stderr
 
     def parameter(self, name: str, only_set: bool = False) -> str:
         """The parameter's value, $names expanded; "" when unset or unknown (`only_set`: or not in main.cf)."""
@@ -468,16 +476,29 @@ def check_service(settings, postfix: Postfix, service: str, found: Findings) -> 
 
 
 def check_running(postfix: Postfix, found: Findings) -> None:
-    code, why = postfix.run("postfix", "status")
+    """postfix status as root; for others (it is root's only) whether postqueue can read the queue."""
     where = f" -c {postfix.config_dir}" if postfix.config_dir else ""
+    start = f"start it (as root) with postfix{where} start"
+    if os.geteuid() != 0:
+        # postqueue asks the running master's showq, and any user may: "mail system is down" says it does not run.
+        code, _, said = postfix.run_both("postqueue", "-p")
+        if code == 0:
+            found.ok("Postfix is running (postqueue -p reads its queue)")
+        elif "mail system is down" in said:
+            found.problem(f"Postfix is not running (postqueue -p: mail system is down): {start}")
+        else:
+            why = next((line for line in said.splitlines() if line.strip()), f"postqueue -p exited {code}")
+            found.note(f"Postfix: whether it runs cannot be told as this user ({why}); ask root: "
+                       f"postfix{where} status")
+        return
+    code, _, why = postfix.run_both("postfix", "status")
     if code == 0:
         found.ok("Postfix is running")
     elif code is None:
         found.problem(f"Postfix: {why}")
     else:
         # postfix status says why only in the mail log.
-        found.problem(f"Postfix is not running (postfix status exited {code}): start it with "
-                      f"postfix{where} start")
+        found.problem(f"Postfix is not running (postfix status exited {code}): {start}")
 
 
 def check_size_limit(settings, postfix: Postfix, found: Findings) -> None:
