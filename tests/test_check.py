@@ -425,3 +425,10 @@ def test_check_as_the_pipe_user_reads_the_postfix_side(postfix, gateway, website
                        f"unauthorized configuration directory name: {postfix.config}); ask root: "
                        f"postfix -c {postfix.config} status"), running
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_postfix_time_values():
+    from torokiki_pipe.admin.check import postfix_seconds
+
+    assert [postfix_seconds(t) for t in ("1000s", "1000", "17m", "1h", "2d", "1w", "10x", "")] == \
+        [1000, 1000, 1020, 3600, 172800, 604800, None, None]

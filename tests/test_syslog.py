@@ -120,3 +120,21 @@ def test_check_finds_the_daemon_and_its_absence(pipe_program, pipe_env, rsyslog,
     assert "TOROKIKI_SYSLOG_SOCKET" in warning, warning
     assert absent.returncode == there.returncode       # mail flows without syslog: a warning, not a problem
     assert rsyslog.lines() == []                      # check sends nothing to syslog
+
+
+def test_the_datagram_is_what_glibc_writes():
+    from torokiki_pipe.adapters import syslogger
+
+    when = time.struct_time((2026, 12, 2, 7, 5, 9, 2, 336, 0))
+    data = syslogger.line_for("outcome=saved exit=0", syslogger.LOG_INFO, when, 4242)
+    assert data == b"<22>Dec  2 07:05:09 torokiki-pipe[4242]: outcome=saved exit=0"     # mail.info: 2*8+6
+    assert syslogger.line_for("x", syslogger.LOG_WARNING, when, 1).startswith(b"<20>")
+    assert len(syslogger.line_for("\u00e9" * 10_000, syslogger.LOG_INFO, when, 1)) == syslogger.MAX_LINE_BYTES
+
+
+def test_no_daemon_is_said_not_raised(tmp_path):
+    from torokiki_pipe.adapters import syslogger
+
+    assert syslogger.send(str(tmp_path / "absent.sock"), "x") == f"there is no socket {tmp_path / 'absent.sock'}"
+    (tmp_path / "file").write_text("")
+    assert syslogger.send(str(tmp_path / "file"), "x").startswith(f"nothing listens on {tmp_path / 'file'}")
