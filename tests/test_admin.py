@@ -46,9 +46,9 @@ def test_check_all_well(admin, pipe_env, website):
     assert done.stderr == ""
     oks = [line for line in done.stdout.splitlines() if line.startswith("ok: ")]
     assert len(oks) >= 5, done.stdout      # config, file mode, website, sendmail, log dir
-    assert "HTTP 200" in done.stdout
+    assert "HTTP 400" in done.stdout       # the key probe's empty object (README, The website's API)
     assert website.api_key not in done.stdout
-    assert website.stats()["posts"] == 0
+    assert website.stats()["stored"] == 0
 
 
 def _unreachable(pipe_env, website, tmp_path):

@@ -7,11 +7,14 @@ of stdin read; and `check` must name the same problem (exit 78).  Also: a
 TOROKIKI_* key the gateway does not know.
 """
 import os
+import shutil
 import subprocess
+import time
 
 import pytest
 
 from helpers import write_env_file
+from test_postfix import gateway, postfix  # noqa: F401  (fixtures: test_postfix.py's private, running Postfix)
 
 pytestmark = pytest.mark.integration  # every test runs the installed program
 
@@ -87,7 +90,7 @@ HOSTILE = [
     ("TOROKIKI_API_KEY", "two words"), ("TOROKIKI_API_KEY", "line\nbreak"), ("TOROKIKI_API_KEY", "kéy"),
     ("TOROKIKI_GATEWAY_ADDRESS", f"{GATEWAY}\nBcc: x@example.net"),
     ("TOROKIKI_SENDMAIL", "/usr/sbin/sendmail\n-i"), ("TOROKIKI_LOG_DIR", "/tmp/lo\ngs"),
-    ("TOROKIKI_SMTPUTF8", "maybe"), ("TOROKIKI_REPLY_SUBADDRESS", "."), ("TOROKIKI_REPLY_SUBADDRESS", "+-"),
+    ("TOROKIKI_SYSLOG_SOCKET", "dev/log"), ("TOROKIKI_SMTPUTF8", "maybe"), ("TOROKIKI_REPLY_SUBADDRESS", "."), ("TOROKIKI_REPLY_SUBADDRESS", "+-"),
 ]
 
 
@@ -160,3 +163,272 @@ def test_an_unreadable_file_argument_exits_66(pipe_program, base_env, tmp_path):
     assert done.returncode == os.EX_NOINPUT == 66
     [line] = done.stderr.splitlines()
     assert line.startswith("5.3.5 ") and "cannot read the message" in line
+
+
+# --------------------------------------------------------------------------- the API key probe
+
+def probe_lines(done):
+    return [line for line in (done.stdout + done.stderr).splitlines() if "website API" in line]
+
+
+def test_the_key_probe_says_a_right_key_works_and_saves_nothing(pipe_program, pipe_env, website):
+    done = check(pipe_program, pipe_env, clean_environment())
+    assert done.returncode == 0, done.stderr
+    [line] = probe_lines(done)
+    assert line.startswith("ok: website API takes the API key: POST {} to ") and "HTTP 400" in line, line
+    stats = website.stats()
+    assert (stats["posts"], stats["stored"], stats["unauthorized"], stats["items"]) == (1, 0, 0, [])
+
+
+def test_the_key_probe_names_a_wrong_key_without_printing_it(pipe_program, pipe_env, website):
+    wrong = "wrong-key-0123456789"
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_API_KEY=wrong), clean_environment())
+    assert done.returncode == os.EX_CONFIG
+    [line] = probe_lines(done)
+    assert line.startswith("problem: website API ") and "refused the API key (HTTP 401" in line, line
+    assert "set TOROKIKI_API_KEY" in line
+    assert wrong not in done.stdout + done.stderr and website.api_key not in done.stdout + done.stderr
+    assert website.stats()["unauthorized"] == 1 and website.stats()["stored"] == 0
+
+
+@pytest.mark.parametrize("mode, status, verdict, words", [
+    ("refuse", 403, "problem", "refused the API key (HTTP 403"),
+    ("down", 503, "problem", "unavailable (HTTP 503"),
+    ("down", 429, "problem", "unavailable (HTTP 429"),
+    ("refuse", 404, "problem", "says nothing about the key"),
+    ("refuse", 405, "problem", "is TOROKIKI_API_URL the Torokiki API"),
+    ("refuse", 201, "problem", "it may have saved it"),
+    ("echo-key", 422, "ok", "HTTP 422"),
+], ids=["403", "503", "429", "404", "405", "saves-empty", "422-echoing-the-key"])
+def test_the_key_probe_reads_each_answer(pipe_program, pipe_env, website, mode, status, verdict, words):
+    website.control(mode, status=status)
+    done = check(pipe_program, pipe_env, clean_environment())
+    [line] = probe_lines(done)
+    assert line.startswith(f"{verdict}: ") and words in line, line
+    assert done.returncode == (0 if verdict == "ok" else os.EX_CONFIG), done
+    assert website.api_key not in done.stdout + done.stderr        # echo-key: the website repeats it
+
+
+def test_the_key_probe_has_a_deadline(pipe_program, pipe_env, website):
+    website.control("slow", delay=30)
+    started = time.monotonic()
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_HTTP_TIMEOUT="2"), clean_environment())
+    assert time.monotonic() - started < 20
+    [line] = probe_lines(done)
+    assert line.startswith("problem: ") and "within 2 s" in line and "Traceback" not in done.stderr, line
+
+
+def test_the_key_probe_network_failure_is_one_line(pipe_program, pipe_env):
+    done = check(pipe_program, pipe_env.variant(TOROKIKI_API_URL="http://127.0.0.1:9"), clean_environment())
+    [line] = probe_lines(done)
+    assert line.startswith("problem: website API http://127.0.0.1:9/image/1/response cannot be reached: "
+                           "connection refused"), line
+    assert "Traceback" not in done.stderr and done.returncode == os.EX_CONFIG
+
+
+# --------------------------------------------------------------------------- the Postfix side
+
+POSTCONF = shutil.which("postconf") or shutil.which("postconf", path="/usr/sbin")
+needs_postfix = pytest.mark.skipif(POSTCONF is None, reason="Postfix is not installed (apt-get install postfix; "
+                                                            "`make test` does it)")
+SERVICE = ("torokiki  unix  -       n       n       -       -       pipe{options}\n"
+           "  flags=DRX user=nobody null_sender= directory={home}\n"
+           "  argv={program} --config {config} --sender ${{sender}} --recipient ${{recipient}}\n")
+
+
+class PostfixConfig:
+    """A private Postfix configuration directory, never started: what postconf -c and postmap -c read."""
+
+    def __init__(self, folder, pipe_program, gateway_env):
+        self.folder, self.program, self.env = folder, pipe_program, gateway_env
+        folder.mkdir()
+        self.main = {"compatibility_level": "3.6", "queue_directory": f"{folder}/spool",
+                     "data_directory": f"{folder}/data", "transport_maps": f"hash:{folder}/transport",
+                     "torokiki_time_limit": "1000s", "message_size_limit": "26214400"}
+        self.transport = {GATEWAY: "torokiki:"}
+        self.virtual: dict = {}
+        self.service = {"program": pipe_program, "config": os.fspath(gateway_env), "options": ""}
+
+    def write(self):
+        main = dict(self.main)
+        if self.virtual:
+            main["virtual_alias_maps"] = f"hash:{self.folder}/virtual"
+        (self.folder / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in main.items() if v is not None))
+        for name, table in (("transport", self.transport), ("virtual", self.virtual)):
+            (self.folder / name).write_text("".join(f"{k}  {v}\n" for k, v in table.items()))
+            subprocess.run([os.path.join(os.path.dirname(POSTCONF), "postmap"), "-c", str(self.folder),
+                            f"hash:{self.folder}/{name}"], check=True, timeout=30)
+        service = SERVICE.format(home=self.folder, **self.service) if self.service else ""
+        (self.folder / "master.cf").write_text(service)
+        return self.folder
+
+
+def check_postfix(pipe_program, config, postfix_dir):
+    done = subprocess.run([pipe_program, "check", "--config", os.fspath(config), "--postfix-config",
+                           str(postfix_dir)], capture_output=True, text=True, timeout=60, env=clean_environment())
+    assert "Traceback" not in done.stderr, done.stderr
+    return done, [line for line in (done.stdout + done.stderr).splitlines()
+                  if line.partition(": ")[2].startswith("Postfix")]
+
+
+@pytest.fixture
+def postfix_config(tmp_path, pipe_program, pipe_env):
+    return PostfixConfig(tmp_path / "postfix", pipe_program, pipe_env)
+
+
+@needs_postfix
+def test_check_reads_a_right_postfix_side(pipe_program, pipe_env, website, postfix_config):
+    done, lines = check_postfix(pipe_program, pipe_env, postfix_config.write())
+    assert lines == [                              # stdout, then stderr
+        f"ok: Postfix routes {GATEWAY} to the transport torokiki:",
+        f"ok: Postfix: master.cf's torokiki/unix runs {pipe_program} --config {os.fspath(pipe_env)}",
+        "ok: Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES (26214400 bytes)",
+        "ok: Postfix's time limit for torokiki is 1000 s (torokiki_time_limit), above the gateway's own 720 s at most",
+        f"problem: Postfix is not running (postfix status exited 1): start it (as root) with postfix -c "
+        f"{postfix_config.folder} start",
+    ], done.stdout + done.stderr
+    assert done.returncode == os.EX_CONFIG        # not running: mail would not flow
+
+
+def _no_route(p):
+    p.transport = {"other@torokiki.net": "torokiki:"}
+    return "problem", f"route {GATEWAY} nowhere: add '{GATEWAY} torokiki:' to the transport map"
+
+
+def _no_transport_maps(p):
+    p.main["transport_maps"] = None
+    return "problem", "transport_maps (not set) route"
+
+
+def _virtual(p):
+    p.virtual = {GATEWAY: "gateway@torokiki-pipe.invalid"}
+    p.transport = {"torokiki-pipe.invalid": "torokiki:"}
+    return "ok", f"routes {GATEWAY} (virtual_alias_maps: gateway@torokiki-pipe.invalid) to the transport torokiki:"
+
+
+def _other_program(p):
+    p.service["program"] = "/opt/elsewhere/bin/torokiki-pipe"
+    return "problem", "runs /opt/elsewhere/bin/torokiki-pipe, not this installation's"
+
+
+def _other_config(p):
+    p.service["config"] = "/etc/torokiki-pipe/other.env"
+    return "problem", "reads --config /etc/torokiki-pipe/other.env, but this check read"
+
+
+def _no_service(p):
+    p.service = None
+    return "problem", "master.cf has no service torokiki/unix"
+
+
+def _short_time_limit(p):
+    p.main["torokiki_time_limit"] = "10m"
+    return "problem", "kills the gateway after 600 s (torokiki_time_limit), before its own limit of 720 s"
+
+
+def _short_limit_in_master_cf(p):
+    p.service["options"] = "\n  -o torokiki_time_limit=300s"
+    return "problem", "after 300 s (-o torokiki_time_limit in master.cf)"
+
+
+def _command_time_limit(p):
+    p.main["torokiki_time_limit"] = None
+    p.main["command_time_limit"] = "700"
+    return "problem", "after 700 s (command_time_limit)"
+
+
+def _smaller_size_limit(p):
+    p.main["message_size_limit"] = "10240000"
+    return "note", "Postfix refuses mail over 10240000 bytes (message_size_limit) before the gateway's 26214400"
+
+
+def _no_size_limit(p):
+    p.main["message_size_limit"] = "0"
+    return "note", "Postfix takes mail of up to any size (message_size_limit), the gateway reads 26214400"
+
+
+POSTFIX_CASES = [_no_route, _no_transport_maps, _virtual, _other_program, _other_config, _no_service,
+                 _short_time_limit, _short_limit_in_master_cf, _command_time_limit, _smaller_size_limit,
+                 _no_size_limit]
+
+
+@needs_postfix
+@pytest.mark.parametrize("change", POSTFIX_CASES, ids=[c.__name__[1:] for c in POSTFIX_CASES])
+def test_check_names_each_postfix_finding_with_its_fix(pipe_program, pipe_env, website, postfix_config, change):
+    kind, words = change(postfix_config)
+    done, lines = check_postfix(pipe_program, pipe_env, postfix_config.write())
+    [line] = [line for line in lines if words in line] or [repr(lines)]
+    assert line.startswith(f"{kind}: "), line
+    others = [line for line in lines if line.startswith("problem: ") and "not running" not in line]
+    assert others == ([line] if kind == "problem" else []), lines
+
+
+def test_check_skips_postfix_when_it_is_absent(pipe_program, pipe_env, website, tmp_path):
+    # A PATH without Postfix: what check sees on a host without it (it also looks in /usr/sbin).
+    if os.path.exists("/usr/sbin/postconf"):
+        pytest.skip("Postfix is installed in /usr/sbin here, where check also looks")
+    done = check(pipe_program, pipe_env, clean_environment(PATH="/usr/bin:/bin"))
+    assert done.returncode == 0, done.stderr
+    assert "note: Postfix checks skipped: postconf is not installed" in done.stdout
+
+
+@needs_postfix
+def test_check_skips_a_postfix_that_does_not_feed_the_gateway(pipe_program, pipe_env, website, postfix_config):
+    # procmail or imapfilter may feed the gateway on a host whose Postfix only sends: no false problem.
+    postfix_config.write()
+    env = clean_environment(MAIL_CONFIG=str(postfix_config.folder))      # postconf's default directory
+    postfix_config.transport, postfix_config.service = {}, None
+    postfix_config.write()
+    done = check(pipe_program, pipe_env, env)
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("note: Postfix")]
+    assert line.startswith("note: Postfix checks skipped: no master.cf service runs torokiki-pipe"), line
+
+
+@needs_postfix
+def test_check_against_a_running_private_postfix(pipe_program, postfix, gateway, website):
+    # test_postfix.py's private instance, started, with postfix/master.cf's service and main.cf's settings.
+    config = postfix.home / "torokiki-pipe.env"
+    done, lines = check_postfix(pipe_program, config, postfix.config)
+    program = postfix.command("postconf", "-M", "torokiki/unix").split("argv=")[1].split()[0]
+    service = (f"ok: Postfix: master.cf's torokiki/unix runs {program} --config {config}" if program == pipe_program
+               else f"problem: Postfix: master.cf's torokiki/unix runs {program}, not this installation's")
+    assert [line for line in lines if not line.startswith(service)] == [
+        f"ok: Postfix routes {GATEWAY} to the transport torokiki:",
+        "ok: Postfix is running",
+        "ok: Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES (26214400 bytes)",
+        "ok: Postfix's time limit for torokiki is 1000 s (torokiki_time_limit), above the gateway's own 720 s at most",
+    ], done.stdout + done.stderr
+    assert len(lines) == 5, lines
+    # A shim stands in for the program when the pipe user cannot run this Python (test_postfix.py).
+    assert done.returncode == (0 if program == pipe_program else os.EX_CONFIG), done.stderr
+
+
+@needs_postfix
+@pytest.mark.skipif(os.geteuid() != 0, reason="the private Postfix runs as root")
+def test_check_as_the_pipe_user_reads_the_postfix_side(postfix, gateway, website):
+    # postfix status is root's only (as anyone else it exits 1 and says why only in the mail log).
+    from test_postfix import PIPE_USER
+
+    config = postfix.home / "torokiki-pipe.env"
+    program = postfix.command("postconf", "-M", "torokiki/unix").split("argv=")[1].split()[0]
+    done = subprocess.run([program, "check", "--config", str(config), "--postfix-config", str(postfix.config)],
+                          capture_output=True, text=True, timeout=60, user=PIPE_USER, cwd="/",
+                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "Postfix" in line]
+    assert f"ok: Postfix: master.cf's torokiki/unix runs {program} --config {config}" in lines, lines
+    # postqueue, which any user may run, refuses a private configuration directory that the system's
+    # main.cf does not list: a note then, never a false "not running".
+    [running] = [line for line in lines if "runs cannot be told" in line or "Postfix is running" in line]
+    assert running in ("ok: Postfix is running (postqueue -p reads its queue)",
+                       f"note: Postfix: whether it runs cannot be told as this user (postqueue: error: "
+                       f"unauthorized configuration directory name: {postfix.config}); ask root: "
+                       f"postfix -c {postfix.config} status"), running
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_postfix_time_values():
+    from torokiki_pipe.admin.check import postfix_seconds
+
+    assert [postfix_seconds(t) for t in ("1000s", "1000", "17m", "1h", "2d", "1w", "10x", "")] == \
+        [1000, 1000, 1020, 3600, 172800, 604800, None, None]

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 DEFAULT_SITE_URL = "http://torokiki.net"
 DEFAULT_SENDMAIL = "/usr/sbin/sendmail -i"
 DEFAULT_LOG_DIR = "./logs"
+DEFAULT_SYSLOG_SOCKET = "/dev/log"   # where glibc's syslog(3) writes too
 DEFAULT_HTTP_TIMEOUT = 30.0          # far below Postfix's command_time_limit (1000 s)
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 # A hung website must never make Postfix kill the pipe (a killed pipe is
@@ -53,6 +54,7 @@ SETTING_NAMES = (
     "TOROKIKI_HTTP_TIMEOUT", "TOROKIKI_MAX_MESSAGE_BYTES", "TOROKIKI_API_CALLER_ID",
     "TOROKIKI_GIVE_UP_AFTER", "TOROKIKI_JOURNAL_EXPIRE", "TOROKIKI_REPLY_LIMIT",
     "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG", "TOROKIKI_SMTPUTF8", "TOROKIKI_REPLY_SUBADDRESS",
+    "TOROKIKI_SYSLOG_SOCKET",
 )
 # Not settings, yet not typos: where the config file is, and the variables of
 # the reference website (devtools) and of contrib/imapfilter, which run the
@@ -157,6 +159,7 @@ class Config(NamedTuple):
     reply_limit: ReplyLimit = parse_limit(DEFAULT_REPLY_LIMIT)
     null_sender: bool = True                  # send replies with the envelope sender <>
     syslog: bool = False                      # also send the summary line to syslog (mail facility)
+    syslog_socket: str = DEFAULT_SYSLOG_SOCKET  # the syslog daemon's local socket
     smtputf8: str = "auto"                    # "yes", "no", or "auto": ask the sendmail command (check says)
     reply_subaddress: str = ""                # the recipient delimiter of Reply-To: gateway+image.1.response@; "" off
     source: Path | None = None          # the env file read, if any
@@ -342,6 +345,7 @@ def _build(values: Mapping[str, str], path: Path | None, from_environment: froze
                   give_up_after=give_up_after, journal_expire=journal_expire, reply_limit=reply_limit,
                   null_sender=_yes_no(get("TOROKIKI_NULL_SENDER", "yes"), "TOROKIKI_NULL_SENDER", fail),
                   syslog=_syslog(get("TOROKIKI_SYSLOG", "off"), fail),
+                  syslog_socket=_syslog_socket(get("TOROKIKI_SYSLOG_SOCKET", DEFAULT_SYSLOG_SOCKET), fail),
                   smtputf8=_smtputf8(get("TOROKIKI_SMTPUTF8", "auto"), fail),
                   reply_subaddress=_subaddress(get("TOROKIKI_REPLY_SUBADDRESS", "off"), gateway, fail),
                   source=path, unknown_keys=unknown)
@@ -402,6 +406,13 @@ def _syslog(value: str, fail) -> bool:
     if value.lower() in ("off", "no", ""):
         return False
     raise fail("TOROKIKI_SYSLOG", f"must be mail or off, not {_show(value)}")
+
+
+def _syslog_socket(value: str, fail) -> str:
+    if not os.path.isabs(value):
+        # Postfix starts the pipe in its own directory: a relative path would point nowhere useful.
+        raise fail("TOROKIKI_SYSLOG_SOCKET", f"must be a full path like {DEFAULT_SYSLOG_SOCKET}, not {_show(value)}")
+    return value
 
 
 def _smtputf8(value: str, fail) -> str:

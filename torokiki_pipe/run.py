@@ -104,7 +104,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     except OSError as error:
         unrecorded = f"cannot write the log in {settings.log_dir}: {error.strerror or error}"
     if settings.syslog and not dry_run or unrecorded:
-        _to_syslog(line, code)     # also the one record left when logs/ cannot be written
+        _to_syslog(line, code, settings.syslog_socket)     # also the one record left when logs/ cannot be written
     if done.outcome not in DECIDED_BY_HEADERS and not dry_run:   # those runs never load the journal
         _sweep(settings, effects)
     if code != os.EX_OK:
@@ -297,11 +297,11 @@ def _warn_world_readable(settings, effects: Effects) -> None:
         pass
 
 
-def _to_syslog(line: str, code: int) -> None:
-    import syslog
+def _to_syslog(line: str, code: int, path: str) -> None:
+    # Our own socket writer, not the syslog module: its socket is glibc's fixed /dev/log.
+    from torokiki_pipe.adapters import syslogger
 
-    syslog.openlog("torokiki-pipe", syslog.LOG_PID, syslog.LOG_MAIL)
-    syslog.syslog(syslog.LOG_INFO if code == os.EX_OK else syslog.LOG_WARNING, line.split(" ", 1)[1])
+    syslogger.send(path, line.split(" ", 1)[1], syslogger.LOG_INFO if code == os.EX_OK else syslogger.LOG_WARNING)
 
 
 def _answer_poisoned(raw, envelope: Envelope, config, effects: Effects, key: str) -> str:

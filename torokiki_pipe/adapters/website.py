@@ -55,7 +55,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from torokiki_pipe.stages.s5_understand.urls import BadUrl, ContentUrl, parse_content_url
@@ -188,6 +188,35 @@ def failure(method: str, phase: str, error: BaseException | None, place: Place, 
         detail = network_detail(error)
     # Only a request that reached the website whole can have been stored.
     return WebsiteAnswer("unavailable", detail, maybe_saved=method == "POST" and phase == "headers")
+
+
+class KeyProbe(NamedTuple):
+    """What the key probe (`Website.probe_key`) found; `detail` is one redacted line."""
+    verdict: str        # "accepted" | "refused" | "unavailable" | "untested" | "unexpected"
+    detail: str
+    code: int = 0       # the HTTP status, 0 when none came
+
+
+# The probe's target: the first seed's collection, which every website of the contract has.
+KEY_PROBE_PATH = "/image/1/response"
+# What a website that checks the key before the body answers an empty object (README, The website's API).
+KEY_ACCEPTED_STATUSES = (400, 422)
+
+
+def judge_key_probe(received: Received, redactor: Redactor) -> KeyProbe:
+    """The key probe's answer, sorted (pure)."""
+    code = received.code
+    said = f"HTTP {code}{_reason(received, redactor)}"
+    if code in KEY_ACCEPTED_STATUSES:
+        return KeyProbe("accepted", f"an empty object was refused as content ({said}), not the key", code)
+    if code in KEY_REFUSED_STATUSES:
+        return KeyProbe("refused", f"the website refused the API key ({said})", code)
+    if code in TEMPORARY_STATUSES or code >= 500:
+        return KeyProbe("unavailable", f"the website is unavailable ({said})", code)
+    if 200 <= code < 400:
+        # A website that takes {} as a response does not check what the contract asks for.
+        return KeyProbe("unexpected", f"the website answered {said} to an empty object: it may have saved it", code)
+    return KeyProbe("untested", f"the website answered {said}, which says nothing about the key", code)
 
 
 def public_location(location: str | None, place: Place) -> str | None:
@@ -422,6 +451,22 @@ class Website:
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "X-API-Key": self._api_key, "Idempotency-Key": idempotency_key}
         return self._exchange("POST", url.collection_path, headers=headers, body=body)
+
+    def probe_key(self) -> KeyProbe:
+        """POST an empty object to the first seed's collection: does the website take the key?
+
+        Nothing can be saved (the object has no InspiredBy, no Text, no
+        Attachment), and no Idempotency-Key is sent, so nothing is remembered
+        either; the same deadline and redaction as every exchange.
+        """
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "X-API-Key": self._api_key}
+        place = Place(self.site_url, self.api_url, self.api_url + KEY_PROBE_PATH, self.timeout)
+        received, broken = self._talk("POST", KEY_PROBE_PATH, headers, JsonBody([b"{}"]))
+        if received is None:
+            answer = failure("POST", broken[0], broken[1], place, broken[2])
+            verdict = "refused" if answer.status == "key-refused" else "unavailable"
+            return KeyProbe(verdict, self.redact(answer.detail))
+        return judge_key_probe(received, self.redactor)
 
     def describe_request(self, method: str, path: str, headers: dict, body: JsonBody | None) -> str:
         lines = [f"{method} {self.api_url}{path}"]

@@ -2,11 +2,16 @@
 
 Checks, in order: the configuration loads; the config file is not readable by
 everyone nor writable by its group or others (it holds the API key); the
-website's API answers a harmless GET (any HTTP status below 500); the sendmail
+website takes the API key (the key probe, README "The website's API": a POST
+of {} that nothing can be saved from, answered 400/422); the sendmail
 command exists and is executable, and whether it carries internationalised
 addresses (SMTPUTF8: an ok or a note); the log dir exists or can be created, and
 files can be written in it (and in the log file and stash folders already
-there).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
+there); a syslog daemon listens on TOROKIKI_SYSLOG_SOCKET (a warning when
+TOROKIKI_SYSLOG=mail and none does); the Postfix side when Postfix is
+installed (`check_postfix`: the route, the master.cf service, whether it runs,
+its size and time limits; --postfix-config DIR reads another configuration
+directory, postconf -c DIR).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
 ``problem: ...`` line per problem on stderr, and a ``warning: ...`` line on
 stderr for each TOROKIKI_* key the gateway does not know (a typo leaves a
 setting at its default; a warning, not a problem, as the pipe itself runs
@@ -17,32 +22,39 @@ output sent nowhere, and the exit code is still the verdict.
 Nothing is left behind: the write test creates and removes a temporary file,
 and a missing log dir is only proven creatable (a temporary folder in its
 nearest existing parent), not created, so that running `check` as root never
-leaves a root-owned logs/ the pipe cannot write.  The API key is never sent
-(the GET does not need it) and never printed.
+leaves a root-owned logs/ the pipe cannot write.  The API key is sent only
+in the key probe's header, through the pipe's own website adapter (its
+deadline, its redaction of what the website says), and never printed.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from torokiki_pipe.arguments import UsageParser
 from torokiki_pipe import config as configuration
 from torokiki_pipe.stages.s8_record import one_line
 from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 
-PROBE_PATH = "/image/1/response"      # the first seed: a GET changes nothing
 PROBE_TIMEOUT = 10.0                  # seconds, at most
 POSTFIX_QUEUE_LIFETIME = 5 * 86400    # maximal_queue_lifetime's default
 
 
 def parse_args(argv):
     parser = UsageParser(prog="torokiki-pipe check",
-                     description="Check the configuration, the website API, the sendmail command, the log "
-                                 "dir and the config file's permissions; exit 0 when all is well, else 78.")
+                     description="Check the configuration, the website API and its key, the sendmail command, "
+                                 "the log dir, the config file's permissions, syslog and the Postfix side; "
+                                 "exit 0 when all is well, else 78.")
+    parser.add_argument("--postfix-config", metavar="DIR",
+                        help="the Postfix configuration directory to read (postconf -c DIR); default Postfix's own")
     return parser.parse_args(argv)
 
 
@@ -143,6 +155,8 @@ def main(argv) -> int:
     check_smtputf8(settings, found)
     check_subaddress(settings, found)
     check_log_dir(Path(settings.log_dir), found)
+    check_syslog(settings, found)
+    check_postfix(settings, args.postfix_config, found)
     return os.EX_CONFIG if found.problems else os.EX_OK
 
 
@@ -177,29 +191,26 @@ def check_config_file(path: Path, found: Findings) -> None:
 
 
 def check_website(settings, found: Findings) -> None:
-    import requests
+    """The key probe of README's "The website's API": a POST of {} that nothing can be saved from."""
+    from torokiki_pipe.adapters.website import KEY_PROBE_PATH, Website
 
-    from torokiki_pipe.adapters.website import USER_AGENT, network_detail
-
-    url = settings.api_url.rstrip("/") + PROBE_PATH
-    timeout = min(PROBE_TIMEOUT, settings.http_timeout)
-    session = requests.Session()
-    session.trust_env = False                  # as the pipe does: no proxy from the environment
-    try:
-        answer = session.get(url, headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-                             timeout=(min(5.0, timeout), timeout), allow_redirects=False)
-    except requests.Timeout:
-        found.problem(f"website API {url}: no answer within {timeout:g} s")
-        return
-    except requests.RequestException as error:
-        found.problem(f"website API {url} cannot be reached: {network_detail(error)}")
-        return
-    finally:
-        session.close()
-    if answer.status_code >= 500:
-        found.problem(f"website API {url} answered HTTP {answer.status_code} {answer.reason}")
+    website = Website(settings.api_url, settings.api_key, min(PROBE_TIMEOUT, settings.http_timeout),
+                      settings.site_url)
+    url = website.api_url + KEY_PROBE_PATH
+    probe = website.probe_key()
+    if probe.verdict == "accepted":
+        found.ok(f"website API takes the API key: POST {{}} to {url}: {probe.detail}; nothing saved")
+    elif probe.verdict == "refused":
+        found.problem(f"website API {url}: {probe.detail}: every mail waits in the queue; set TOROKIKI_API_KEY "
+                      f"to the key the website issued for this gateway")
+    elif probe.code == 0:
+        found.problem(f"website API {url} cannot be reached: {probe.detail}: mail waits in the queue until it "
+                      f"can; check TOROKIKI_API_URL and the network")
+    elif probe.verdict == "unavailable":
+        found.problem(f"website API {url}: {probe.detail}: mail waits in the queue until it answers")
     else:
-        found.ok(f"website API reachable: GET {url} answered HTTP {answer.status_code}")
+        found.problem(f"website API {url}: {probe.detail}; is TOROKIKI_API_URL the Torokiki API "
+                      f"(it must answer POST /image/N/response as README's \"The website's API\" says)?")
 
 
 def check_sendmail(command, found: Findings) -> None:
@@ -232,6 +243,24 @@ def check_subaddress(settings, found: Findings) -> None:
         example = subaddress_about(ContentUrl("image", 1, None), settings.gateway_address, settings.reply_subaddress)
         found.note(f"replies about content say Reply-To: {example}; the MTA must deliver such sub-addresses "
                    f"to the pipe (Postfix: recipient_delimiter = {settings.reply_subaddress}), or answers bounce")
+
+
+def check_syslog(settings, found: Findings) -> None:
+    """Whether a syslog daemon takes the summary lines (TOROKIKI_SYSLOG=mail), or the last-resort one."""
+    from torokiki_pipe.adapters import syslogger
+
+    path = settings.syslog_socket
+    why = syslogger.probe(path)
+    if not why:
+        found.ok(f"syslog: a daemon listens on {path}" + ("" if settings.syslog else
+                 " (used only when logs/ cannot be written; TOROKIKI_SYSLOG=mail sends every summary)"))
+    elif settings.syslog:
+        # A warning, not a problem: mail flows, only its syslog copy is lost.
+        found.warning(f"TOROKIKI_SYSLOG=mail, but {why}: every syslog line is silently dropped; start the "
+                      f"syslog daemon (Debian: apt-get install rsyslog) or set TOROKIKI_SYSLOG_SOCKET to its socket")
+    else:
+        found.note(f"syslog: {why}; the gateway writes to syslog only when logs/ cannot be written, "
+                   f"and that last record would be lost")
 
 
 def check_log_dir(log_dir: Path, found: Findings) -> None:
@@ -286,3 +315,236 @@ def _check_creatable(log_dir: Path, found: Findings) -> None:
     except OSError:
         pass
     found.ok(f"log dir {log_dir} does not exist yet; it can be created (the pipe does so on the first mail)")
+
+
+# --------------------------------------------------------------------------- the Postfix side
+
+POSTFIX_TIMEOUT = 10.0              # seconds for each Postfix command; they read files and answer
+POSTFIX_SBIN = "/usr/sbin"          # where Debian puts them, often not on a user's PATH
+DEFAULT_MESSAGE_SIZE_LIMIT = 10240000
+_POSTFIX_TIME = re.compile(r"([0-9]+)([smhdw]?)", re.ASCII)
+_POSTFIX_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Postfix(NamedTuple):
+    """Postfix's commands, reading configuration directory `config_dir` (None: its default)."""
+    sbin: str
+    config_dir: str | None
+
+    def run(self, program: str, *args: str) -> tuple[int | None, str]:
+        """(exit status, stdout), or (None, why it did not run)."""
+        code, out, _ = self.run_both(program, *args)
+        return code, out
+
+    def run_both(self, program: str, *args: str) -> tuple[int | None, str, str]:
+        """(exit status, stdout, stderr), or (None, "", why it did not run)."""
+        argv = [os.path.join(self.sbin, program), *(["-c", self.config_dir] if self.config_dir else []), *args]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=POSTFIX_TIMEOUT,
+                                  stdin=subprocess.DEVNULL, errors="replace")
+        except subprocess.TimeoutExpired:
+            return None, "", f"{program} gave no answer within {POSTFIX_TIMEOUT:g} s"
+        except OSError as error:
+            return None, "", f"{program} cannot be run: {error.strerror}"
+        return done.returncode, done.stdout, done.stderr
+
+    def parameter(self, name: str, only_set: bool = False) -> str:
+        """The parameter's value, $names expanded; "" when unset or unknown (`only_set`: or not in main.cf)."""
+        code, out = self.run("postconf", "-nxh" if only_set else "-xh", name)
+        return out.strip() if code == 0 else ""
+
+    def lookup(self, key: str, maps: str) -> str:
+        """What the first of `maps` (a main.cf list) that knows `key` answers; "" when none does."""
+        for table in re.split(r"[\s,]+", maps.strip()):
+            if not table:
+                continue
+            # postmap reads the table itself; proxymap is a running Postfix's go-between only.
+            table = table[len("proxy:"):] if table.startswith("proxy:") else table
+            code, out = self.run("postmap", "-q", key, table)
+            if code == 0 and out.strip():
+                return out.strip().splitlines()[0].strip()
+        return ""
+
+
+def find_postfix() -> str | None:
+    """The folder of postconf (on PATH, else Postfix's sbin), or None when Postfix is not installed."""
+    found = shutil.which("postconf") or shutil.which("postconf", path=POSTFIX_SBIN)
+    return os.path.dirname(found) if found else None
+
+
+def check_postfix(settings, config_dir: str | None, found: Findings) -> None:
+    """The service in master.cf, the route to it, whether Postfix runs, and its limits against ours.
+
+    Checked when Postfix evidently feeds this gateway: --postfix-config names
+    its configuration, a master.cf service runs torokiki-pipe, or the transport
+    map routes the gateway address.  Otherwise one note: the gateway may be fed
+    by procmail or imapfilter (contrib/) on a host whose Postfix only sends.
+    """
+    sbin = find_postfix()
+    if sbin is None:
+        found.note("Postfix checks skipped: postconf is not installed (not on PATH nor in /usr/sbin)")
+        return
+    postfix = Postfix(sbin, config_dir)
+    if config_dir is not None and not os.path.isfile(os.path.join(config_dir, "main.cf")):
+        found.problem(f"Postfix: there is no main.cf in {config_dir} (--postfix-config)")
+        return
+    target, via, answer = route_of(settings.gateway_address, postfix)
+    services = gateway_services(postfix)
+    if config_dir is None and not services and not answer:
+        found.note(f"Postfix checks skipped: no master.cf service runs torokiki-pipe and the transport map "
+                   f"does not route {settings.gateway_address}; if Postfix is to deliver to the gateway, "
+                   f"follow postfix/README.md (or use --postfix-config DIR)")
+        return
+    if answer:
+        found.ok(f"Postfix routes {settings.gateway_address}{via} to the transport {answer}")
+        service = answer.split(":", 1)[0] or "torokiki"
+    else:
+        found.problem(f"Postfix: transport_maps ({postfix.parameter('transport_maps') or 'not set'}) route "
+                      f"{target}{via} nowhere: add '{target}  torokiki:' to the transport map, run postmap on "
+                      f"it, and name it in transport_maps (postfix/README.md)")
+        service = services[0] if services else "torokiki"
+    check_service(settings, postfix, service, found)
+    check_running(postfix, found)
+    check_size_limit(settings, postfix, found)
+    check_time_limit(postfix, service, found)
+
+
+def route_of(address: str, postfix: Postfix) -> tuple[str, str, str]:
+    """(the address after virtual_alias_maps, a note saying so or "", what transport_maps answer or "")."""
+    rewritten = postfix.lookup(address, postfix.parameter("virtual_alias_maps"))
+    target = rewritten.split(",")[0].strip() if rewritten else address
+    via = f" (virtual_alias_maps: {target})" if rewritten else ""
+    maps = postfix.parameter("transport_maps")
+    if not maps:
+        return target, via, ""
+    domain = target.rpartition("@")[2]
+    return target, via, postfix.lookup(target, maps) or postfix.lookup(domain, maps)
+
+
+def gateway_services(postfix: Postfix) -> list[str]:
+    """The master.cf pipe services whose command runs a torokiki-pipe."""
+    code, out = postfix.run("postconf", "-M")
+    names = []
+    for line in out.splitlines() if code == 0 else ():
+        fields = line.split()
+        if len(fields) > 8 and fields[7] == "pipe" and any(
+                os.path.basename(word.partition("argv=")[2] or word) == "torokiki-pipe" for word in fields[8:]):
+            names.append(fields[0])
+    return names
+
+
+def this_program() -> str:
+    """The installed torokiki-pipe beside this interpreter (what postfix/master.cf's argv= names)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "torokiki-pipe")
+    return beside if os.path.isfile(beside) else os.path.abspath(sys.argv[0])
+
+
+def check_service(settings, postfix: Postfix, service: str, found: Findings) -> None:
+    code, out = postfix.run("postconf", "-M", f"{service}/unix")
+    fields = out.split()
+    if code != 0 or len(fields) < 8:
+        found.problem(f"Postfix: master.cf has no service {service}/unix: add the torokiki service of "
+                      f"postfix/master.cf, then postfix reload")
+        return
+    if fields[7] != "pipe":
+        found.problem(f"Postfix: master.cf's {service}/unix runs {fields[7]}, not pipe: use the torokiki "
+                      f"service of postfix/master.cf")
+        return
+    start = next((i for i, word in enumerate(fields) if word.startswith("argv=")), None)
+    argv = [fields[start][len("argv="):], *fields[start + 1:]] if start is not None else []
+    if not argv or not argv[0]:
+        found.problem(f"Postfix: master.cf's {service}/unix has no argv=: use the torokiki service of "
+                      f"postfix/master.cf")
+        return
+    mine, bad = this_program(), False
+    if os.path.realpath(argv[0]) != os.path.realpath(mine):
+        found.problem(f"Postfix: master.cf's {service}/unix runs {argv[0]}, not this installation's {mine}: "
+                      f"put {mine} in its argv=, then postfix reload")
+        bad = True
+    config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    if config is None:
+        found.problem(f"Postfix: master.cf's {service}/unix gives no --config: add --config "
+                      f"{settings.source or '/etc/torokiki-pipe/torokiki-pipe.env'} to its argv=")
+        bad = True
+    elif settings.source is None or os.path.realpath(config) != os.path.realpath(settings.source):
+        found.problem(f"Postfix: master.cf's {service}/unix reads --config {config}, but this check read "
+                      f"{settings.source or 'the environment'}: check that file "
+                      f"(torokiki-pipe check --config {config})")
+        bad = True
+    if not bad:
+        found.ok(f"Postfix: master.cf's {service}/unix runs {argv[0]} --config {config}")
+
+
+def check_running(postfix: Postfix, found: Findings) -> None:
+    """postfix status as root; for others (it is root's only) whether postqueue can read the queue."""
+    where = f" -c {postfix.config_dir}" if postfix.config_dir else ""
+    start = f"start it (as root) with postfix{where} start"
+    if os.geteuid() != 0:
+        # postqueue asks the running master's showq, and any user may: "mail system is down" says it does not run.
+        code, _, said = postfix.run_both("postqueue", "-p")
+        if code == 0:
+            found.ok("Postfix is running (postqueue -p reads its queue)")
+        elif "mail system is down" in said:
+            found.problem(f"Postfix is not running (postqueue -p: mail system is down): {start}")
+        else:
+            why = next((line for line in said.splitlines() if line.strip()), f"postqueue -p exited {code}")
+            found.note(f"Postfix: whether it runs cannot be told as this user ({why}); ask root: "
+                       f"postfix{where} status")
+        return
+    code, _, why = postfix.run_both("postfix", "status")
+    if code == 0:
+        found.ok("Postfix is running")
+    elif code is None:
+        found.problem(f"Postfix: {why}")
+    else:
+        # postfix status says why only in the mail log.
+        found.problem(f"Postfix is not running (postfix status exited {code}): {start}")
+
+
+def check_size_limit(settings, postfix: Postfix, found: Findings) -> None:
+    text = postfix.parameter("message_size_limit")
+    limit = int(text) if text.isdigit() else DEFAULT_MESSAGE_SIZE_LIMIT
+    ours = settings.max_message_bytes
+    fix = f"set both to the same: postconf -e message_size_limit={ours}, or TOROKIKI_MAX_MESSAGE_BYTES={limit}"
+    if limit == ours:
+        found.ok(f"Postfix's message_size_limit is TOROKIKI_MAX_MESSAGE_BYTES ({ours} bytes)")
+    elif limit == 0 or limit > ours:
+        found.note(f"Postfix takes mail of up to {'any size' if limit == 0 else f'{limit} bytes'} "
+                   f"(message_size_limit), the gateway reads {ours} (TOROKIKI_MAX_MESSAGE_BYTES): a mail "
+                   f"between the two is answered 'too large'; {fix}")
+    else:
+        found.note(f"Postfix refuses mail over {limit} bytes (message_size_limit) before the gateway's {ours} "
+                   f"(TOROKIKI_MAX_MESSAGE_BYTES): larger photos are bounced by the sender's server; {fix}")
+
+
+def postfix_seconds(text: str) -> int | None:
+    """A Postfix time value ("1000s", "17m", "1000") in seconds; None when it is not one."""
+    found = _POSTFIX_TIME.fullmatch(text.strip())
+    return int(found.group(1)) * _POSTFIX_UNITS[found.group(2)] if found else None
+
+
+def check_time_limit(postfix: Postfix, service: str, found: Findings) -> None:
+    """Postfix's limit for the service against the longest run the gateway allows itself."""
+    from torokiki_pipe.adapters.sendmail import SEND_TIMEOUT
+    from torokiki_pipe.run import RUN_TIME_LIMIT
+
+    name = f"{service}_time_limit"
+    code, out = postfix.run("postconf", "-P", f"{service}/unix/{name}")
+    given = out.partition("=")[2].strip() if code == 0 else ""
+    where = f"-o {name} in master.cf" if given else name
+    if not given:
+        given = postfix.parameter(name, only_set=True)
+    if not given:
+        given, where = postfix.parameter("command_time_limit"), "command_time_limit"
+    limit = postfix_seconds(given or "1000s")
+    # The run's alarm stops anything but the reply's hand-over, which it lets finish.
+    longest = RUN_TIME_LIMIT + int(SEND_TIMEOUT)
+    if limit is None:
+        found.problem(f"Postfix: {where} = {given} is not a time: set {name} = 1000s in main.cf")
+    elif limit <= longest:
+        found.problem(f"Postfix kills the gateway after {limit} s ({where}), before its own limit of "
+                      f"{longest} s ({RUN_TIME_LIMIT} s run alarm + {int(SEND_TIMEOUT)} s reply hand-over): a "
+                      f"killed run is bounced, not retried; set {name} = 1000s in main.cf")
+    else:
+        found.ok(f"Postfix's time limit for {service} is {limit} s ({where}), above the gateway's own "
+                 f"{longest} s at most")
