@@ -395,3 +395,47 @@ def test_sigterm_stops_a_replay_after_the_mail_in_hand(pipe_program, run_pipe, p
     [line] = out.splitlines()                    # the other two mails were not started
     assert "outcome=interrupted" in line
     assert len([p for p in files_in(folder) if p.name.endswith(".eml")]) == 3
+
+
+# --------------------------------------------------------------------------- the command line itself
+
+def test_help_lists_every_subcommand_of_the_table(pipe_program):
+    from torokiki_pipe.cli import SUBCOMMANDS
+
+    done = subprocess.run([pipe_program, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("administrator's commands", 1)[1].splitlines()[1:]
+    assert [line.split()[0] for line in listed if line.strip()] == list(SUBCOMMANDS)
+    assert all(len(line.split(None, 1)) == 2 for line in listed if line.strip())   # each with what it does
+
+
+def test_dry_run_prints_the_argv_the_real_send_runs(run_pipe, pipe_env, tmp_path):
+    import shlex
+
+    said = tmp_path / "argv.txt"
+    recorder = tmp_path / "recording-sendmail"
+    recorder.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {shlex.quote(str(said))}\ncat >/dev/null\n")
+    recorder.chmod(0o755)
+    config = pipe_env.variant(TOROKIKI_SENDMAIL=f"{recorder} -i")
+    dry = run_pipe(mail("help", msgid="<dry@example.net>"), "--dry-run", config=config)
+    assert dry.returncode == 0, dry.stderr
+    [shown] = [line for line in dry.stdout.decode().splitlines() if line.startswith("# the reply it would send with: ")]
+    assert not said.exists()
+    assert run_pipe(mail("help", msgid="<real@example.net>"), config=config).returncode == 0
+    ran = said.read_text().splitlines()
+    assert shlex.split(shown.split(": ", 1)[1]) == [str(recorder), *ran]
+    assert ran == ["-i", "-f", "<>", "--", "kiri@example.net"]
+
+
+def test_replay_says_when_there_is_nothing_to_do(admin, pipe_env):
+    done = admin("replay", pipe_env, "--resend")              # no logs/failed_sends/ at all
+    assert done.returncode == 0 and done.stderr == ""
+    [line] = done.stdout.splitlines()
+    assert line.startswith("nothing to do: no kept replies") and "failed_sends" in line
+    crashed = pipe_env.log_dir / "crashed"
+    (crashed / "done").mkdir(parents=True)
+    (crashed / "done" / "old.eml").write_bytes(mail("help"))
+    done = admin("replay", pipe_env, crashed)
+    assert done.returncode == 0 and done.stderr == ""
+    [line] = done.stdout.splitlines()
+    assert line.startswith("nothing to do: no kept mails") and str(crashed) in line

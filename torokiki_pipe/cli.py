@@ -2,7 +2,7 @@
 
 ``torokiki-pipe [--config FILE] [--sender ADDR] [--recipient ADDR] [--dry-run] [FILE]``
 runs the pipe on one message (`run.run_pipe`); ``torokiki-pipe check|replay|report|link``
-runs an administrator's program (`admin/`).  Whatever happens, no traceback
+runs an administrator's program (`admin/`; `--help` lists `SUBCOMMANDS`).  Whatever happens, no traceback
 reaches stderr: what is not an exit code by now becomes one line that starts
 with an RFC 3463 enhanced status code, which Postfix quotes.
 """
@@ -19,6 +19,12 @@ from torokiki_pipe.outcome import Outcome, Stopped, exit_code, say
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
 SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
                "report": "torokiki_pipe.admin.report", "link": "torokiki_pipe.admin.link"}
+# What `torokiki-pipe --help` says of each; a command without a line here is still listed.
+SUMMARIES = {"check": "test the configuration, the website and the mailer, one line per finding",
+             "report": "summarise logs/: messages per outcome, errors, what waits in the stash folders",
+             "replay": "run kept mails through the pipe again (--force, --resend for kept replies)",
+             "link": "print the mailto: link of an \"Answer by email\" button for a content URL",
+             "setup": "make the changes Postfix needs for the gateway (shown first; --apply makes them)"}
 
 
 def main(argv=None) -> int:
@@ -26,7 +32,7 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return _administer(argv[0], argv[1:])
-        args = parse_args(argv)
+        args = parse_args(argv, {name: SUMMARIES.get(name, "") for name in SUBCOMMANDS})
         from torokiki_pipe.run import run_pipe   # after the usage check: --help loads no stage
 
         return run_pipe(args)
