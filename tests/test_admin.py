@@ -403,6 +403,8 @@ def test_sigterm_stops_a_replay_after_the_mail_in_hand(pipe_program, run_pipe, p
 def test_help_lists_every_subcommand_of_the_table(pipe_program):
     from torokiki_pipe.cli import SUBCOMMANDS
 
+    replay = subprocess.run([pipe_program, "replay", "--help"], capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0 and "--force" in replay.stdout and "--resend" in replay.stdout
     done = subprocess.run([pipe_program, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     listed = done.stdout.split("administrator's commands", 1)[1].splitlines()[1:]
@@ -497,8 +499,7 @@ def _fields(pipe_env, message_id):
     from torokiki_pipe.stages.s8_record import parse_line
 
     lines = (pipe_env.log_dir / "torokiki-pipe.log").read_text().splitlines()
-    [fields] = [f for _, f in filter(None, map(parse_line, lines)) if f["message-id"] == message_id]
-    return fields
+    return [f for _, f in filter(None, map(parse_line, lines)) if f["message-id"] == message_id][-1]
 
 
 def test_the_log_line_says_the_target_and_the_saved_url_apart(run_pipe, pipe_env, website, smtp_sink):
@@ -507,6 +508,9 @@ def test_the_log_line_says_the_target_and_the_saved_url_apart(run_pipe, pipe_env
     saved = _fields(pipe_env, "<s@example.net>")
     assert saved["target"] == target and saved["saved"] == website.stats()["items"][0]["location"]
     assert saved["saved"].startswith(target + "/")
+    assert run_pipe(mail(CREATE, "text: 'hi'", msgid="<s@example.net>")).returncode == 0
+    again = _fields(pipe_env, "<s@example.net>")                # from the journal entry
+    assert again["outcome"] == "duplicate" and (again["target"], again["saved"]) == (target, saved["saved"])
     website.control("refuse", status=422)
     assert run_pipe(mail(CREATE, "text: 'no'", msgid="<r@example.net>")).returncode == 0
     refused = _fields(pipe_env, "<r@example.net>")
