@@ -533,3 +533,18 @@ def test_report_reads_lines_written_before_target_and_saved(admin, pipe_env):
     report = json.loads(admin("report", pipe_env, "--json").stdout)
     assert report["messages"] == 2 and report["outcomes"] == {"refused": 1, "saved": 1}
     assert report["last_errors"][0]["target"] == "http://torokiki.net/image/1/response"
+
+
+def test_resend_dry_run_shows_the_exact_argv_it_would_run(admin, run_pipe, pipe_env, msmtp, smtp_sink, tmp_path):
+    import shlex
+
+    kept = _failed_send(run_pipe, pipe_env, tmp_path)
+    done = admin("replay", pipe_env, "--resend", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith(f"{kept} outcome=would-send to=kiri@example.net")
+    shown = line.split(" detail=", 1)[1]
+    assert shown.startswith('"') and shown.endswith('"')     # one field, quoted as the log quotes it
+    shown = shown[1:-1]
+    assert shlex.split(shown) == [*shlex.split(msmtp.command), "-f", "<>", "--", "kiri@example.net"]
+    assert smtp_sink.messages == [] and files_in(kept.parent) == [kept]
