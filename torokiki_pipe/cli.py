@@ -19,7 +19,7 @@ from torokiki_pipe.outcome import Outcome, Stopped, exit_code, say
 # Administrator's commands: `torokiki-pipe NAME ...`; the bare command stays the pipe.
 SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.admin.replay",
                "report": "torokiki_pipe.admin.report", "link": "torokiki_pipe.admin.link"}
-# What `torokiki-pipe --help` says of each; a command without a line here is still listed.
+# What `torokiki-pipe --help` says of each; a command without a line here is listed all the same.
 SUMMARIES = {"check": "test the configuration, the website and the mailer, one line per finding",
              "report": "summarise logs/: messages per outcome, errors, what waits in the stash folders",
              "replay": "run kept mails through the pipe again (--force, --resend for kept replies)",
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return _administer(argv[0], argv[1:])
-        args = parse_args(argv, {name: SUMMARIES.get(name, "") for name in SUBCOMMANDS})
+        args = parse_args(argv, {name: SUMMARIES.get(name, f"see torokiki-pipe {name} --help") for name in SUBCOMMANDS})
         from torokiki_pipe.run import run_pipe   # after the usage check: --help loads no stage
 
         return run_pipe(args)
