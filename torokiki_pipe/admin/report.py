@@ -279,8 +279,6 @@ def _older_than(path: Path, since: datetime) -> bool:
 
 def kept_mails(log_dir: Path) -> dict:
     """{kind: {file name: its Message-ID as the log writes it}} of the .eml files in each stash folder."""
-    from torokiki_pipe.stages.s2_headers import MAX_HEADER_BYTES, read_head
-
     kept: dict = {}
     for kind in STASH_KINDS:
         kept[kind] = {}
@@ -291,6 +289,10 @@ def kept_mails(log_dir: Path) -> dict:
         for item in entries:
             if item.name.startswith(".") or not item.name.endswith(".eml") or not item.is_file(follow_symlinks=False):
                 continue
+            # The pipe's own header reader, so the Message-ID reads as the log wrote it; loaded
+            # only when a mail is kept (a report of a quiet logs/ loads nothing of the pipe).
+            from torokiki_pipe.stages.s2_headers import MAX_HEADER_BYTES, read_head
+
             try:
                 with open(item.path, "rb") as stream:
                     head = stream.read(MAX_HEADER_BYTES + 4)
