@@ -308,9 +308,10 @@ def test_report_counts(admin, run_pipe, pipe_env, website, smtp_sink):
     assert report["last_errors"][1]["sender"] == "tama@example.org"
     assert "422" in report["last_errors"][1]["detail"]
     assert report["unparsed_lines"] == 4
-    assert report["stash"]["failed_https"] == {"mails": 2, "files": 4}
-    assert report["stash"]["erroneous_emails"] == {"mails": 1, "files": 1}
-    assert report["stash"]["crashed"] == {"mails": 0, "files": 0}
+    assert report["stash"]["failed_https"] == {"mails": 2, "files": 4, "resolved": 0, "waiting": 2}
+    assert report["stash"]["erroneous_emails"] == {"mails": 1, "files": 1, "resolved": 0, "waiting": 1}
+    assert report["stash"]["crashed"] == {"mails": 0, "files": 0, "resolved": 0, "waiting": 0}
+    assert report["runs"] == 5 and report["messages_run_more_than_once"] == 0
 
     text = admin("report", pipe_env)
     assert text.returncode == 0
@@ -395,3 +396,155 @@ def test_sigterm_stops_a_replay_after_the_mail_in_hand(pipe_program, run_pipe, p
     [line] = out.splitlines()                    # the other two mails were not started
     assert "outcome=interrupted" in line
     assert len([p for p in files_in(folder) if p.name.endswith(".eml")]) == 3
+
+
+# --------------------------------------------------------------------------- the command line itself
+
+def test_help_lists_every_subcommand_of_the_table(pipe_program):
+    from torokiki_pipe.cli import SUBCOMMANDS
+
+    replay = subprocess.run([pipe_program, "replay", "--help"], capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0 and "--force" in replay.stdout and "--resend" in replay.stdout
+    done = subprocess.run([pipe_program, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("administrator's commands", 1)[1].splitlines()[1:]
+    assert [line.split()[0] for line in listed if line.strip()] == list(SUBCOMMANDS)
+    assert all(len(line.split(None, 1)) == 2 for line in listed if line.strip())   # each with what it does
+
+
+def test_dry_run_prints_the_argv_the_real_send_runs(run_pipe, pipe_env, tmp_path):
+    import shlex
+
+    said = tmp_path / "argv.txt"
+    recorder = tmp_path / "recording-sendmail"
+    recorder.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {shlex.quote(str(said))}\ncat >/dev/null\n")
+    recorder.chmod(0o755)
+    config = pipe_env.variant(TOROKIKI_SENDMAIL=f"{recorder} -i")
+    dry = run_pipe(mail("help", msgid="<dry@example.net>"), "--dry-run", config=config)
+    assert dry.returncode == 0, dry.stderr
+    [shown] = [line for line in dry.stdout.decode().splitlines() if line.startswith("# the reply it would send with: ")]
+    assert not said.exists()
+    assert run_pipe(mail("help", msgid="<real@example.net>"), config=config).returncode == 0
+    ran = said.read_text().splitlines()
+    assert shlex.split(shown.split(": ", 1)[1]) == [str(recorder), *ran]
+    assert ran == ["-i", "-f", "<>", "--", "kiri@example.net"]
+
+
+def test_replay_says_when_there_is_nothing_to_do(admin, pipe_env):
+    done = admin("replay", pipe_env, "--resend")              # no logs/failed_sends/ at all
+    assert done.returncode == 0 and done.stderr == ""
+    [line] = done.stdout.splitlines()
+    assert line.startswith("nothing to do: no kept replies") and "failed_sends" in line
+    crashed = pipe_env.log_dir / "crashed"
+    (crashed / "done").mkdir(parents=True)
+    (crashed / "done" / "old.eml").write_bytes(mail("help"))
+    done = admin("replay", pipe_env, crashed)
+    assert done.returncode == 0 and done.stderr == ""
+    [line] = done.stdout.splitlines()
+    assert line.startswith("nothing to do: no kept mails") and str(crashed) in line
+
+
+# --------------------------------------------------------------------------- report: messages, not runs
+
+def test_report_counts_messages_not_runs_and_a_later_save_resolves_the_kept_mail(admin, run_pipe, pipe_env,
+                                                                                  website, smtp_sink):
+    outage = mail(CREATE, "text: 'later'", msgid="<outage@example.net>")
+    website.control("down")
+    assert run_pipe(outage).returncode == 75
+    assert run_pipe(outage).returncode == 75                 # the MTA's retry, still down
+    website.control("refuse", status=422)
+    assert run_pipe(mail(CREATE, "text: 'no'", msgid="<no@example.net>")).returncode == 0
+    website.control("ok")
+    assert run_pipe(outage).returncode == 0                  # the MTA's next retry saves it
+    assert run_pipe(outage).returncode == 0                  # delivered once more: a duplicate
+    folder = pipe_env.log_dir / "failed_https"
+    assert len([p for p in files_in(folder) if p.name.endswith(".eml")]) == 2   # both kept mails stay
+
+    report = json.loads(admin("report", pipe_env, "--json").stdout)
+    assert report["messages"] == 2 and report["runs"] == 5 and report["messages_run_more_than_once"] == 1
+    assert report["outcomes"] == {"refused": 1, "saved": 1}
+    assert report["exit_codes"] == {"0": 2}
+    assert [e["message_id"] for e in report["last_errors"]] == ["<no@example.net>"]
+    assert report["last_errors"][0]["target"] == "http://torokiki.net/image/1/response"
+    assert report["stash"]["failed_https"] == {"mails": 2, "files": 4, "resolved": 1, "waiting": 1}
+
+    text = admin("report", pipe_env).stdout
+    assert "2 message(s) in 5 run(s)" in text
+    [row] = [line for line in text.splitlines() if line.strip().startswith("failed_https")]
+    assert row.split()[1] == "1" and "besides 1 resolved" in row, row
+
+    # --since leaves the lines out of the counts, never out of what resolves a kept mail
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    none = json.loads(admin("report", pipe_env, "--since", later, "--json").stdout)
+    assert none["messages"] == 0 and none["runs"] == 0
+    assert none["stash"]["failed_https"]["resolved"] == 1
+
+
+def test_report_replays_are_runs_of_one_message(admin, run_pipe, pipe_env, website, smtp_sink):
+    website.control("down")
+    assert run_pipe(mail(CREATE, "text: 'hi'", msgid="<replayed@example.net>")).returncode == 75
+    folder = pipe_env.log_dir / "failed_https"
+    assert admin("replay", pipe_env, folder).returncode == 75        # still down
+    website.control("ok")
+    assert admin("replay", pipe_env, folder).returncode == 0
+    report = json.loads(admin("report", pipe_env, "--json").stdout)
+    assert report["messages"] == 1 and report["runs"] == 3
+    assert report["outcomes"] == {"saved": 1} and report["last_errors"] == []
+    assert report["stash"]["failed_https"]["waiting"] == 0             # replayed: in done/
+
+
+# --------------------------------------------------------------------------- the log line's URLs
+
+def _fields(pipe_env, message_id):
+    from torokiki_pipe.stages.s8_record import parse_line
+
+    lines = (pipe_env.log_dir / "torokiki-pipe.log").read_text().splitlines()
+    return [f for _, f in filter(None, map(parse_line, lines)) if f["message-id"] == message_id][-1]
+
+
+def test_the_log_line_says_the_target_and_the_saved_url_apart(run_pipe, pipe_env, website, smtp_sink):
+    target = "http://torokiki.net/image/1/response"
+    assert run_pipe(mail(CREATE, "text: 'hi'", msgid="<s@example.net>")).returncode == 0
+    saved = _fields(pipe_env, "<s@example.net>")
+    assert saved["target"] == target and saved["saved"] == website.stats()["items"][0]["location"]
+    assert saved["saved"].startswith(target + "/")
+    assert run_pipe(mail(CREATE, "text: 'hi'", msgid="<s@example.net>")).returncode == 0
+    again = _fields(pipe_env, "<s@example.net>")                # from the journal entry
+    assert again["outcome"] == "duplicate" and (again["target"], again["saved"]) == (target, saved["saved"])
+    website.control("refuse", status=422)
+    assert run_pipe(mail(CREATE, "text: 'no'", msgid="<r@example.net>")).returncode == 0
+    refused = _fields(pipe_env, "<r@example.net>")
+    assert refused["target"] == target and refused["saved"] == "-"
+    website.control("down")
+    assert run_pipe(mail(CREATE, "text: 'later'", msgid="<d@example.net>")).returncode == 75
+    assert _fields(pipe_env, "<d@example.net>")["target"] == target
+    assert run_pipe(mail("help", msgid="<h@example.net>")).returncode == 0
+    assert {k: _fields(pipe_env, "<h@example.net>")[k] for k in ("target", "saved")} == {"target": "-", "saved": "-"}
+    assert "url" not in saved
+
+
+def test_report_reads_lines_written_before_target_and_saved(admin, pipe_env):
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (pipe_env.log_dir / "torokiki-pipe.log").write_text(
+        f"{stamp} message-id=<old1@x> sender=a@example.net command=create-response-to "
+        f"url=http://torokiki.net/image/1/response/9 outcome=saved exit=0 duration=0.100s detail=\"saved as 9\"\n"
+        f"{stamp} message-id=<old2@x> sender=a@example.net command=create-response-to "
+        f"url=http://torokiki.net/image/1/response outcome=refused exit=0 duration=0.100s detail=\"HTTP 422\"\n")
+    report = json.loads(admin("report", pipe_env, "--json").stdout)
+    assert report["messages"] == 2 and report["outcomes"] == {"refused": 1, "saved": 1}
+    assert report["last_errors"][0]["target"] == "http://torokiki.net/image/1/response"
+
+
+def test_resend_dry_run_shows_the_exact_argv_it_would_run(admin, run_pipe, pipe_env, msmtp, smtp_sink, tmp_path):
+    import shlex
+
+    kept = _failed_send(run_pipe, pipe_env, tmp_path)
+    done = admin("replay", pipe_env, "--resend", "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith(f"{kept} outcome=would-send to=kiri@example.net")
+    shown = line.split(" detail=", 1)[1]
+    assert shown.startswith('"') and shown.endswith('"')     # one field, quoted as the log quotes it
+    shown = shown[1:-1]
+    assert shlex.split(shown) == [*shlex.split(msmtp.command), "-f", "<>", "--", "kiri@example.net"]
+    assert smtp_sink.messages == [] and files_in(kept.parent) == [kept]

@@ -55,7 +55,7 @@ def steps() -> dict[str, s6_act.Step]:
         "too-big": s6_act.too_big(SUBJECT, 25 * 1024 * 1024),
         "gave-up": s6_act.give_up(s6_act.Step(s6_act.Outcome.WEBSITE_UNAVAILABLE, f"down {SCRIPT}"), SUBJECT,
                                   86400 * 2, SITE_URL),
-        "gave-up-unsure": s6_act.give_up(s6_act.Step(s6_act.Outcome.TIMED_OUT, "cut", maybe_saved=True, url=URL),
+        "gave-up-unsure": s6_act.give_up(s6_act.Step(s6_act.Outcome.TIMED_OUT, "cut", maybe_saved=True, target=URL),
                                          SUBJECT, 86400 * 2, SITE_URL),
         "gave-up-ours": s6_act.give_up(s6_act.Step(s6_act.Outcome.KEY_REFUSED, "key"), SUBJECT, 86400 * 2, SITE_URL),
         "poisoned": s6_act.Step(s6_act.Outcome.POISONED, "", Reply("poisoned.txt", {"subject": SUBJECT})),

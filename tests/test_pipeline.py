@@ -196,3 +196,16 @@ def test_a_reply_is_stored_before_it_is_handed_over_and_the_retry_sends_the_same
     tried, taken = fakes.mailer.attempts
     assert taken.message == tried.message and taken.result.sent
     assert fakes.website.posts == 1
+
+
+def test_a_journal_entry_gives_the_log_line_its_target_and_saved_url():
+    from torokiki_pipe.pipeline import _urls
+    from torokiki_pipe.stages.s4_journal import Entry
+
+    target, saved = f"{SEED}", f"{SEED}/7"
+    assert _urls(Entry("k", "d", outcome="saved", url=saved, target=target)) == {"target": target, "saved": saved}
+    assert _urls(Entry("k", "d", outcome="refused", target=target)) == {"target": target, "saved": ""}
+    # entries written before `target` held one URL: the new response's when saved, else the content's
+    assert _urls(Entry("k", "d", outcome="saved", url=saved)) == {"saved": saved}
+    assert _urls(Entry("k", "d", outcome="refused", url=target)) == {"target": target}
+    assert _urls(Entry("k", "d", outcome="answered")) == {"target": "", "saved": ""}

@@ -25,10 +25,15 @@ class UsageParser(argparse.ArgumentParser):
         self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
 
 
-def parse_args(argv):
-    parser = UsageParser(prog="torokiki-pipe",
-                     description="Torokiki's email gateway: reads one RFC 822 message (FILE or stdin), "
-                                 "saves what it asks for on the website, answers the sender, and exits "
+def parse_args(argv, commands=None):
+    """The pipe's arguments; `commands` ({name: summary}) are listed in --help as the other uses."""
+    width = max(map(len, commands or {"": ""}))
+    listed = "\n".join(f"  {name:<{width}}  {summary}".rstrip() for name, summary in (commands or {}).items())
+    parser = UsageParser(prog="torokiki-pipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog=("administrator's commands (torokiki-pipe COMMAND --help for each):\n" + listed)
+                     if listed else None,
+                     description="Torokiki's email gateway: reads one RFC 822 message (FILE or stdin),\n"
+                                 "saves what it asks for on the website, answers the sender, and exits\n"
                                  "0 (handled) or 75 (try again later).")
     parser.add_argument("file", nargs="?", metavar="FILE", help="the message; default: standard input")
     parser.add_argument("--sender", metavar="ADDR", help="envelope sender (Postfix ${sender}); empty for a bounce")

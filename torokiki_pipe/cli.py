@@ -2,7 +2,7 @@
 
 ``torokiki-pipe [--config FILE] [--sender ADDR] [--recipient ADDR] [--dry-run] [FILE]``
 runs the pipe on one message (`run.run_pipe`); ``torokiki-pipe check|replay|report|link|setup|example|reference-site``
-runs an administrator's program (`admin/`).  Whatever happens, no traceback
+runs an administrator's program (`admin/`; `--help` lists `SUBCOMMANDS`).  Whatever happens, no traceback
 reaches stderr: what is not an exit code by now becomes one line that starts
 with an RFC 3463 enhanced status code, which Postfix quotes.
 """
@@ -21,6 +21,14 @@ SUBCOMMANDS = {"check": "torokiki_pipe.admin.check", "replay": "torokiki_pipe.ad
                "report": "torokiki_pipe.admin.report", "link": "torokiki_pipe.admin.link",
                "setup": "torokiki_pipe.admin.setup",
                "example": "torokiki_pipe.admin.example", "reference-site": "torokiki_pipe.reference_site.__main__"}
+# What `torokiki-pipe --help` says of each; a command without a line here is listed all the same.
+SUMMARIES = {"check": "test the configuration, the website and the mailer, one line per finding",
+             "report": "summarise logs/: messages per outcome, errors, what waits in the stash folders",
+             "replay": "run kept mails through the pipe again (--force, --resend for kept replies)",
+             "link": "print the mailto: link of an \"Answer by email\" button for a content URL",
+             "setup": "make the changes Postfix needs for the gateway (shown first; --apply makes them)",
+             "example": "print an example mail (--list names them), to try the gateway with",
+             "reference-site": "run the reference website, to try the whole path before the real one"}
 
 
 def main(argv=None) -> int:
@@ -28,7 +36,7 @@ def main(argv=None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return _administer(argv[0], argv[1:])
-        args = parse_args(argv)
+        args = parse_args(argv, {name: SUMMARIES.get(name, f"see torokiki-pipe {name} --help") for name in SUBCOMMANDS})
         from torokiki_pipe.run import run_pipe   # after the usage check: --help loads no stage
 
         return run_pipe(args)

@@ -75,7 +75,8 @@ class Processed(NamedTuple):
     message_id: str = ""
     sender: str = ""
     command: str = ""
-    url: str = ""
+    target: str = ""     # the content the mail answered or fetched
+    saved: str = ""      # the new response's URL, only when one was saved
 
 
 def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
@@ -133,12 +134,12 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
     """Under the message's journal lock: resume, or act, then reply exactly once."""
     journal = effects.journal
     if entry.stage == DONE:
-        return so_far._replace(outcome=Outcome.DUPLICATE, url=entry.url,
+        return so_far._replace(outcome=Outcome.DUPLICATE, **_urls(entry),
                                detail=f"already handled ({entry.outcome}: {entry.detail})")
     if entry.owes_reply:
         stored = journal.stored_reply(entry)
         if stored is not None:   # the website step is done: only the reply is owed, byte for byte
-            resumed = so_far._replace(outcome=Outcome(entry.outcome), detail=entry.detail, url=entry.url)
+            resumed = so_far._replace(outcome=Outcome(entry.outcome), detail=entry.detail, **_urls(entry))
             return _deliver(stored, entry, config, effects, resumed)
 
     # Cost tier 3, acting and replying: the website exchange as a value, the reply's MIME.
@@ -155,23 +156,35 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
         entry = journal.failed(entry)
         if journal.failing_for(entry) < config.give_up_after:
             _keep(effects, step, raw, entry.key)   # once per message: the same name at every retry
-            return so_far._replace(outcome=step.outcome, detail=step.detail, url=step.url)
+            return so_far._replace(outcome=step.outcome, detail=step.detail, target=step.target)
         step = act.give_up(step, head.subject, journal.failing_for(entry), config.site_url)
     _keep(effects, step, raw, entry.key)
-    so_far = so_far._replace(outcome=step.outcome, detail=step.detail, url=step.url)
+    so_far = so_far._replace(outcome=step.outcome, detail=step.detail, target=step.target, saved=step.saved)
     if step.reply is None:
-        journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.url)
+        journal.finish(entry, outcome=step.outcome.value, detail=step.detail, url=step.saved, target=step.target)
         return so_far
 
     withheld, last = _allowance(step, sender, head, raw, entry.key, effects)
     if withheld:
-        journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.url)
+        journal.finish(entry, outcome=step.outcome.value, detail=f"{step.detail}; {withheld}", url=step.saved,
+                       target=step.target)
         return so_far._replace(detail=f"{step.detail}; {withheld}")
     note = reply.duration_words(effects.budget.limit.window) if last else None
     message = reply.build(step.reply, reply_context(head, sender, config, effects), last_before_limit=note)
     entry = journal.answer(entry, message, outcome=step.outcome.value, detail=step.detail,
-                           url=step.url, command=line.command, recipient=sender.address)
+                           url=step.saved, target=step.target, command=line.command, recipient=sender.address)
     return _deliver(message, entry, config, effects, so_far)
+
+
+def _urls(entry) -> dict:
+    """The log line's target and saved URL from a journal entry.
+
+    An entry written before `target` existed holds one URL: the new
+    response's when the outcome was "saved", else the content's.
+    """
+    if entry.target or not entry.url:
+        return {"target": entry.target, "saved": entry.url}
+    return {"saved": entry.url} if entry.outcome == "saved" else {"target": entry.url}
 
 
 def reply_context(head: Head, sender: Sender, config: Config, effects: Effects) -> ReplyContext:

@@ -92,7 +92,8 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     if signals.noted:
         done = done._replace(detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
-    fields = {"message-id": done.message_id, "sender": done.sender, "command": done.command, "url": done.url,
+    fields = {"message-id": done.message_id, "sender": done.sender, "command": done.command,
+              "target": done.target, "saved": done.saved,
               "outcome": done.outcome.value, "exit": code, "duration": f"{time.monotonic() - started:.3f}s",
               "detail": done.detail}
     line = log_line(effects.clock.now().strftime(STAMP_FORMAT), fields)

@@ -15,7 +15,7 @@ from torokiki_pipe.stages.s4_journal import DONE, REPLY_STORED, SENDING, Crash, 
 from torokiki_pipe.pipeline import Effects
 from torokiki_pipe.config import ReplyLimit
 from torokiki_pipe.adapters.reply_budget import SEND
-from torokiki_pipe.adapters.sendmail import SendResult
+from torokiki_pipe.adapters.sendmail import SendResult, Sendmail
 from torokiki_pipe.adapters.website import JsonBody, Website, WebsiteAnswer
 
 if TYPE_CHECKING:
@@ -42,16 +42,20 @@ class DryRunWebsite(Website):
 
 
 class PrintMailer:
-    def __init__(self, command: Tuple[str, ...], out: TextIO, smtputf8: str = "auto"):
-        self.command, self.out, self.smtputf8_setting = command, out, smtputf8
+    """Prints the reply and the exact argv the real send would run (`Sendmail.argv`: one source)."""
+
+    def __init__(self, command: Tuple[str, ...], out: TextIO, smtputf8: str = "auto", null_sender: bool = True):
+        self.mailer = Sendmail(command, null_sender=null_sender, smtputf8=smtputf8)
+        self.out = out
 
     def smtputf8(self) -> Tuple[bool, str]:
-        from torokiki_pipe.adapters.sendmail import Sendmail
-
-        return Sendmail(self.command, smtputf8=self.smtputf8_setting).smtputf8()
+        return self.mailer.smtputf8()
 
     def send(self, message: bytes, recipient: str) -> SendResult:
-        print(f"# the reply it would send with: {' '.join(self.command)} -- {recipient}", file=self.out)
+        import shlex
+
+        # shlex.join: the argv as a shell would need it typed, so `-f '<>'` can be pasted and run.
+        print(f"# the reply it would send with: {shlex.join(self.mailer.argv(recipient))}", file=self.out)
         print(message.decode("utf-8", "replace"), file=self.out)
         return SendResult("sent", "dry run: not sent")
 
@@ -119,5 +123,6 @@ class NoRecords:
 
 
 def dry_run_effects(settings: Config, out: TextIO) -> Effects:
-    return Effects(website=DryRunWebsite(settings, out), mailer=PrintMailer(settings.sendmail, out, settings.smtputf8),
+    mailer = PrintMailer(settings.sendmail, out, settings.smtputf8, settings.null_sender)
+    return Effects(website=DryRunWebsite(settings, out), mailer=mailer,
                    records=NoRecords(), journal=MemoryJournal(), budget=NoLimit(), clock=SystemClock())

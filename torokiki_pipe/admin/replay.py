@@ -13,7 +13,8 @@ A mail whose replay exits 0 moves to ``done/`` inside its own folder (made
 second copy: what the pipe stashes again of the very same mail while being
 replayed is removed (exit 75: the original stays the one waiting copy) or, when
 it landed in the same folder, moved to ``done/`` with it (exit 0).  One line per
-file on stdout: the file, the exit code, the outcome, where it went.
+file on stdout: the file, the exit code, the outcome, where it went; when there
+is no file to handle, one line that says so (``nothing to do: ...``, exit 0).
 
 ``--resend`` sends the ready replies in ``logs/failed_sends/`` (or the files
 or folders given) with the configured sendmail to the one address in their
@@ -43,6 +44,7 @@ import fcntl
 import io
 import os
 import re
+import shlex
 import sys
 from dataclasses import dataclass
 from email.errors import HeaderDefect, NonASCIILocalPartDefect
@@ -102,6 +104,10 @@ def main(argv) -> int:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
         return os.EX_USAGE
+    if not files:
+        what = "kept replies to send" if args.resend else "kept mails (.eml) to replay"
+        emit(sys.stdout, f"nothing to do: no {what} in {', '.join(map(str, paths))} ({DONE}/ not counted)")
+        return os.EX_OK
     with _exclusive(Path(settings.log_dir)) as locked:
         if not locked:
             print(f"problem: another replay is running on {settings.log_dir}; try again when it is done",
@@ -393,7 +399,7 @@ def resend_one(path: Path, settings, dry_run: bool) -> bool:
     mailer = _mailer(settings)
     if dry_run:
         say(path, outcome="would-send", to=recipient, moved="no (dry run)",
-            detail=" ".join(mailer.argv(recipient)))
+            detail=shlex.join(mailer.argv(recipient)))
         return True
     result = mailer.send(data, recipient)
     if not result.sent:

@@ -7,6 +7,15 @@ per command and per exit code; names the senders with the most errors; lists
 the last errors with their reasons; and counts what waits in each stash folder
 (``done/`` not included).  Lines that are not log lines (crash tracebacks,
 anything torn or foreign) are counted as unparsed, never fatal.
+
+Messages, not runs: the lines of one Message-ID (MTA retries, replays) are one
+message, which counts under how it ended: its last line's outcome, or for a
+``duplicate`` line the outcome it names (``already handled (saved: ...)``).  A
+line without a Message-ID is a message of its own.  A kept mail whose message a
+later delivery saved or answered (an earlier line of it failed, its last one
+succeeded) is *resolved*: counted apart from the mails that wait for a person.
+That is read from the whole log, whatever ``--since`` says.  Lines written
+before the log had ``target=``/``saved=`` (one ``url=`` instead) read as well.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 SENDER_ERRORS = ("invalid", "refused", "unanswerable", "reply-failed", "crashed", "poisoned")
 # An error is one of those, "gave-up" (answered that it was not saved), or any exit but 0.
 OTHER_ERRORS = ("gave-up",)
+# How a message ends well: a kept mail of one that ended so, after a failure, is resolved.
+SUCCESSES = ("saved", "answered")
+DUPLICATE = "duplicate"
+_ALREADY = re.compile(r"^already handled \(([a-z][a-z-]*):")
 LAST_ERRORS = 10
 TOP_SENDERS = 10
 
@@ -60,6 +73,22 @@ class Entry:
     def get(self, key: str) -> str:
         value = self.fields.get(key, "-")
         return value if value != "" else "-"
+
+    @property
+    def target(self) -> str:
+        """The content answered or fetched; a line from before `target=` has only `url=`."""
+        if "target" in self.fields or "url" not in self.fields:
+            return self.get("target")
+        return self.get("url") if self.get("outcome") != "saved" else "-"
+
+    @property
+    def settled(self) -> str:
+        """How the message ended, as this line tells: a duplicate names the earlier outcome."""
+        outcome = self.get("outcome")
+        if outcome == DUPLICATE:
+            match = _ALREADY.match(self.fields.get("detail", ""))
+            return match[1] if match else outcome
+        return outcome
 
 
 def parse_line(text: str) -> Entry | None:
@@ -127,34 +156,46 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
 # --------------------------------------------------------------------------- the summary
 
 @dataclass
+class Message:
+    """The lines of one message: its last one, how many, and whether one failed before it ended well."""
+    last: Entry
+    runs: int = 1
+    failed: bool = False
+
+    def add(self, entry: Entry) -> None:
+        self.failed = self.failed or self.last.settled not in (*SUCCESSES, DUPLICATE)
+        if not (entry.get("outcome") == DUPLICATE and entry.settled == DUPLICATE):
+            self.last = entry         # a bare duplicate says nothing new of how it ended
+        self.runs += 1
+
+    @property
+    def resolved(self) -> bool:
+        return self.failed and self.last.settled in SUCCESSES
+
+    @property
+    def is_error(self) -> bool:
+        outcome = self.last.settled
+        return outcome in SENDER_ERRORS or outcome in OTHER_ERRORS or self.last.get("exit") not in ("0", "-")
+
+
+@dataclass
 class Summary:
     """What the report tells, gathered over the log lines read."""
     log_dir: str
     since: datetime | None
     files: list = field(default_factory=list)
-    messages: int = 0
+    runs: int = 0
     unparsed: int = 0
     first: datetime | None = None
     last: datetime | None = None
-    outcomes: Counter = field(default_factory=Counter)
-    commands: Counter = field(default_factory=Counter)
-    exits: Counter = field(default_factory=Counter)
-    error_senders: Counter = field(default_factory=Counter)
-    errors: list = field(default_factory=list)
+    messages: dict = field(default_factory=dict)     # message key -> Message
     stash: dict = field(default_factory=dict)
 
     def add(self, entry: Entry) -> None:
-        self.messages += 1
+        self.runs += 1
         self.first = entry.time if self.first is None else min(self.first, entry.time)
         self.last = entry.time if self.last is None else max(self.last, entry.time)
-        outcome, code = entry.get("outcome"), entry.get("exit")
-        self.outcomes[outcome] += 1
-        self.commands[entry.get("command")] += 1
-        self.exits[code] += 1
-        if outcome in SENDER_ERRORS:
-            self.error_senders[entry.get("sender")] += 1
-        if outcome in SENDER_ERRORS or outcome in OTHER_ERRORS or code not in ("0", "-"):
-            self.errors.append(entry)
+        _add(self.messages, entry, self.runs)
 
     def as_json(self) -> dict:
         def stamp(when):
@@ -163,43 +204,68 @@ class Summary:
         def ranked(counter):
             return dict(sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 
-        last = sorted(self.errors, key=lambda e: e.time)[-LAST_ERRORS:]
+        messages = list(self.messages.values())
+        outcomes = Counter(m.last.settled for m in messages)
+        commands = Counter(m.last.get("command") for m in messages)
+        exits = Counter(m.last.get("exit") for m in messages)
+        error_senders = Counter(m.last.get("sender") for m in messages if m.last.settled in SENDER_ERRORS)
+        errors = sorted((m.last for m in messages if m.is_error), key=lambda e: e.time)
         return {
             "log_dir": self.log_dir,
             "log_files": [str(p) for p in self.files],
             "since": stamp(self.since),
             "first": stamp(self.first),
             "last": stamp(self.last),
-            "messages": self.messages,
+            "messages": len(messages),
+            "runs": self.runs,
+            "messages_run_more_than_once": sum(m.runs > 1 for m in messages),
             "unparsed_lines": self.unparsed,
-            "outcomes": ranked(self.outcomes),
-            "commands": ranked(self.commands),
-            "exit_codes": ranked(self.exits),
+            "outcomes": ranked(outcomes),
+            "commands": ranked(commands),
+            "exit_codes": ranked(exits),
             "top_error_senders": [{"sender": s, "errors": n}
-                                  for s, n in sorted(self.error_senders.items(),
+                                  for s, n in sorted(error_senders.items(),
                                                      key=lambda kv: (-kv[1], kv[0]))[:TOP_SENDERS]],
-            "last_errors": [{"time": stamp(e.time), "sender": e.get("sender"), "outcome": e.get("outcome"),
-                             "exit": e.get("exit"), "message_id": e.get("message-id"),
-                             "detail": e.fields.get("detail", "")} for e in last],
+            "last_errors": [{"time": stamp(e.time), "sender": e.get("sender"), "outcome": e.settled,
+                             "exit": e.get("exit"), "message_id": e.get("message-id"), "target": e.target,
+                             "detail": e.fields.get("detail", "")} for e in errors[-LAST_ERRORS:]],
             "stash": self.stash,
         }
 
 
+def _add(messages: dict, entry: Entry, number: int) -> None:
+    """Count `entry` under its message (its Message-ID; a line without one is a message alone)."""
+    key = entry.get("message-id")
+    key = key if key != "-" else f"-{number}"
+    if key in messages:
+        messages[key].add(entry)
+    else:
+        messages[key] = Message(entry)
+
+
 def summarise(log_dir: Path, since: datetime | None = None) -> Summary:
     summary = Summary(str(log_dir), since)
+    kept = kept_mails(log_dir)
+    wanted = {message_id for mails in kept.values() for message_id in mails.values() if message_id != "-"}
+    history: dict = {}                   # every line of the kept mails' messages, --since or not
     for path in log_files(log_dir):
-        if since is not None and _older_than(path, since):
-            continue                     # its last line was written before `since`
-        summary.files.append(path)
-        for line in read_lines(path):
+        skipped = since is not None and _older_than(path, since)    # its last line was before `since`
+        if skipped and not wanted:
+            continue
+        if not skipped:
+            summary.files.append(path)
+        for number, line in enumerate(read_lines(path)):
             if not line.strip():
                 continue
             entry = parse_line(line)
             if entry is None:
-                summary.unparsed += 1
-            elif since is None or entry.time >= since:
+                summary.unparsed += not skipped
+                continue
+            if entry.get("message-id") in wanted:
+                _add(history, entry, number)
+            if not skipped and (since is None or entry.time >= since):
                 summary.add(entry)
-    summary.stash = stash_counts(log_dir)
+    summary.stash = stash_counts(log_dir, kept, history)
     return summary
 
 
@@ -211,11 +277,43 @@ def _older_than(path: Path, since: datetime) -> bool:
         return False
 
 
-def stash_counts(log_dir: Path) -> dict:
-    """{kind: {"mails": .eml files, "files": all files}} for each stash folder, done/ not counted."""
+def kept_mails(log_dir: Path) -> dict:
+    """{kind: {file name: its Message-ID as the log writes it}} of the .eml files in each stash folder."""
+    kept: dict = {}
+    for kind in STASH_KINDS:
+        kept[kind] = {}
+        try:
+            entries = list(os.scandir(log_dir / kind))
+        except OSError:
+            continue
+        for item in entries:
+            if item.name.startswith(".") or not item.name.endswith(".eml") or not item.is_file(follow_symlinks=False):
+                continue
+            # The pipe's own header reader, so the Message-ID reads as the log wrote it; loaded
+            # only when a mail is kept (a report of a quiet logs/ loads nothing of the pipe).
+            from torokiki_pipe.stages.s2_headers import MAX_HEADER_BYTES, read_head
+
+            try:
+                with open(item.path, "rb") as stream:
+                    head = stream.read(MAX_HEADER_BYTES + 4)
+                message_id = read_head(head).message_id
+            except Exception:    # unreadable, or headers the pipe itself coped with: not tied to a message
+                message_id = ""
+            kept[kind][item.name] = record.as_logged(message_id)
+    return kept
+
+
+def stash_counts(log_dir: Path, kept: dict | None = None, history: dict | None = None) -> dict:
+    """{kind: {"mails", "files", "resolved", "waiting"}} for each stash folder, done/ not counted.
+
+    "resolved": kept mails whose message a later delivery saved or answered
+    (`history`: the log's messages of the kept mails); "waiting": the others.
+    """
+    kept = kept_mails(log_dir) if kept is None else kept
+    history = history or {}
     counts = {}
     for kind in STASH_KINDS:
-        mails = files = 0
+        files = 0
         try:
             entries = list(os.scandir(log_dir / kind))
         except OSError:
@@ -224,8 +322,9 @@ def stash_counts(log_dir: Path) -> dict:
             if item.name.startswith(".") or not item.is_file(follow_symlinks=False):
                 continue                  # temporary files being written, done/, anything else
             files += 1
-            mails += item.name.endswith(".eml")
-        counts[kind] = {"mails": mails, "files": files}
+        mails = kept.get(kind, {})
+        resolved = sum(message_id in history and history[message_id].resolved for message_id in mails.values())
+        counts[kind] = {"mails": len(mails), "files": files, "resolved": resolved, "waiting": len(mails) - resolved}
     return counts
 
 
@@ -241,7 +340,8 @@ def render_text(summary: Summary) -> str:
     else:
         out.append("no log file found")
     span = f", {data['first']} to {data['last']}" if data["first"] else ""
-    out.append(f"{data['messages']} message(s){span}"
+    runs = f" in {data['runs']} run(s)" if data["runs"] != data["messages"] else ""
+    out.append(f"{data['messages']} message(s){runs}{span}"
                + (f"; {data['unparsed_lines']} other line(s) skipped (tracebacks, damaged lines)"
                   if data["unparsed_lines"] else ""))
 
@@ -265,14 +365,16 @@ def render_text(summary: Summary) -> str:
         out.append("  (none)")
     for row in data["last_errors"]:
         out.append(f"  {row['time']}  {row['sender']}  {row['outcome']} (exit {row['exit']})  "
-                   f"{row['message_id']}")
+                   f"{row['message_id']}" + (f"  {row['target']}" if row["target"] != "-" else ""))
         if row["detail"] and row["detail"] != "-":
             out.append(f"      {row['detail']}")
     out.append("")
-    out.append("Stash folders (done/ not counted):")
+    out.append("Stash folders, mails kept (done/ not counted; a later delivery's success resolves one):")
     for kind, count in data["stash"].items():
-        extra = f"  ({count['files']} files)" if count["files"] != count["mails"] else ""
-        out.append(f"  {kind:<16}  {count['mails']:>6}{extra}")
+        extra = [f"{count['files']} files"] if count["files"] != count["mails"] else []
+        if count["resolved"]:
+            extra.append(f"besides {count['resolved']} resolved")
+        out.append(f"  {kind:<16}  {count['waiting']:>6}" + (f"  ({'; '.join(extra)})" if extra else ""))
     return "\n".join(out) + "\n"
 
 

@@ -50,13 +50,14 @@ class Entry(NamedTuple):
     stage: Stage = RECEIVED
     outcome: str = ""                  # outcome of the website step, once the reply is stored
     detail: str = ""
-    url: str = ""
+    url: str = ""                      # the new response's URL when one was saved (older entries: else the target)
     command: str = ""
     recipient: str = ""                # where the stored reply goes
     first_failure: float | None = None # first temporary failure, for giving up
     failures: int = 0
     created: float = 0.0
     updated: float = 0.0
+    target: str = ""                   # the content answered or fetched (entries written before it: "")
 
     @property
     def owes_reply(self) -> bool:

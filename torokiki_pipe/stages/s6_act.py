@@ -41,7 +41,8 @@ class Step(NamedTuple):
     reply: Reply | None = None
     keep: str | None = None          # a records.* stash kind for the raw mail
     exchange: str = ""               # HTTP exchange to keep beside it
-    url: str = ""
+    target: str = ""                 # the content answered or fetched (canonical URL), whatever came of it
+    saved: str = ""                  # the new response's URL, only when the website gave one
     maybe_saved: bool = False        # the website may have stored the POST, though no clean "saved" came back
 
 
@@ -106,7 +107,7 @@ def _after_get(answer: WebsiteAnswer, content: ContentUrl, url: str, subject: st
                   "attachment_note": note}
         return Step(Outcome.ANSWERED, "content sent", Reply("fetched.txt", values, attachment=attachment, about=content,
                                                           links=ANSWER_LINKS),
-                    url=url)
+                    target=url)
     if answer.status == "too-large":
         # Not a failure: the content exists, it only cannot travel by mail; its link can.
         from torokiki_pipe.adapters.website import MAX_CONTENT_BYTES
@@ -114,15 +115,15 @@ def _after_get(answer: WebsiteAnswer, content: ContentUrl, url: str, subject: st
         limit = f"{MAX_CONTENT_BYTES / (1024 * 1024):g} MB"
         return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-too-large.txt", {"url": url, "limit": limit}, about=content,
                                                          links=ANSWER_LINKS),
-                    url=url)
+                    target=url)
     if answer.status == "withheld":
         # The website served the gateway's key inside the file: the sender gets the link,
         # the administrator the evidence.
         return Step(Outcome.ANSWERED, answer.detail, Reply("fetched-link.txt", {"url": url}, about=content, links=ANSWER_LINKS),
-                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
+                    keep=FAILED_HTTPS, exchange=answer.exchange, target=url)
     if answer.status == "not-found":
         return Step(Outcome.REFUSED, "no such content", Reply("not-found.txt", {"url": url}, links={"retry_link": "mailto-get.txt"}),
-                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
+                    keep=FAILED_HTTPS, exchange=answer.exchange, target=url)
     return _refused_or_unavailable(answer, url, subject)
 
 
@@ -131,14 +132,15 @@ def _after_submit(answer: WebsiteAnswer, answered: ContentUrl, inspired_by: str,
     """The website's answer to a response to `answered` (at `inspired_by`); a reply to our reply adds another."""
     if answer.status == "saved" and answer.location:
         values = {"url": answer.location, "inspired_by": inspired_by, "unsaved_note": _unsaved_note(unsaved)}
-        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values, about=answered, links=ANOTHER_LINKS), url=answer.location)
+        return Step(Outcome.SAVED, answer.detail, Reply("saved.txt", values, about=answered, links=ANOTHER_LINKS),
+                    target=inspired_by, saved=answer.location)
     if answer.status == "saved":
         # 201 Created without a Location on the site: saved, by the contract; only the
         # address is unknown, and a foreign one must not be passed on as ours.  The
         # exchange is kept: a website answering like this needs looking at.
         return Step(Outcome.SAVED, answer.detail, Reply("saved-no-address.txt", {"inspired_by": inspired_by, "unsaved_note": _unsaved_note(unsaved)},
                           about=answered, links=ANOTHER_LINKS),
-                    keep=FAILED_HTTPS, exchange=answer.exchange, url=inspired_by, maybe_saved=True)
+                    keep=FAILED_HTTPS, exchange=answer.exchange, target=inspired_by, maybe_saved=True)
     return _refused_or_unavailable(answer, inspired_by, subject)
 
 
@@ -150,13 +152,13 @@ def _unsaved_note(words: str) -> str:
 def _refused_or_unavailable(answer: WebsiteAnswer, url: str, subject: str) -> Step:
     if answer.status == "key-refused":
         # The administrator's mistake, not the sender's: no reply, and the MTA keeps the mail.
-        return Step(Outcome.KEY_REFUSED, answer.detail, keep=FAILED_HTTPS, exchange=answer.exchange, url=url)
+        return Step(Outcome.KEY_REFUSED, answer.detail, keep=FAILED_HTTPS, exchange=answer.exchange, target=url)
     if answer.temporary:
         return Step(Outcome.WEBSITE_UNAVAILABLE, f"website unavailable: {answer.detail}",
-                    keep=FAILED_HTTPS, exchange=answer.exchange, url=url, maybe_saved=answer.maybe_saved)
+                    keep=FAILED_HTTPS, exchange=answer.exchange, target=url, maybe_saved=answer.maybe_saved)
     values = {"subject": subject or "(no subject)", "detail": answer.detail, "url": url}
     return Step(Outcome.REFUSED, answer.detail, Reply("refused.txt", values), keep=FAILED_HTTPS,
-                exchange=answer.exchange, url=url)
+                exchange=answer.exchange, target=url)
 
 
 def too_big(subject: str, limit: int) -> Step:
@@ -175,7 +177,7 @@ def out_of_time(detail: str, line: SubjectLine, site_url: str) -> Step:
     except BadUrl:
         url = ""
     # A POST cut short may have reached the website.
-    return Step(Outcome.TIMED_OUT, detail, url=url, maybe_saved=line.command == "create-response-to")
+    return Step(Outcome.TIMED_OUT, detail, target=url, maybe_saved=line.command == "create-response-to")
 
 
 def give_up(step: Step, subject: str, waited: float, site_url: str) -> Step:
@@ -187,7 +189,7 @@ def give_up(step: Step, subject: str, waited: float, site_url: str) -> Step:
     else:
         template = "gave-up-unsure.txt" if step.maybe_saved else "gave-up.txt"
     values = {"subject": subject or "(no subject)", "detail": step.detail, "waited": duration_words(waited),
-              "url": step.url or site_url}
+              "url": step.target or site_url}
     return Step(Outcome.GAVE_UP, f"gave up after {duration_words(waited)}: {step.detail}",
-                Reply(template, values), keep=FAILED_HTTPS, exchange=step.exchange, url=step.url,
+                Reply(template, values), keep=FAILED_HTTPS, exchange=step.exchange, target=step.target,
                 maybe_saved=step.maybe_saved)

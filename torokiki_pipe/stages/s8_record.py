@@ -38,7 +38,10 @@ JOURNAL = "journal"
 REPLY_COUNTERS = "replies"
 TEMPORARY_PREFIX = ".tmp-"
 
-LOG_FIELDS = ("message-id", "sender", "command", "url", "outcome", "exit", "duration", "detail")
+# target: the content the mail answered or fetched, whatever came of it; saved: the new
+# response's URL, only when the website saved one.  Lines written before these two had one
+# `url` field instead (the new response's URL on success, else the target); they still parse.
+LOG_FIELDS = ("message-id", "sender", "command", "target", "saved", "outcome", "exit", "duration", "detail")
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 FIELD_CHARS = 500   # a log field's value at most
 
