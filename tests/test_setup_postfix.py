@@ -369,6 +369,10 @@ def test_setup_applied_to_a_fresh_debian_main_cf_delivers_a_mail_saved_and_answe
     text = debian.env.read_text().replace("TOROKIKI_API_KEY=\n", f"TOROKIKI_API_KEY={website.api_key}\n")
     text += f"TOROKIKI_API_URL={website.url}\nTOROKIKI_SENDMAIL={shlex.join([msmtp.path, '-C', str(rc)])}\n"
     debian.env.write_text(text)
+    # The administrator's last step: check says mail will flow, Postfix side included.
+    checked = subprocess.run([debian.program, "check", "--config", str(debian.env), "--postfix-config",
+                              str(debian.config)], capture_output=True, text=True, timeout=120, env=ADMIN_ENV)
+    assert checked.returncode == os.EX_OK and "problem" not in checked.stdout, checked.stdout + checked.stderr
 
     message = (f"From: Kiri Tane <kiri@example.net>\r\nTo: {GATEWAY}\r\n"
                "Subject: create-response-to: 'http://torokiki.net/image/1/response'\r\n"
