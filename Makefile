@@ -101,6 +101,9 @@ bench:
 	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install --force-reinstall --no-deps .
 	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install .
+	@# The floor the ratios are measured against is `import requests, mailparser`, as
+	@# when the targets were set; the gateway itself no longer installs requests.
+	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install 'requests>=2.25'
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -1,6 +1,6 @@
 """The lowest dependency versions setup.cfg states really work (issue 12, item 19).
 
-tests/min-versions.txt pins requests, filelock, python-dotenv and mail-parser
+tests/min-versions.txt pins filelock, python-dotenv and mail-parser
 at the minimum of setup.cfg's install_requires.  This builds a scratch venv
 with exactly those (from the package index; skipped, saying so, when it cannot
 be reached), runs this source tree's pipe with it on every example mail
@@ -62,7 +62,7 @@ def _pip(*args, python=None) -> subprocess.CompletedProcess:
 def min_pipe(tmp_path_factory) -> Path:
     """A program that runs this source tree's pipe with the minimum versions, and nothing newer."""
     where = tmp_path_factory.mktemp("min-versions")
-    probe = _pip("download", "--no-deps", "-q", "-d", str(where / "probe"), f"requests=={pinned()['requests']}")
+    probe = _pip("download", "--no-deps", "-q", "-d", str(where / "probe"), f"filelock=={pinned()['filelock']}")
     if probe.returncode != 0:
         pytest.skip("the package index cannot be reached, so the minimum versions cannot be installed: "
                     + (probe.stderr.strip().splitlines() or ["(pip said nothing)"])[-1][:200])
@@ -79,7 +79,7 @@ def min_pipe(tmp_path_factory) -> Path:
     versions = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; "
                             "print(' '.join(f'{n}=={m.version(n)}' for n in "
-                            "('requests', 'filelock', 'python-dotenv', 'mail-parser')))"],
+                            "('filelock', 'python-dotenv', 'mail-parser')))"],
         capture_output=True, text=True, check=True, timeout=60).stdout.split()
     assert versions == [f"{name}=={version}" for name, version in pinned().items()]
     program = venv / "bin" / "torokiki-pipe-min"

@@ -26,7 +26,7 @@ from torokiki_pipe.admin import example
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "torokiki_pipe"
 EXAMPLE_NAMES = sorted(p.stem for p in (PACKAGE / "examples").glob("*.eml"))
-RUNTIME_REQUIREMENTS = {"requests", "filelock", "python-dotenv", "mail-parser"}
+RUNTIME_REQUIREMENTS = {"filelock", "python-dotenv", "mail-parser"}
 
 
 def _tree_files() -> list[str]:
