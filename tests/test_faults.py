@@ -199,6 +199,46 @@ def test_killed_right_after_sendmail_took_the_reply_the_second_reply_is_the_same
     assert run_pipe(data, config=config).returncode == 0 and len(_outbox(sendmail)) == 2
 
 
+def test_killed_as_the_mailer_starts_the_mailer_still_gets_the_whole_reply(run_pipe, pipe_env, website, tmp_path):
+    # Found by the random SIGKILLs above, under load: killed after sendmail started and
+    # before the last byte, the gateway left sendmail an empty or cut reply, which it sent
+    # (it cannot tell a writer that died from the end of a message), and the redelivery
+    # the real one.  A reply larger than a pipe's buffer makes the moment certain: the
+    # stand-in kills the gateway before it reads a byte.
+    import base64
+    import email
+    import email.policy
+
+    photo = os.urandom(1024 * 1024)
+    body = ("--b\nContent-Type: image/png; name=big.png\nContent-Transfer-Encoding: base64\n\n"
+            + base64.encodebytes(photo).decode() + "--b--\n")
+    saving = (f"From: Kiri Tane <kiri@example.net>\nTo: {GATEWAY}\nSubject: create-response-to: '{TARGET}'\n"
+              "Message-ID: <big@example.net>\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n"
+              + body).encode()
+    assert run_pipe(saving, config=pipe_env.variant(TOROKIKI_REPLY_LIMIT="off")).returncode == 0
+    [item] = website.stats()["items"]
+    outbox = tmp_path / "late-outbox"
+    outbox.mkdir()
+    sendmail = tmp_path / "kills-first"
+    sendmail.write_text(f"""#!/bin/sh
+kill -9 $PPID
+sleep 0.2
+cat > "{outbox}/reply.tmp" && mv "{outbox}/reply.tmp" "{outbox}/reply.eml"
+""")
+    sendmail.chmod(0o755)
+    fetching = (f"From: Kiri Tane <kiri@example.net>\nTo: {GATEWAY}\nSubject: get: '{item['location']}'\n"
+                "Message-ID: <fetch-big@example.net>\n\n").encode()
+    done = run_pipe(fetching, config=pipe_env.variant(TOROKIKI_SENDMAIL=str(sendmail), TOROKIKI_REPLY_LIMIT="off"))
+    assert done.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 20
+    while not (outbox / "reply.eml").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reply = email.message_from_bytes((outbox / "reply.eml").read_bytes(), policy=email.policy.default)
+    assert reply["In-Reply-To"] == "<fetch-big@example.net>"
+    [attached] = list(reply.iter_attachments())
+    assert attached.get_content() == photo
+
+
 def test_sigterm_during_the_hand_over_finishes_it_and_answers_once(run_pipe, pipe_env, website, tmp_path):
     sendmail = _stand_in(tmp_path, "stops-the-pipe", "kill -TERM $PPID; sleep 0.5")
     config = pipe_env.variant(TOROKIKI_SENDMAIL=str(sendmail))

@@ -5,12 +5,18 @@ shell); the reply goes on stdin and the one recipient after ``--``, so no
 header in the reply can add a recipient.  ``Sendmail.send`` returns a
 ``SendResult`` and never raises for anything the mailer does:
 
-* "sent" only when the mailer exited 0 *and* took every byte of the reply.
-  The gateway makes the stdin pipe itself and keeps its own copy of the read
-  end, so writing never fails with EPIPE, and once the mailer exited the
-  kernel says (FIONREAD) how many bytes nobody read.  A mailer that exits 0
-  with bytes left did not send the reply (a misconfigured mailer): that is
-  "temporary", so the MTA keeps the mail queued until it is fixed.
+* The reply is whole before the mailer starts: its stdin is an in-memory
+  file (memfd) holding every byte, not a pipe the gateway is still writing.
+  A sendmail cannot tell a writer that died from the end of a message, so
+  with a pipe a gateway killed (SIGKILL, OOM) after the start and before the
+  last byte made the mailer send an empty or cut reply, and the next
+  delivery the real one.  Now a mailer that was started always has the whole
+  reply, whatever happens to the gateway.
+* "sent" only when the mailer exited 0 *and* took every byte of the reply:
+  the file's offset, shared with the mailer, says how far it read.  A mailer
+  that exits 0 with bytes left did not send the reply (a misconfigured
+  mailer): that is "temporary", so the MTA keeps the mail queued until it is
+  fixed.
 * One deadline (``timeout``, default ``SEND_TIMEOUT``) for the whole
   hand-over.  When it passes, the mailer's whole process group is killed
   and the result is "temporary".
@@ -33,13 +39,10 @@ header in the reply can add a recipient.  ``Sendmail.send`` returns a
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
 import subprocess
-import sys
-import termios
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -94,14 +97,13 @@ class Sendmail:
     def send(self, message: bytes, recipient: str) -> SendResult:
         deadline = time.monotonic() + self.timeout
         program = self.command[0]
-        # Both pipes are ours and close-on-exec: the child gets only its ends
-        # as fd 0 and 2.  Keeping stdin's read end is what lets us count
-        # unread bytes, and what makes a write after the mailer left harmless.
+        # The reply file and stderr's pipe are ours and close-on-exec: the child
+        # gets only its ends as fd 0 and 2.
         try:
-            stdin_read, stdin_write = os.pipe()
-        except OSError as error:        # out of descriptors: a passing condition
+            reply = _whole_file(message)
+        except OSError as error:        # out of memory or descriptors: a passing condition
             return SendResult("temporary", f"cannot start {program}: {error.strerror or error}")
-        fds = _Fds(stdin_read, stdin_write, None)
+        fds = _Fds(reply, None)
         try:
             err_read, err_write = os.pipe()
         except OSError as error:
@@ -110,7 +112,7 @@ class Sendmail:
         fds.err_read = err_read
         try:
             try:
-                child = subprocess.Popen(self.argv(recipient), stdin=stdin_read, stdout=subprocess.DEVNULL,
+                child = subprocess.Popen(self.argv(recipient), stdin=reply, stdout=subprocess.DEVNULL,
                                          stderr=err_write, close_fds=True, start_new_session=True)
             finally:
                 os.close(err_write)     # else stderr never reaches EOF
@@ -124,19 +126,38 @@ class Sendmail:
             fds.close_all()
             return SendResult("temporary", f"{program}: {error.strerror or error}")
         try:
-            return _hand_over(child, memoryview(message), fds, deadline, self.timeout,
-                              os.path.basename(program))
+            return _hand_over(child, len(message), fds, deadline, self.timeout, os.path.basename(program))
         finally:
             if child.returncode is None:    # timed out, or interrupted by the gateway itself
                 _kill_group(child)
             fds.close_all()
 
 
-class _Fds:
-    """The parent's pipe ends, each closed once (early or at the end)."""
+def _whole_file(message: bytes) -> int:
+    """A close-on-exec descriptor of a file holding `message`, at offset 0: in memory where
+    Linux has memfd_create, else an unnamed temporary file."""
+    try:
+        fd = os.memfd_create("torokiki-reply", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        import tempfile
 
-    def __init__(self, stdin_read: int, stdin_write: int, err_read: int | None):
-        self.stdin_read, self.stdin_write, self.err_read = stdin_read, stdin_write, err_read
+        fd = os.dup(tempfile.TemporaryFile().fileno())   # the dup is close-on-exec too
+    try:
+        view = memoryview(message)
+        while view:
+            view = view[os.write(fd, view[:_CHUNK]):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Fds:
+    """The parent's descriptors, each closed once (early or at the end)."""
+
+    def __init__(self, reply: int, err_read: int | None):
+        self.reply, self.err_read = reply, err_read
         self.pidfd: int | None = None
 
     def close(self, name: str) -> None:
@@ -146,22 +167,18 @@ class _Fds:
             os.close(fd)
 
     def close_all(self) -> None:
-        for name in ("stdin_write", "err_read", "stdin_read", "pidfd"):
+        for name in ("err_read", "reply", "pidfd"):
             self.close(name)
 
 
-def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: float,
-               name: str) -> SendResult:
-    total, written = len(message), 0
+def _hand_over(child, total: int, fds: _Fds, deadline: float, timeout: float, name: str) -> SendResult:
+    """Wait for the mailer (reading its stderr) until it exits or the deadline passes."""
     stderr = _Tail(STDERR_KEPT)
-    os.set_blocking(fds.stdin_write, False)
     os.set_blocking(fds.err_read, False)    # type: ignore[arg-type]  # send() opened it
     try:    # readable when the child exits: no polling (Linux >= 5.3)
         fds.pidfd = os.pidfd_open(child.pid)
     except (AttributeError, OSError):
         fds.pidfd = None
-    if total == 0:
-        fds.close("stdin_write")
     while child.poll() is None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:      # send()'s caller kills the process group
@@ -172,27 +189,17 @@ def _hand_over(child, message: memoryview, fds: _Fds, deadline: float, timeout: 
         for fd in (fds.err_read, fds.pidfd):
             if fd is not None:
                 poller.register(fd, select.POLLIN)
-        if fds.stdin_write is not None:
-            poller.register(fds.stdin_write, select.POLLOUT)
         wait = remaining if fds.pidfd is not None else min(remaining, _POLL)
         ready = dict(poller.poll(wait * 1000 + 1))
         if fds.err_read is not None and ready.get(fds.err_read):
             stderr.take(fds, "err_read")    # closes it at EOF; the child may still run
-        if fds.stdin_write is not None and ready.get(fds.stdin_write):
-            try:
-                written += os.write(fds.stdin_write, message[written:written + _CHUNK])
-            except BlockingIOError:
-                pass
-            if written == total:
-                fds.close("stdin_write")    # the mailer's EOF
     # The child exited: what it wrote is in the pipe already.  Take that, but
     # never wait for a grandchild that still holds stderr (or keeps writing).
     grace = time.monotonic() + EXIT_GRACE
     while fds.err_read is not None and time.monotonic() < grace and stderr.take(fds, "err_read"):
         pass
-    left = bytearray(4)
-    fcntl.ioctl(fds.stdin_read, termios.FIONREAD, left)
-    unread = total - written + int.from_bytes(left, sys.byteorder)
+    # The mailer's stdin shares this descriptor's offset: how far it read.
+    unread = total - min(total, os.lseek(fds.reply, 0, os.SEEK_CUR))
     code = child.returncode
     said = stderr.text(DETAIL_CHARS)
     if code == 0 and unread:
