@@ -21,17 +21,17 @@ import re
 import shlex
 import shutil
 import signal
-import site
 import smtplib
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers import program_for
 
 pytestmark = pytest.mark.integration  # a Postfix of its own
 
@@ -109,19 +109,6 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVIC
 export_environment = TZ LANG=C.UTF-8
 """
 
-# The venv's interpreter can live where an unprivileged user cannot go (pyenv
-# under /root, 0700).  Then the pipe user runs the same installed package
-# (the venv's site-packages, editable finder included) with the system's
-# Python of the same version.
-SHIM = """\
-#!{python} -IS
-# torokiki-pipe for the pipe user of tests/test_postfix.py: the venv's packages, this Python.
-import site, sys
-for folder in {folders!r}:
-    site.addsitedir(folder)
-from torokiki_pipe.__main__ import main
-sys.exit(main())
-"""
 
 
 def _skip_unless_postfix_can_run():
@@ -146,32 +133,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _runs_as(user: str, command: list[str]) -> bool:
-    """Does `command` succeed as `user` (as pipe(8) would start it: no shell, bare PATH)?"""
-    try:
-        return subprocess.run(command, user=user, group=pwd.getpwnam(user).pw_gid, extra_groups=[],
-                              cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                              capture_output=True, timeout=60).returncode == 0
-    except OSError:                         # e.g. the interpreter in the #! line is out of reach
-        return False
-
-
-def _program_for(user: str, pipe_program: str, folder: Path) -> str:
-    """A path the pipe user can execute that runs the installed torokiki-pipe."""
-    if _runs_as(user, [pipe_program, "--version"]):
-        return pipe_program
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    folders = [p for p in site.getsitepackages() if os.path.isdir(p)]
-    for python in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
-        if not os.access(python, os.X_OK) or not _runs_as(user, [python, "-IS", "-c", "pass"]):
-            continue
-        shim = folder / "torokiki-pipe"
-        shim.write_text(SHIM.format(python=python, folders=folders))
-        shim.chmod(0o755)
-        if _runs_as(user, [str(shim), "--version"]):
-            return str(shim)
-    pytest.skip(f"user {user} cannot run {pipe_program} (its Python is out of reach) "
-                f"and no python{version} of the system can stand in for it")
 
 
 def _torokiki_service(program: str, config: Path, home: Path) -> str:
@@ -322,7 +283,7 @@ def postfix(pipe_program):
         (base / "spool").mkdir(mode=0o755)  # root-owned; Postfix creates what is inside
         instance.home.mkdir(mode=0o700)
         os.chown(instance.home, user.pw_uid, user.pw_gid)
-        program = _program_for(PIPE_USER, pipe_program, base)
+        program = program_for(PIPE_USER, pipe_program, base)
         (instance.config / "main.cf").write_text(
             TEST_MAIN_CF.format(base=base, config=instance.config) + _example_settings(instance.config))
         shutil.copy(EXAMPLES / "transport", instance.config / "transport")
