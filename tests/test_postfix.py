@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import program_for
+from helpers import PRIVATE_MASTER_CF, program_for
 
 pytestmark = pytest.mark.integration  # a Postfix of its own
 
@@ -48,26 +48,6 @@ INSTALLED_USER = "user=torokiki"
 # What Postfix's commands run with: nothing of the test runner's environment.
 ADMIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C"}
 
-# Postfix's own services, all without chroot; {port} is smtpd's.  The torokiki
-# entry is appended from postfix/master.cf.
-MASTER_CF = """\
-# Written by tests/test_postfix.py for a private test instance.
-127.0.0.1:{port} inet n -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-anvil     unix  -       -       n       -       1       anvil
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
 # What this instance needs besides the settings of postfix/main.cf.
 TEST_MAIN_CF = """\
@@ -247,7 +227,8 @@ def _start(instance: Postfix, service: str) -> None:
     """Start the instance; a free port taken meanwhile by someone else means another try."""
     for _ in range(3):
         instance.port = _free_port()
-        (instance.config / "master.cf").write_text(MASTER_CF.format(port=instance.port) + service)
+        # Postfix's own services, then the torokiki entry of postfix/master.cf.
+        (instance.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=instance.port) + service)
         started = subprocess.run([str(SBIN / "postfix"), "-c", str(instance.config), "start"],
                                  capture_output=True, text=True, timeout=60,
                                  env=ADMIN_ENV)
