@@ -59,6 +59,7 @@ def steps() -> dict[str, s6_act.Step]:
                                          SUBJECT, 86400 * 2, SITE_URL),
         "gave-up-ours": s6_act.give_up(s6_act.Step(s6_act.Outcome.KEY_REFUSED, "key"), SUBJECT, 86400 * 2, SITE_URL),
         "poisoned": s6_act.Step(s6_act.Outcome.POISONED, "", Reply("poisoned.txt", {"subject": SUBJECT})),
+        "unverified": s6_act.held_unverified(URL, "dmarc=none by mx.example.org", SUBJECT),
     }
 
 

@@ -54,7 +54,7 @@ SETTING_NAMES = (
     "TOROKIKI_HTTP_TIMEOUT", "TOROKIKI_MAX_MESSAGE_BYTES", "TOROKIKI_API_CALLER_ID",
     "TOROKIKI_GIVE_UP_AFTER", "TOROKIKI_JOURNAL_EXPIRE", "TOROKIKI_REPLY_LIMIT",
     "TOROKIKI_NULL_SENDER", "TOROKIKI_SYSLOG", "TOROKIKI_SMTPUTF8", "TOROKIKI_REPLY_SUBADDRESS",
-    "TOROKIKI_SYSLOG_SOCKET",
+    "TOROKIKI_SYSLOG_SOCKET", "TOROKIKI_AUTHSERV_ID", "TOROKIKI_REQUIRE_AUTH",
 )
 # Not settings, yet not typos: where the config file is, and the variables of
 # the reference website (devtools) and of contrib/imapfilter, which run the
@@ -162,6 +162,9 @@ class Config(NamedTuple):
     syslog_socket: str = DEFAULT_SYSLOG_SOCKET  # the syslog daemon's local socket
     smtputf8: str = "auto"                    # "yes", "no", or "auto": ask the sendmail command (check says)
     reply_subaddress: str = ""                # the recipient delimiter of Reply-To: gateway+image.1.response@; "" off
+    # The authserv-ids whose Authentication-Results are trusted (the host's own MTA or milters); () off.
+    authserv_ids: tuple[str, ...] = ()
+    require_auth: str = "off"                 # "create": hold a response from a sender who did not prove the From
     source: Path | None = None          # the env file read, if any
     unknown_keys: tuple[str, ...] = ()  # TOROKIKI_* names set but not read (typos?), for `check`
 
@@ -339,6 +342,8 @@ def _build(values: Mapping[str, str], path: Path | None, from_environment: froze
     caller_id = get("TOROKIKI_API_CALLER_ID", "torokiki-pipe")
     if len(caller_id) > 100:
         raise fail("TOROKIKI_API_CALLER_ID", "is longer than 100 characters")
+    authserv_ids = _authserv_ids(get("TOROKIKI_AUTHSERV_ID"), fail)
+    require_auth = _require_auth(get("TOROKIKI_REQUIRE_AUTH", "off"), authserv_ids, fail)
     return Config(site_url=site_url, api_url=api_url, api_key=api_key, gateway_address=gateway,
                   sendmail=sendmail, log_dir=log_dir, http_timeout=timeout,
                   max_message_bytes=max_bytes, api_caller_id=caller_id,
@@ -348,6 +353,7 @@ def _build(values: Mapping[str, str], path: Path | None, from_environment: froze
                   syslog_socket=_syslog_socket(get("TOROKIKI_SYSLOG_SOCKET", DEFAULT_SYSLOG_SOCKET), fail),
                   smtputf8=_smtputf8(get("TOROKIKI_SMTPUTF8", "auto"), fail),
                   reply_subaddress=_subaddress(get("TOROKIKI_REPLY_SUBADDRESS", "off"), gateway, fail),
+                  authserv_ids=authserv_ids, require_auth=require_auth,
                   source=path, unknown_keys=unknown)
 
 
@@ -438,6 +444,38 @@ def _subaddress(value: str, gateway: str, fail) -> str:
         # The MTA splits at the first delimiter: gateway-name+x would be delivered to "gateway".
         raise fail("TOROKIKI_REPLY_SUBADDRESS", f"{_show(value)} is part of the gateway's own local part "
                                                 f"({_show(gateway)}); choose another delimiter")
+    return value
+
+
+# RFC 8601's authserv-id is a token; in practice a host name.  "/" is not in it: OpenDKIM's
+# and OpenDMARC's AuthservIDWithJobID write "id/queue-id", which still names the id.
+_AUTHSERV_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
+
+
+def _authserv_ids(value: str, fail) -> tuple[str, ...]:
+    """TOROKIKI_AUTHSERV_ID: one id, or several separated by commas (two MX hosts of one domain)."""
+    if value.lower() in ("", "off", "none"):
+        return ()
+    ids = tuple(part.strip().lower() for part in value.split(","))
+    for one in ids:
+        if not _AUTHSERV_ID.fullmatch(one) or len(one) > 253:
+            raise fail("TOROKIKI_AUTHSERV_ID", f"must be the host name your MTA's milters write first in "
+                                               f"Authentication-Results (like mx.torokiki.net), or off, "
+                                               f"not {_show(value)}")
+    return tuple(dict.fromkeys(ids))
+
+
+def _require_auth(value: str, authserv_ids: tuple[str, ...], fail) -> str:
+    value = value.lower()
+    if value in ("off", "no", ""):
+        return "off"
+    if value != "create":
+        raise fail("TOROKIKI_REQUIRE_AUTH", f"must be off or create, not {_show(value)}")
+    if not authserv_ids:
+        # Without a trusted verdict every sender is unknown: every response would be held.
+        raise fail("TOROKIKI_REQUIRE_AUTH", "is create, but TOROKIKI_AUTHSERV_ID is not set: no sender could "
+                                            "prove the From address, so every response would be held; set the "
+                                            "authserv-id your MTA writes, or TOROKIKI_REQUIRE_AUTH=off")
     return value
 
 

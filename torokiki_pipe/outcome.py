@@ -38,6 +38,8 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"            # delivered again after it was handled: nothing more to do
     GAVE_UP = "gave-up"                # failed temporarily for too long; answered that it was not saved
     POISONED = "poisoned"              # crashed the gateway the same way repeatedly; answered, not retried
+    FORGED = "forged"                  # the MTA's DMARC says the From is forged; held, not answered
+    UNVERIFIED = "unverified"          # a response whose From was not proven (REQUIRE_AUTH); held, answered
     # Not handled: the MTA keeps the message and tries again.
     WEBSITE_UNAVAILABLE = "website-unavailable"
     KEY_REFUSED = "key-refused"        # the website refused the gateway's API key (401/403/407)
@@ -70,6 +72,9 @@ EXIT_POLICY: dict[Outcome, ExitRule] = {
     Outcome.DUPLICATE: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.GAVE_UP: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.POISONED: ExitRule(os.EX_OK, "2.0.0"),
+    # Held in logs/held/ for a person to look at: kept, so handled; a retry would decide the same.
+    Outcome.FORGED: ExitRule(os.EX_OK, "2.0.0"),
+    Outcome.UNVERIFIED: ExitRule(os.EX_OK, "2.0.0"),
     Outcome.WEBSITE_UNAVAILABLE: ExitRule(os.EX_TEMPFAIL, "4.4.2"),
     # The administrator's key, not the sender's mail: keep it queued until the key is fixed.
     Outcome.KEY_REFUSED: ExitRule(os.EX_TEMPFAIL, "4.3.5"),

@@ -2,6 +2,11 @@
 
     read -> parse headers -> guard -> journal -> understand -> act on the website -> reply -> record
 
+The guard includes who really sent it (`stages.s3_auth`, with
+TOROKIKI_AUTHSERV_ID): forged mail is held in ``logs/held/`` and goes no
+further; with TOROKIKI_REQUIRE_AUTH=create, so is a response whose sender did
+not prove the From, which is answered that it was held.
+
 `process` is handed the raw mail, the envelope, the configuration and the
 adapters (`Effects`) that touch the world; it returns a `Processed` value and
 never decides an exit code (that is `outcome.exit_code`).  The body is parsed
@@ -37,7 +42,7 @@ from torokiki_pipe.stages.s1_read import RawMail
 from torokiki_pipe.stages.s2_headers import Head, read_head
 from torokiki_pipe.stages.s3_guard import Sender, reason_to_ignore, reply_sender
 from torokiki_pipe.stages.s4_journal import DONE, JournalBusy
-from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_SENDS, IGNORED
+from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_SENDS, HELD, IGNORED
 
 if TYPE_CHECKING:
     from torokiki_pipe.config import Config
@@ -46,7 +51,7 @@ if TYPE_CHECKING:
     from torokiki_pipe.stages.s7_reply import ReplyContext
 
 # Outcomes whose reply is withheld when the same mail was already refused today.
-REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG)
+REFUSALS = (Outcome.INVALID, Outcome.REFUSED, Outcome.TOO_BIG, Outcome.UNVERIFIED)
 
 
 class Envelope(NamedTuple):
@@ -74,6 +79,7 @@ class Processed(NamedTuple):
     detail: str
     message_id: str = ""
     sender: str = ""
+    auth: str = ""       # the verdict on the From (stages.s3_auth), "" when not checked
     command: str = ""
     target: str = ""     # the content the mail answered or fetched
     saved: str = ""      # the new response's URL, only when one was saved
@@ -81,7 +87,7 @@ class Processed(NamedTuple):
 
 def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
             force: bool = False) -> Processed:
-    """`force`: submit again a mail the journal finished without success (`replay --force`)."""
+    """`force`: submit again a mail the journal finished without success, or one held (`replay --force`)."""
     head = read_head(raw.data)
     so_far = Processed(Outcome.IGNORED, "", message_id=head.message_id)   # the log line, as far as it is known
 
@@ -94,6 +100,14 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     if not isinstance(sender, Sender):
         effects.records.stash(ERRONEOUS, {".eml": raw.data}, key=head.digest[:32])
         return so_far._replace(outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
+    verdict, held = who_sent(head, sender, config, force)
+    so_far = so_far._replace(sender=sender.address, auth=verdict.kind if verdict else "")
+    if held.forged:
+        # Neither posted nor answered: an answer would be backscatter to the forged address.
+        effects.records.stash(HELD, {".eml": raw.data}, key=head.digest[:32])
+        return so_far._replace(outcome=Outcome.FORGED, detail=f"held in {HELD}/, not posted nor answered: "
+                                                              f"{verdict.reason if verdict else ''}")
+    notes = _joined(sender.note, held.note)     # for the log line's detail
 
     # Cost tier 2, a mail to answer: the subject's grammar, and the journal (its lock).
     from torokiki_pipe.stages.s5_understand import command
@@ -102,15 +116,30 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
                                config.gateway_address, config.site_url,
                                recipients=tuple(filter(None, (envelope.recipient, *head.delivered_to))),
                                subaddress=config.reply_subaddress)
-    so_far = so_far._replace(sender=sender.address, command=line.command)
+    so_far = so_far._replace(command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
-            done = _answer(raw, head, line, sender, entry, config, effects, so_far)
-            return done._replace(detail=f"{done.detail}; {sender.note}") if sender.note else done
+            done = _answer(raw, head, line, sender, entry, config, effects, so_far, held.unproven)
+            return done._replace(detail=_joined(done.detail, notes)) if notes else done
     except JournalBusy as busy:
         return so_far._replace(outcome=Outcome.BUSY, detail=str(busy))
     except Stopped as stop:
         return so_far._replace(outcome=stop.outcome, detail=stop.detail)
+
+
+def who_sent(head: Head, sender: Sender, config: Config, force: bool = False):
+    """(`s3_auth.Verdict` on the From address, what it means: `s3_auth.Held`); (None, Held()) when
+    TOROKIKI_AUTHSERV_ID is off."""
+    from torokiki_pipe.stages import s3_auth      # small; loaded only when the check is on
+
+    if not config.authserv_ids:
+        return None, s3_auth.Held()
+    verdict = s3_auth.verdict(head.auth_results, s3_auth.domain_of(sender.address), config.authserv_ids)
+    return verdict, s3_auth.held(verdict, config.require_auth, force)
+
+
+def _joined(*notes: str) -> str:
+    return "; ".join(filter(None, notes))
 
 
 def answerable_sender(head: Head, effects: Effects) -> Sender | str:
@@ -130,7 +159,7 @@ def answerable_sender(head: Head, effects: Effects) -> Sender | str:
 
 
 def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effects: Effects,
-            so_far: Processed) -> Processed:
+            so_far: Processed, unproven: str = "") -> Processed:
     """Under the message's journal lock: resume, or act, then reply exactly once."""
     journal = effects.journal
     if entry.stage == DONE:
@@ -147,7 +176,7 @@ def _answer(raw, head: Head, line, sender: Sender, entry, config: Config, effect
 
     try:
         step = (act.too_big(head.subject, config.max_message_bytes) if raw.oversize
-                else _act(raw, head, line, sender, config, entry.key, effects))
+                else _act(raw, head, line, sender, config, entry.key, effects, unproven))
     except Stopped as stop:
         if stop.outcome is not Outcome.TIMED_OUT:
             raise
@@ -197,7 +226,8 @@ def reply_context(head: Head, sender: Sender, config: Config, effects: Effects) 
                         subaddress=config.reply_subaddress)
 
 
-def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects) -> Step:
+def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: str, effects: Effects,
+         unproven: str = "") -> Step:
     from torokiki_pipe.stages import s6_act as act
     from torokiki_pipe.stages.s5_understand import command
 
@@ -214,7 +244,7 @@ def _act(raw: RawMail, head: Head, line, sender: Sender, config: Config, key: st
                 config.site_url, head.subject)
     return act.perform(command.understand(line, mail, config.site_url), website=effects.website, sender=sender,
                        site_url=config.site_url, subject=head.subject, idempotency_key=f"torokiki-pipe-{key}",
-                       caller_id=config.api_caller_id)
+                       caller_id=config.api_caller_id, unproven=unproven)
 
 
 def _allowance(step: Step, sender: Sender, head: Head, raw: RawMail, key: str,

@@ -92,7 +92,7 @@ def handle(raw, envelope: Envelope, settings, *, dry_run: bool = False, started:
     if signals.noted:
         done = done._replace(detail=f"{done.detail}; {signals.noted}")
     code = exit_code(done.outcome)
-    fields = {"message-id": done.message_id, "sender": done.sender, "command": done.command,
+    fields = {"message-id": done.message_id, "sender": done.sender, "auth": done.auth, "command": done.command,
               "target": done.target, "saved": done.saved,
               "outcome": done.outcome.value, "exit": code, "duration": f"{time.monotonic() - started:.3f}s",
               "detail": done.detail}

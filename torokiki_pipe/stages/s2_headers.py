@@ -158,6 +158,7 @@ class Head(NamedTuple):
     key: str                   # stable identity of the message, for the journal and Idempotency-Key
     # Where the MTA delivered it (newest first): the sub-address a reply was sent to.
     delivered_to: tuple[str, ...] = ()     # Delivered-To, then X-Original-To
+    auth_results: tuple[str, ...] = ()     # Authentication-Results as written, newest first (stages/s3_auth)
 
 
 def read_head(data: bytes) -> Head:
@@ -201,6 +202,7 @@ def read_head(data: bytes) -> Head:
         digest=digest,
         key=message_key(message_id, digest),
         delivered_to=tuple(one_line(v, 500) for v in (*all_of("Delivered-To"), *all_of("X-Original-To"))),
+        auth_results=tuple(raw.get("authentication-results", ())),
     )
 
 

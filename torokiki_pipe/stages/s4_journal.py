@@ -40,7 +40,7 @@ EARLIER_STAGES: Dict[str, Stage] = {"answered": REPLY_STORED}
 # did not take the mail, and a fix on either side may make it succeed.  Saved
 # and answered mail is never forced: that would answer the sender twice.
 # (A poisoned mail never finishes its entry: a plain replay runs it again.)
-FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "reply-failed"})
+FORCEABLE = frozenset({"refused", "gave-up", "invalid", "too-big", "reply-failed", "unverified"})
 
 
 class Entry(NamedTuple):

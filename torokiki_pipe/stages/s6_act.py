@@ -16,7 +16,7 @@ from torokiki_pipe.stages.s5_understand.command import (CreateResponseRequest, G
                                                         excerpt)
 from torokiki_pipe.stages.s3_guard import Sender
 from torokiki_pipe.outcome import Outcome
-from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS
+from torokiki_pipe.stages.s8_record import ERRONEOUS, FAILED_HTTPS, HELD
 from torokiki_pipe.stages.s7_reply import Reply, attachment_from_content, duration_words, problems_text, render
 
 if TYPE_CHECKING:
@@ -66,7 +66,10 @@ def content_object(request: CreateResponseRequest, sender: Sender, site_url: str
 
 
 def perform(request: Request, *, website, sender: Sender, site_url: str, subject: str,
-            idempotency_key: str, caller_id: str) -> Step:
+            idempotency_key: str, caller_id: str, unproven: str = "") -> Step:
+    """`unproven`: why the sender did not prove the From (TOROKIKI_REQUIRE_AUTH=create); a response is then held."""
+    if isinstance(request, CreateResponseRequest) and unproven:
+        return held_unverified(request.url.canonical(site_url), unproven, subject)
     if isinstance(request, HelpRequest):
         return Step(Outcome.ANSWERED, "help sent", Reply("help.txt", html_template="help.html", links=HELP_LINKS))
     if isinstance(request, Invalid):
@@ -159,6 +162,12 @@ def _refused_or_unavailable(answer: WebsiteAnswer, url: str, subject: str) -> St
     values = {"subject": subject or "(no subject)", "detail": answer.detail, "url": url}
     return Step(Outcome.REFUSED, answer.detail, Reply("refused.txt", values), keep=FAILED_HTTPS,
                 exchange=answer.exchange, target=url)
+
+
+def held_unverified(url: str, why: str, subject: str) -> Step:
+    """A response from a sender who did not prove the From: kept for a person, not published, answered so."""
+    return Step(Outcome.UNVERIFIED, f"held in {HELD}/, not posted: sender not verified ({why})",
+                Reply("unverified.txt", {"subject": subject or "(no subject)"}), keep=HELD, target=url)
 
 
 def too_big(subject: str, limit: int) -> Step:

@@ -5,6 +5,8 @@
     logs/failed_https/         raw mail + the HTTP exchange that failed (key redacted)
     logs/failed_sends/         replies sendmail would not take, ready to send
     logs/ignored/              mails rightly left unanswered (bounces, auto-replies, lists, loops)
+    logs/held/                 mails held for a person to look at: forged (DMARC fail), or a response
+                               whose sender was not verified (TOROKIKI_REQUIRE_AUTH); replay --force
     logs/crashed/              mails the gateway itself failed on, for replay
     logs/journal/              how far each message got (exactly once; adapters/journal.py)
     logs/replies/              reply counters per sender (adapters/reply_budget.py)
@@ -33,7 +35,8 @@ FAILED_HTTPS = "failed_https"
 FAILED_SENDS = "failed_sends"
 IGNORED = "ignored"
 CRASHED = "crashed"
-STASH_KINDS = (ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED, CRASHED)
+HELD = "held"
+STASH_KINDS = (ERRONEOUS, FAILED_HTTPS, FAILED_SENDS, IGNORED, CRASHED, HELD)
 JOURNAL = "journal"
 REPLY_COUNTERS = "replies"
 TEMPORARY_PREFIX = ".tmp-"
@@ -41,7 +44,8 @@ TEMPORARY_PREFIX = ".tmp-"
 # target: the content the mail answered or fetched, whatever came of it; saved: the new
 # response's URL, only when the website saved one.  Lines written before these two had one
 # `url` field instead (the new response's URL on success, else the target); they still parse.
-LOG_FIELDS = ("message-id", "sender", "command", "target", "saved", "outcome", "exit", "duration", "detail")
+# auth: the verdict on the From (stages/s3_auth: authenticated, forged, unknown), "-" when not checked.
+LOG_FIELDS = ("message-id", "sender", "auth", "command", "target", "saved", "outcome", "exit", "duration", "detail")
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 FIELD_CHARS = 500   # a log field's value at most
 
