@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
+import subprocess
+import time
 from pathlib import Path
 
 SITE_URL = "http://torokiki.net"
@@ -48,6 +51,41 @@ def files_in(folder: Path) -> list[Path]:
 def log_lines(pipe_env) -> list[str]:
     """The lines of the gateway's log in `pipe_env`'s log folder."""
     return (pipe_env.log_dir / "torokiki-pipe.log").read_text().splitlines()
+
+
+def one_status_line(done) -> None:
+    """A non-zero exit says why in exactly one line that starts with an enhanced status code."""
+    lines = done.stderr.decode("utf-8", "replace").splitlines()
+    assert b"Traceback" not in done.stderr
+    if done.returncode != 0:
+        assert len(lines) == 1 and re.match(r"^4\.\d\.\d ", lines[0]), (done.returncode, lines)
+
+
+def start(pipe_program, config, data: bytes) -> subprocess.Popen:
+    """The installed pipe, started on `data` as Postfix starts it (no TOROKIKI_* variables)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+    child = subprocess.Popen([pipe_program, "--config", os.fspath(config)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ)
+    child.stdin.write(data)
+    child.stdin.close()
+    return child
+
+
+def finish(child: subprocess.Popen, timeout: float = 60) -> subprocess.CompletedProcess:
+    out, err = child.stdout.read(), child.stderr.read()
+    child.wait(timeout)
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+
+def deliver_until_handled(run_pipe, data: bytes, config, attempts: int = 6):
+    """What the MTA does: deliver again while the pipe says 'later'."""
+    for _ in range(attempts):
+        done = run_pipe(data, config=config)
+        one_status_line(done)
+        if done.returncode == 0:
+            return done
+        time.sleep(0.1)
+    raise AssertionError(f"not handled after {attempts} deliveries: {done.stderr!r}")
 
 
 def example(name: str) -> bytes:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
 import subprocess
 import time
@@ -29,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from helpers import deliver_until_handled, finish, one_status_line, start
 
 pytestmark = pytest.mark.integration  # the installed pipe, killed, starved and raced
 
@@ -50,40 +51,6 @@ def replies_by_original(smtp_sink) -> dict[str, list[bytes]]:
     for received in smtp_sink.messages:
         found[str(received.message()["In-Reply-To"])].append(received.data)
     return found
-
-
-def one_status_line(done) -> None:
-    """A non-zero exit says why in exactly one line that starts with an enhanced status code."""
-    lines = done.stderr.decode("utf-8", "replace").splitlines()
-    assert b"Traceback" not in done.stderr
-    if done.returncode != 0:
-        assert len(lines) == 1 and re.match(r"^4\.\d\.\d ", lines[0]), (done.returncode, lines)
-
-
-def start(pipe_program, config, data: bytes) -> subprocess.Popen:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
-    child = subprocess.Popen([pipe_program, "--config", os.fspath(config)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ)
-    child.stdin.write(data)
-    child.stdin.close()
-    return child
-
-
-def finish(child: subprocess.Popen, timeout: float = 60) -> subprocess.CompletedProcess:
-    out, err = child.stdout.read(), child.stderr.read()
-    child.wait(timeout)
-    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
-
-
-def deliver_until_handled(run_pipe, data: bytes, config, attempts: int = 6):
-    """What the MTA does: deliver again while the pipe says 'later'."""
-    for _ in range(attempts):
-        done = run_pipe(data, config=config)
-        one_status_line(done)
-        if done.returncode == 0:
-            return done
-        time.sleep(0.1)
-    raise AssertionError(f"not handled after {attempts} deliveries: {done.stderr!r}")
 
 
 def settle(smtp_sink, seconds: float = 1.5) -> None:

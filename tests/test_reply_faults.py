@@ -16,16 +16,14 @@ website stored and what reached the SMTP sink:
 from __future__ import annotations
 
 import base64
-import os
 import random
-import subprocess
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import GATEWAY, SITE_URL, mail
+from helpers import GATEWAY, SITE_URL, deliver_until_handled, mail, start
 
 pytestmark = pytest.mark.integration  # the installed pipe, killed and raced
 
@@ -70,27 +68,6 @@ def _reply(n: int, shape: str, our_id: str, our_subject: str, quoted: list[str])
                 "Content-Type: multipart/alternative; boundary=a", msgid=msgid)
 
 
-def _start(pipe_program, config, data: bytes) -> subprocess.Popen:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
-    child = subprocess.Popen([pipe_program, "--config", os.fspath(config)], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environ)
-    child.stdin.write(data)
-    child.stdin.close()
-    return child
-
-
-def _until_handled(run_pipe, data: bytes, config, attempts: int = 8) -> None:
-    """What the MTA does: deliver again while the pipe says 'later'."""
-    for _ in range(attempts):
-        done = run_pipe(data, config=config)
-        assert b"Traceback" not in done.stderr
-        if done.returncode == 0:
-            return
-        assert done.returncode == os.EX_TEMPFAIL, done
-        time.sleep(0.1)
-    raise AssertionError(f"not handled after {attempts} deliveries")
-
-
 def _check(website, smtp_sink, replies: dict[str, tuple[str, bytes]], quoted: list[str]) -> None:
     items = [item["content"] for item in website.stats()["items"]]
     by_text = [c["Text"] for c in items if c.get("Text")]
@@ -123,14 +100,14 @@ def test_replies_killed_at_random_moments_are_stored_once_and_answered_alike(
         shape = shapes[n % 3]
         data = _reply(n, shape, our_id, our_subject, quoted)
         if subaddress:                        # what Postfix writes for gateway+image.1.response@
-            data = f"Delivered-To: gateway+image.1.response@torokiki.net\n".encode() + data
+            data = b"Delivered-To: gateway+image.1.response@torokiki.net\n" + data
         replies[f"<reply{n}@example.net>"] = (shape, data)
-        child = _start(pipe_program, config, data)
+        child = start(pipe_program, config, data)
         time.sleep(rng.uniform(0.05, 1.0))
         child.kill()
         child.wait(30)
         child.stderr.close()
-        _until_handled(run_pipe, data, config)
+        deliver_until_handled(run_pipe, data, config, attempts=8)
     time.sleep(1.5)                           # an msmtp that outlived a killed pipe finishes
     _check(website, smtp_sink, replies, quoted)
 
@@ -149,5 +126,5 @@ def test_two_deliveries_of_one_reply_racing_store_it_once(pipe_program, run_pipe
     for data, result in zip(deliveries, done):
         assert b"Traceback" not in result.stderr
         if result.returncode != 0:
-            _until_handled(run_pipe, data, config)
+            deliver_until_handled(run_pipe, data, config, attempts=8)
     _check(website, smtp_sink, replies, quoted)
