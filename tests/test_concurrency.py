@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration  # sixteen installed pipes at once
 PIPES = 16
 DISTINCT = 200
 DUPLICATES = 50
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ message-id=\S+ sender=\S+ command=\S+ target=\S+ saved=\S+ "
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ message-id=\S+ sender=\S+ auth=\S+ command=\S+ target=\S+ saved=\S+ "
                       r"outcome=[a-z-]+ exit=\d+ duration=\d+\.\d{3}s detail=.*$")
 
 

@@ -22,9 +22,12 @@ or folders given) with the configured sendmail to the one address in their
 replies (X-Loop marker) with exactly one well-formed To address are sent.
 
 ``--force`` submits again mail that the journal already finished without
-success (refused, gave up, not understood, too big, reply failed): for the
-day a fix on either side (a website bug fixed, a limit raised) makes it
-succeed.  A crashed mail needs no force: its entry never finished.  The same Idempotency-Key goes with it, so a website
+success (refused, gave up, not understood, too big, reply failed, not
+verified): for the day a fix on either side (a website bug fixed, a limit
+raised) makes it succeed.  The mails in ``logs/held/`` (forged, or a
+response from a sender who was not verified) are replayed only with
+``--force``: it says a person read the mail and vouches for its sender; the
+verdict is then logged beside the outcome, and the sender answered.  A crashed mail needs no force: its entry never finished.  The same Idempotency-Key goes with it, so a website
 that did store it answers with what it stored.  Saved or answered mail is
 never forced: that would answer the sender twice.
 
@@ -62,7 +65,7 @@ from torokiki_pipe.run import handle
 from torokiki_pipe.stages.s1_read import read_mail
 from torokiki_pipe.stages.s2_headers import read_head
 from torokiki_pipe.stages.s3_guard import LOOP_MARKER_PREFIX, Sender, reply_sender
-from torokiki_pipe.stages.s8_record import FAILED_SENDS, LOG_FILE, STASH_KINDS, as_logged, field_value
+from torokiki_pipe.stages.s8_record import FAILED_SENDS, HELD, LOG_FILE, STASH_KINDS, as_logged, field_value
 
 DONE = "done"
 MAIL_SUFFIX = ".eml"
@@ -99,7 +102,7 @@ def main(argv) -> int:
               f"(e.g. {settings.log_dir}/crashed)", file=sys.stderr)
         return os.EX_USAGE
     paths = [Path(p) for p in args.paths] or [Path(settings.log_dir) / FAILED_SENDS]
-    files, problems = collect(paths, replies=args.resend, default=not args.paths)
+    files, problems = collect(paths, replies=args.resend, default=not args.paths, force=args.force)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
@@ -128,8 +131,12 @@ def main(argv) -> int:
 
 # --------------------------------------------------------------------------- which files
 
-def collect(paths: list[Path], *, replies: bool, default: bool = False) -> tuple[list[Path], list[str]]:
-    """The .eml files named or held by `paths` (not in done/), each once, and what is wrong."""
+def collect(paths: list[Path], *, replies: bool, default: bool = False,
+            force: bool = False) -> tuple[list[Path], list[str]]:
+    """The .eml files named or held by `paths` (not in done/), each once, and what is wrong.
+
+    Held mails (logs/held/) are only taken with `force`: replaying one submits it.
+    """
     files: list[Path] = []
     problems: list[str] = []
     seen: set[Path] = set()
@@ -137,6 +144,9 @@ def collect(paths: list[Path], *, replies: bool, default: bool = False) -> tuple
         if path.is_dir():
             if not replies and _holds_replies(path):
                 problems.append(f"{path} holds replies, not mails: send them with --resend")
+                continue
+            if not replies and not force and _is_held(path):
+                problems.append(_HELD_NEEDS_FORCE.format(path=path))
                 continue
             try:
                 found = sorted(p for p in path.iterdir()
@@ -150,6 +160,9 @@ def collect(paths: list[Path], *, replies: bool, default: bool = False) -> tuple
                 continue
             if not replies and _holds_replies(path.parent):
                 problems.append(f"{path} is a reply, not a mail: send it with --resend")
+                continue
+            if not replies and not force and _is_held(path.parent):
+                problems.append(_HELD_NEEDS_FORCE.format(path=path))
                 continue
             found = [path]
         elif default and not path.exists():
@@ -165,9 +178,22 @@ def collect(paths: list[Path], *, replies: bool, default: bool = False) -> tuple
     return files, problems
 
 
+_HELD_NEEDS_FORCE = ("{path} is held for a person to look at (forged, or its sender not verified; the log line "
+                     "says which): read it, and if you vouch for its sender, submit it with replay --force")
+
+
 def _holds_replies(folder: Path) -> bool:
+    return _kind(folder) == FAILED_SENDS
+
+
+def _is_held(folder: Path) -> bool:
+    return _kind(folder) == HELD
+
+
+def _kind(folder: Path) -> str:
+    """The stash kind a folder (or its done/) is."""
     folder = folder.resolve()
-    return (folder.parent if folder.name == DONE else folder).name == FAILED_SENDS
+    return (folder.parent if folder.name == DONE else folder).name
 
 
 def companions(mail: Path) -> list[Path]:

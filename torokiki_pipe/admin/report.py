@@ -3,7 +3,7 @@
 Reads ``torokiki-pipe.log`` and its rotations (``.1``, ``.N.gz``, dated
 ``-YYYYMMDD[.gz]`` names, and the ``-YYYYMMDDHH.backup`` files logrotate makes
 when it finds the log re-created under it) and counts messages per outcome,
-per command and per exit code; names the senders with the most errors; lists
+per command, per exit code and per verdict on the From (``auth=``); names the senders with the most errors; lists
 the last errors with their reasons; and counts what waits in each stash folder
 (``done/`` not included).  Lines that are not log lines (crash tracebacks,
 anything torn or foreign) are counted as unparsed, never fatal.
@@ -36,8 +36,10 @@ from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 
 # Outcomes that say something went wrong with a sender's mail ("poisoned": crashed for good).
 SENDER_ERRORS = ("invalid", "refused", "unanswerable", "reply-failed", "crashed", "poisoned")
-# An error is one of those, "gave-up" (answered that it was not saved), or any exit but 0.
-OTHER_ERRORS = ("gave-up",)
+# An error is one of those, "gave-up" (answered that it was not saved), a mail held for a
+# person to look at (its reason is what they need), or any exit but 0.
+OTHER_ERRORS = ("gave-up", "forged", "unverified")
+NOT_CHECKED = "not checked"       # auth=- : TOROKIKI_AUTHSERV_ID was off, or the mail was not answerable
 # How a message ends well: a kept mail of one that ended so, after a failure, is resolved.
 SUCCESSES = ("saved", "answered")
 DUPLICATE = "duplicate"
@@ -208,6 +210,7 @@ class Summary:
         outcomes = Counter(m.last.settled for m in messages)
         commands = Counter(m.last.get("command") for m in messages)
         exits = Counter(m.last.get("exit") for m in messages)
+        verdicts = Counter(NOT_CHECKED if m.last.get("auth") == "-" else m.last.get("auth") for m in messages)
         error_senders = Counter(m.last.get("sender") for m in messages if m.last.settled in SENDER_ERRORS)
         errors = sorted((m.last for m in messages if m.is_error), key=lambda e: e.time)
         return {
@@ -223,10 +226,12 @@ class Summary:
             "outcomes": ranked(outcomes),
             "commands": ranked(commands),
             "exit_codes": ranked(exits),
+            "verdicts": ranked(verdicts),
             "top_error_senders": [{"sender": s, "errors": n}
                                   for s, n in sorted(error_senders.items(),
                                                      key=lambda kv: (-kv[1], kv[0]))[:TOP_SENDERS]],
-            "last_errors": [{"time": stamp(e.time), "sender": e.get("sender"), "outcome": e.settled,
+            "last_errors": [{"time": stamp(e.time), "sender": e.get("sender"), "auth": e.get("auth"),
+                             "outcome": e.settled,
                              "exit": e.get("exit"), "message_id": e.get("message-id"), "target": e.target,
                              "detail": e.fields.get("detail", "")} for e in errors[-LAST_ERRORS:]],
             "stash": self.stash,
@@ -357,6 +362,7 @@ def render_text(summary: Summary) -> str:
     table("By outcome:", data["outcomes"])
     table("By command:", data["commands"])
     table("By exit code:", data["exit_codes"])
+    table("By verdict on the From (Authentication-Results):", data["verdicts"])
     table("Senders with most errors (" + ", ".join(SENDER_ERRORS) + "):",
           {row["sender"]: row["errors"] for row in data["top_error_senders"]})
     out.append("")

@@ -38,8 +38,8 @@ from typing import NamedTuple
 AUTHENTICATED, FORGED, UNKNOWN = "authenticated", "forged", "unknown"
 HEADER = "authentication-results"
 MAX_HEADERS = 50        # trusted or not, more is hostile: each is parsed
-MAX_RESULTS = 50        # per header
-MAX_VALUE_CHARS = 16 * 1024   # an MTA's own header is a few hundred; the rest is a sender's padding
+MAX_RESULTS = 50        # per header, empty ones counted
+MAX_VALUE_CHARS = 8192  # an MTA's own header is a few hundred characters; the rest is a sender's padding
 
 
 class Result(NamedTuple):
@@ -170,7 +170,9 @@ def parse(value: str) -> AuthResults | None:
     if reader.peek().isdigit():            # the version, "example.org 1; ..."
         reader.token()
     results: list[Result] = []
-    while reader.take(";") and len(results) < MAX_RESULTS:
+    for _ in range(MAX_RESULTS):
+        if not reader.take(";"):
+            break
         result = _result(reader)
         if result is not None:
             results.append(result)
