@@ -4,8 +4,8 @@
 
 The guard includes who really sent it (`stages.s3_auth`, with
 TOROKIKI_AUTHSERV_ID): forged mail is held in ``logs/held/`` and goes no
-further; with TOROKIKI_REQUIRE_AUTH=create, so is a response whose sender did
-not prove the From, which is answered that it was held.
+further.  With TOROKIKI_REQUIRE_AUTH=create a response whose sender did not
+prove the From is held there too, once understood, and answered so.
 
 `process` is handed the raw mail, the envelope, the configuration and the
 adapters (`Effects`) that touch the world; it returns a `Processed` value and
@@ -130,7 +130,7 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
 def who_sent(head: Head, sender: Sender, config: Config, force: bool = False):
     """(`s3_auth.Verdict` on the From address, what it means: `s3_auth.Held`); (None, Held()) when
     TOROKIKI_AUTHSERV_ID is off."""
-    from torokiki_pipe.stages import s3_auth      # small; loaded only when the check is on
+    from torokiki_pipe.stages import s3_auth      # small: re and two NamedTuples, for mail past the guard
 
     if not config.authserv_ids:
         return None, s3_auth.Held()

@@ -27,8 +27,10 @@ verified): for the day a fix on either side (a website bug fixed, a limit
 raised) makes it succeed.  The mails in ``logs/held/`` (forged, or a
 response from a sender who was not verified) are replayed only with
 ``--force``: it says a person read the mail and vouches for its sender; the
-verdict is then logged beside the outcome, and the sender answered.  A crashed mail needs no force: its entry never finished.  The same Idempotency-Key goes with it, so a website
-that did store it answers with what it stored.  Saved or answered mail is
+verdict is then logged beside the outcome, and the sender answered.  A
+crashed mail needs no force: its entry never finished.  The same
+Idempotency-Key goes with it, so a website that did store it answers with
+what it stored.  Saved or answered mail is
 never forced: that would answer the sender twice.
 
 ``--dry-run`` hands ``dry_run=True`` to `run.handle` (prints the request and
