@@ -399,3 +399,15 @@ def test_killed_at_random_moments_an_unverified_response_is_held_once_and_answer
         answers.setdefault(str(received.message()["In-Reply-To"]), set()).add(received.data)
     assert set(answers) == set(sent) and all(len(bodies) == 1 for bodies in answers.values())
 
+
+
+def test_a_pass_the_sender_wrote_below_the_mtas_result_does_not_count():
+    # What Debian's OpenDKIM and OpenDMARC let through (tests/test_milters.py): a sender's header
+    # claiming our id and dmarc=pass, below the MTA's own; OpenDMARC strips none of them.
+    sender_dmarc = f"Authentication-Results: {ID}; dmarc=pass header.from=example.net"
+    sender_dkim = f"Authentication-Results: {ID}; dkim=pass header.d=example.net"
+    assert judged(OPENDMARC_NONE, sender_dmarc).kind == UNKNOWN
+    assert judged(OPENDMARC_NONE, OPENDKIM_NONE, sender_dmarc, sender_dkim).kind == UNKNOWN
+    assert judged(OPENDKIM_NONE, sender_dkim).kind == UNKNOWN
+    # Where the MTA writes no DMARC result at all, the topmost one is the sender's: check warns.
+    assert judged(OPENDKIM_NONE, sender_dmarc).kind == AUTHENTICATED

@@ -10,11 +10,18 @@ quoted strings, several results); `verdict` weighs all the trusted ones:
 - a ``dmarc=fail`` is FORGED, whatever else claims ``pass``: a header the
   sender wrote with our id cannot hide the MTA's real fail;
 - a ``dmarc=pass`` for the From domain is AUTHENTICATED;
-- with neither, a ``dkim=pass`` whose signing domain is the From domain or a
-  parent of it is AUTHENTICATED: that domain signed this From (stricter than
-  DMARC's relaxed alignment, which needs the public suffix list, never looser);
+- else a ``dkim=pass`` whose signing domain is the From domain or a parent of
+  it is AUTHENTICATED: that domain signed this From (stricter than DMARC's
+  relaxed alignment, which needs the public suffix list, never looser);
 - anything else is UNKNOWN: ``none``, ``temperror``, ``permerror``, a failed or
   foreign DKIM signature, no trusted header at all.
+
+A pass counts only from the topmost trusted header that holds a result of its
+method: the MTA's milters prepend their headers, so a sender's copy sits below
+them, and OpenDMARC removes none of a sender's headers (OpenDKIM only those
+claiming a dkim result).  So a sender's ``dmarc=pass`` under our id cannot turn
+the MTA's ``dmarc=none`` into a pass; it could only where the MTA writes no
+DMARC result at all, which `check` warns about.
 
 SPF counts only through DMARC.  It vouches for the envelope sender's server,
 which need not be the From's domain, and forwarding breaks it; a domain that
@@ -221,26 +228,38 @@ def trusted(values, authserv_ids) -> tuple[AuthResults, ...]:
 
 
 def verdict(values, from_domain: str, authserv_ids) -> Verdict:
-    """What the trusted Authentication-Results (of `values`) say about mail From `from_domain`."""
+    """What the trusted Authentication-Results (of `values`, topmost first) say about mail From `from_domain`."""
     headers = trusted(values, authserv_ids)
     if not headers:
         return Verdict(UNKNOWN, f"no Authentication-Results by {' or '.join(authserv_ids)}")
     from_domain = from_domain.lower().rstrip(".")
-    said = [(result, header.authserv_id) for header in headers for result in header.results]
-
-    def first(method: str, test) -> tuple[Result, str] | None:
-        return next(((result, by) for result, by in said if result.method == method and test(result)), None)
-
-    forged = first("dmarc", lambda r: r.result == "fail")
+    forged = next(((result, header.authserv_id) for header in headers for result in header.results
+                   if result.method == "dmarc" and result.result == "fail"), None)
     if forged:
         return Verdict(FORGED, _said(*forged))
-    passed = first("dmarc", lambda r: r.result == "pass" and
-                   (r.get("header.from") or from_domain).lower().rstrip(".") == from_domain)
-    signed = first("dkim", lambda r: r.result == "pass" and _signs_for(_signing_domain(r), from_domain))
-    if passed or signed:
-        return Verdict(AUTHENTICATED, _said(*(passed or signed)))
-    shown = first("dmarc", bool) or first("dkim", bool)
-    return Verdict(UNKNOWN, _said(*shown) if shown else f"no dmarc or dkim result by {headers[0].authserv_id}")
+    # Only the topmost header that speaks of a method speaks for the MTA: milters prepend theirs,
+    # and OpenDMARC strips none of a sender's (OpenDKIM only those claiming dkim).
+    dmarc, by_dmarc = _topmost(headers, "dmarc")
+    dkim, by_dkim = _topmost(headers, "dkim")
+    passed = next((r for r in dmarc if r.result == "pass" and
+                   (r.get("header.from") or from_domain).lower().rstrip(".") == from_domain), None)
+    if passed:
+        return Verdict(AUTHENTICATED, _said(passed, by_dmarc))
+    signed = next((r for r in dkim if r.result == "pass" and _signs_for(_signing_domain(r), from_domain)), None)
+    if signed:
+        return Verdict(AUTHENTICATED, _said(signed, by_dkim))
+    if dmarc or dkim:
+        return Verdict(UNKNOWN, _said(dmarc[0], by_dmarc) if dmarc else _said(dkim[0], by_dkim))
+    return Verdict(UNKNOWN, f"no dmarc or dkim result by {headers[0].authserv_id}")
+
+
+def _topmost(headers: tuple[AuthResults, ...], method: str) -> tuple[list[Result], str]:
+    """The `method` results of the first header that has any, and its authserv-id."""
+    for header in headers:
+        found = [result for result in header.results if result.method == method]
+        if found:
+            return found, header.authserv_id
+    return [], ""
 
 
 class Held(NamedTuple):
