@@ -223,3 +223,34 @@ def program_for(user: str, pipe_program: str, folder: Path) -> str:
             return str(shim)
     pytest.skip(f"user {user} cannot run {pipe_program} (its Python is out of reach) "
                 f"and no python{version} of the system can stand in for it")
+
+
+# The installation postfix/ describes (its master.cf and main.cf), and what a test puts in its place.
+POSTFIX_EXAMPLES = Path(__file__).resolve().parent.parent / "postfix"
+INSTALLED_PROGRAM = "/opt/torokiki-pipe/bin/torokiki-pipe"
+INSTALLED_CONFIG = "/etc/torokiki-pipe/torokiki-pipe.env"
+INSTALLED_HOME = "/var/lib/torokiki-pipe"
+
+
+def torokiki_service(program: str, config: Path, home: Path, user: str) -> str:
+    """The `torokiki` entry of postfix/master.cf, with a test's program, env file, folder and user."""
+    lines = (POSTFIX_EXAMPLES / "master.cf").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("torokiki "))
+    entry = [lines[start]] + [line for line in lines[start + 1:] if line[:1].isspace() and line.strip()]
+    text = "\n".join(entry) + "\n"
+    for installed, here in ((INSTALLED_PROGRAM, program), (INSTALLED_CONFIG, str(config)),
+                            (INSTALLED_HOME, str(home)), ("user=torokiki", f"user={user}")):
+        assert installed in text, f"postfix/master.cf no longer mentions {installed}"
+        assert not any(c.isspace() for c in here), here
+        text = text.replace(installed, here)
+    return text
+
+
+def example_settings(config: Path) -> dict[str, str]:
+    """The settings of postfix/main.cf (name -> value), their /etc/postfix/ maps moved into `config`."""
+    settings = {}
+    for line in (POSTFIX_EXAMPLES / "main.cf").read_text().splitlines():
+        if line.strip() and not line.startswith(("#", " ", "\t")):
+            name, _, value = line.partition("=")
+            settings[name.strip()] = value.strip().replace("/etc/postfix/", f"{config}/")
+    return settings
