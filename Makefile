@@ -27,7 +27,7 @@ PYTEST_ARGS ?= -q
 # The integration tests deliver replies with msmtp and exercise procmail,
 # Postfix, swaks, imapfilter and Dovecot's IMAP server; headless Chromium shows
 # the HTML replies at phone size (tests/test_browser.py, make demo).
-APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd chromium rsyslog opendkim opendkim-tools opendmarc
+APT_PACKAGES := msmtp procmail postfix swaks imapfilter dovecot-imapd chromium rsyslog opendkim opendkim-tools opendmarc openssl
 
 .PHONY: all demo test unit typecheck min-versions bench deps venv install install-test clean
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PRIVATE_MASTER_CF, program_for
+from helpers import POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, example_settings, program_for, torokiki_service
 
 pytestmark = pytest.mark.integration  # a Postfix of its own
 
@@ -39,12 +39,6 @@ GATEWAY = "gateway@torokiki.net"
 SENDER = "kiri@example.net"
 PIPE_USER = "nobody"        # any unprivileged account will do; pipe(8) refuses root and postfix
 SBIN = Path("/usr/sbin")
-EXAMPLES = Path(__file__).resolve().parent.parent / "postfix"
-# The installation postfix/ describes, and what stands in for it here.
-INSTALLED_PROGRAM = "/opt/torokiki-pipe/bin/torokiki-pipe"
-INSTALLED_CONFIG = "/etc/torokiki-pipe/torokiki-pipe.env"
-INSTALLED_HOME = "/var/lib/torokiki-pipe"
-INSTALLED_USER = "user=torokiki"
 # What Postfix's commands run with: nothing of the test runner's environment.
 ADMIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C"}
 
@@ -115,28 +109,10 @@ def _free_port() -> int:
 
 
 
-def _torokiki_service(program: str, config: Path, home: Path) -> str:
-    """The `torokiki` entry of postfix/master.cf, with this test's paths and user."""
-    text = (EXAMPLES / "master.cf").read_text()
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("torokiki "))
-    entry = [lines[start]]
-    entry += [line for line in lines[start + 1:] if line[:1].isspace() and line.strip()]
-    entry = "\n".join(entry) + "\n"
-    for installed, here in ((INSTALLED_PROGRAM, program), (INSTALLED_CONFIG, str(config)),
-                            (INSTALLED_HOME, str(home)), (INSTALLED_USER, f"user={PIPE_USER}")):
-        assert installed in entry, f"postfix/master.cf no longer mentions {installed}"
-        assert not any(c.isspace() for c in here), here
-        entry = entry.replace(installed, here)
-    return entry
-
-
-def _example_settings(config: Path) -> str:
-    """The settings of postfix/main.cf, their /etc/postfix/ maps moved into `config`."""
-    settings = [line for line in (EXAMPLES / "main.cf").read_text().splitlines()
-                if line.strip() and not line.startswith(("#", " ", "\t"))]
-    assert any(s.startswith("torokiki_destination_recipient_limit") for s in settings)
-    return "\n".join(s.replace("/etc/postfix/", f"{config}/") for s in settings) + "\n"
+def _example_main_cf(config: Path) -> str:
+    settings = example_settings(config)
+    assert "torokiki_destination_recipient_limit" in settings
+    return "".join(f"{name} = {value}\n" for name, value in settings.items())
 
 
 @dataclass
@@ -266,10 +242,10 @@ def postfix(pipe_program):
         os.chown(instance.home, user.pw_uid, user.pw_gid)
         program = program_for(PIPE_USER, pipe_program, base)
         (instance.config / "main.cf").write_text(
-            TEST_MAIN_CF.format(base=base, config=instance.config) + _example_settings(instance.config))
-        shutil.copy(EXAMPLES / "transport", instance.config / "transport")
+            TEST_MAIN_CF.format(base=base, config=instance.config) + _example_main_cf(instance.config))
+        shutil.copy(POSTFIX_EXAMPLES / "transport", instance.config / "transport")
         instance.command("postmap", f"hash:{instance.config}/transport")
-        service = _torokiki_service(program, instance.home / "torokiki-pipe.env", instance.home)
+        service = torokiki_service(program, instance.home / "torokiki-pipe.env", instance.home, PIPE_USER)
         _start(instance, service)
         yield instance
     finally:
