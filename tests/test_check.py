@@ -627,8 +627,8 @@ def _rspamd(p, m):
     m.opendkim = m.opendmarc = None
     m.rspamd = 'use = ["x-spamd-bar", "authentication-results"];\n'
     return "note", (f"rspamd's milter_headers writes Authentication-Results ({m.folder}/rspamd/local.d/"
-                    f"milter_headers.conf) under the name the MTA gives it, else its host name (Postfix's myhostname "
-                    f"is {AUTHSERV}); check could not confirm that is {AUTHSERV}")
+                    f"milter_headers.conf) under the name the MTA gives it, else its host name (Postfix gives "
+                    f"{AUTHSERV}: milter_macro_daemon_name); check could not confirm that is {AUTHSERV}")
 
 
 def _rspamd_without_the_routine(p, m):

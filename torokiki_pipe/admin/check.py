@@ -575,7 +575,8 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
     Postfix feeds the gateway), OpenDMARC's and OpenDKIM's AuthservID (unset:
     the MTA's name, Postfix's myhostname; HOSTNAME: this host's name) and the
     options by which OpenDKIM removes forged headers claiming its id (OpenDMARC
-    removes none).  rspamd's id is the MTA's name it is given, which check
+    removes none).  rspamd's id is the name its milter proxy is given
+    (Postfix's milter_macro_daemon_name), whether mail goes through it check
     cannot read: a note.  All warnings and notes, never problems: mail flows,
     only the verdict on its From is weaker.
     """
@@ -587,8 +588,10 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
     shown = " or ".join(ids)
     held = "; with TOROKIKI_REQUIRE_AUTH=create every response is held" if settings.require_auth == "create" else ""
     milters, mta_name, queue_dir = [], "", ""
+    daemon_name = ""
     if postfix is not None:
         milters, filters = postfix_milters(postfix)
+        daemon_name = postfix.parameter("milter_macro_daemon_name").lower()
         mta_name, queue_dir = postfix.parameter("myhostname").lower(), postfix.parameter("queue_directory")
         if not milters and not filters:
             found.warning(f"From verdict: Postfix runs no milter (smtpd_milters and non_smtpd_milters are empty) and "
@@ -625,7 +628,7 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
     seen = any(conf is not None for conf in confs.values())
     if (etc / "rspamd").is_dir():
         seen = True
-        check_rspamd(etc / "rspamd", shown, mta_name, found)
+        check_rspamd(etc / "rspamd", shown, daemon_name, found)
     if not seen:
         found.note(f"From verdict: trusting Authentication-Results by {shown}; check found no opendmarc.conf, "
                    f"opendkim.conf nor rspamd/ in {etc} to confirm that something here writes that id"
@@ -668,12 +671,16 @@ def check_forged_headers(confs: dict, written: dict, ids, etc: Path, found: Find
                           f"{written['opendkim']}: DKIM-signed mail fails DMARC; give both the same AuthservID")
 
 
-def check_rspamd(folder: Path, shown: str, mta_name: str, found: Findings) -> None:
-    """rspamd's id is the MTA's name it is given (else its host's): a note, never certain."""
+def check_rspamd(folder: Path, shown: str, daemon_name: str, found: Findings) -> None:
+    """rspamd's id is the MTA's name its milter is given (else its host's): a note, never certain.
+
+    Its proxy takes that name from Postfix's {daemon_name} macro, i.e.
+    milter_macro_daemon_name; whether mail goes through that proxy check cannot see.
+    """
     routine = "authentication-results"
     names = [folder / sub / "milter_headers.conf" for sub in ("local.d", "override.d")]
     using = [path for path in names if routine in _uncommented(path)]
-    given = f" (Postfix's myhostname is {mta_name})" if mta_name else ""
+    given = f" (Postfix gives {daemon_name}: milter_macro_daemon_name)" if daemon_name else ""
     if using:
         found.note(f"From verdict: rspamd's milter_headers writes Authentication-Results ({using[0]}) under the "
                    f"name the MTA gives it, else its host name{given}; check could not confirm that is {shown}")
