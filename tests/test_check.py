@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -439,7 +440,8 @@ def test_postfix_time_values():
 AUTHSERV = "mx.example.org"
 MILTERS = "inet:localhost:8891, inet:localhost:8893"
 OPENDKIM = {"AuthservID": AUTHSERV, "Socket": "inet:8891@localhost", "RemoveARAll": "yes"}
-OPENDMARC = {"AuthservID": AUTHSERV, "Socket": "inet:8893@localhost"}
+OPENDMARC = {"AuthservID": AUTHSERV, "Socket": "inet:8893@localhost", "SPFIgnoreResults": "true",
+             "SPFSelfValidate": "true"}
 
 
 class MilterConfig:
@@ -560,6 +562,13 @@ def _no_remove_ar_all(p, m):
                     f"result, so a sender's own dmarc=pass under that id stays: set RemoveARAll yes in")
 
 
+def _spf_from_the_sender(p, m):
+    del m.opendmarc["SPFIgnoreResults"]
+    return "warning", ("opendmarc takes an SPF result from a Received-SPF header in the mail, which a sender can "
+                       "write, so a forged From can get dmarc=pass: set SPFIgnoreResults true and SPFSelfValidate "
+                       f"true in {m.folder}/opendmarc.conf")
+
+
 def _keep_auth_results(p, m):
     m.opendkim["KeepAuthResults"] = "yes"
     return "warning", f"opendkim keeps incoming Authentication-Results that claim {AUTHSERV} (KeepAuthResults"
@@ -606,7 +615,7 @@ def _debian_sockets_in_the_chroot(p, m):
     p.main["smtpd_milters"] = "unix:/opendkim/opendkim.sock, { unix:/opendmarc/opendmarc.sock, default_action=accept }"
     m.opendkim["Socket"] = f"local:{p.folder}/spool/opendkim/opendkim.sock"
     m.opendmarc["Socket"] = f"local:{p.folder}/spool/opendmarc/opendmarc.sock"
-    return "ok", f"opendmarc writes that id (milter unix:/opendmarc/opendmarc.sock)"
+    return "ok", "opendmarc writes that id (milter unix:/opendmarc/opendmarc.sock)"
 
 
 def _content_filter_only(p, m):
@@ -638,8 +647,8 @@ def _rspamd_without_the_routine(p, m):
 
 
 FROM_CASES = [_other_id, _unset_id_is_myhostname, _unset_id_is_another_myhostname, _hostname_literal,
-              _no_remove_ar_all, _keep_auth_results, _remove_ar_from_others, _remove_ar_from_domain,
-              _opendmarc_alone, _dmarc_does_not_trust_dkim, _dmarc_trusts_dkim, _socket_not_a_milter,
+              _no_remove_ar_all, _spf_from_the_sender, _keep_auth_results, _remove_ar_from_others,
+              _remove_ar_from_domain, _opendmarc_alone, _dmarc_does_not_trust_dkim, _dmarc_trusts_dkim, _socket_not_a_milter,
               _debian_sockets_in_the_chroot, _content_filter_only, _nothing_to_read, _rspamd,
               _rspamd_without_the_routine]
 
@@ -656,3 +665,27 @@ def test_check_names_each_from_verdict_finding(pipe_program, pipe_env, website, 
     assert line.startswith(f"{kind}: From verdict: "), line
     expected_warnings = 1 if kind == "warning" else 0
     assert len([line for line in lines if line.startswith("warning: ")]) == expected_warnings, lines
+
+
+@needs_postfix
+def test_the_documented_milter_settings_satisfy_check(pipe_program, pipe_env, website, postfix_config, milter_config):
+    # postfix/main.cf's commented milter lines and postfix/README.md's two .conf blocks, as written there.
+    examples = Path(__file__).resolve().parent.parent / "postfix"
+    main_cf = (examples / "main.cf").read_text()
+    postfix_config.main.update(
+        line[1:].strip().split(" = ", 1) for line in main_cf.splitlines()
+        if line.startswith("#   ") and line[1:].strip().split(" = ")[0].endswith(("milters", "milter_default_action")))
+    postfix_config.main["myhostname"] = "vm.example.org"        # the AuthservIDs must not rely on it
+    readme = (examples / "README.md").read_text()
+    blocks = [block for block in readme.split("```") if block.lstrip("\n").startswith("AuthservID")]
+    assert len(blocks) == 2, blocks
+    milter_config.opendkim, milter_config.opendmarc = (
+        dict(line.split(None, 1) for line in block.strip().splitlines()) for block in blocks)
+    config = authserv_env(pipe_env, postfix_config, TOROKIKI_AUTHSERV_ID=AUTHSERV, TOROKIKI_REQUIRE_AUTH="create")
+    lines = check_from_verdict(pipe_program, config, postfix_config.write(), milter_config.write())
+    assert lines == [
+        f"ok: From verdict: trusting Authentication-Results by {AUTHSERV}; opendmarc writes that id "
+        f"(milter inet:localhost:8893)",
+        f"ok: From verdict: trusting Authentication-Results by {AUTHSERV}; opendkim writes that id "
+        f"(milter inet:localhost:8891)",
+    ], lines

@@ -573,12 +573,13 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
 
     What can be read for certain: Postfix's milters and content_filter (when
     Postfix feeds the gateway), OpenDMARC's and OpenDKIM's AuthservID (unset:
-    the MTA's name, Postfix's myhostname; HOSTNAME: this host's name) and the
+    the MTA's name, Postfix's myhostname; HOSTNAME: this host's name), the
     options by which OpenDKIM removes forged headers claiming its id (OpenDMARC
-    removes none).  rspamd's id is the name its milter proxy is given
-    (Postfix's milter_macro_daemon_name), whether mail goes through it check
-    cannot read: a note.  All warnings and notes, never problems: mail flows,
-    only the verdict on its From is weaker.
+    removes none), and whether OpenDMARC believes a sender's Received-SPF.
+    rspamd's id is the name its milter proxy is given (Postfix's
+    milter_macro_daemon_name), and whether mail goes through it check cannot
+    read: a note.  All warnings and notes, never problems: mail flows, only the
+    verdict on its From is weaker.
     """
     ids = settings.authserv_ids
     if not ids:
@@ -587,8 +588,7 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
         return
     shown = " or ".join(ids)
     held = "; with TOROKIKI_REQUIRE_AUTH=create every response is held" if settings.require_auth == "create" else ""
-    milters, mta_name, queue_dir = [], "", ""
-    daemon_name = ""
+    milters, mta_name, queue_dir, daemon_name = [], "", "", ""
     if postfix is not None:
         milters, filters = postfix_milters(postfix)
         daemon_name = postfix.parameter("milter_macro_daemon_name").lower()
@@ -661,6 +661,12 @@ def check_forged_headers(confs: dict, written: dict, ids, etc: Path, found: Find
         found.warning(f"From verdict: opendmarc does not remove incoming Authentication-Results that claim "
                       f"{written['opendmarc']}, and no opendkim.conf in {etc} says OpenDKIM does: a sender can "
                       f"write its own dmarc=pass under that id; {WHO_REALLY_SENT_IT}")
+    if dmarc is not None and written.get("opendmarc") in ids and \
+            dmarc.get("spfignoreresults", "").lower() not in _TRUE:
+        # OpenDMARC 1.4.2 reads a Received-SPF field wherever it comes from, when no trusted header gives SPF.
+        found.warning(f"From verdict: opendmarc takes an SPF result from a Received-SPF header in the mail, which a "
+                      f"sender can write, so a forged From can get dmarc=pass: set SPFIgnoreResults true and "
+                      f"SPFSelfValidate true in {etc / 'opendmarc.conf'}")
     # Only when both write one of ours: otherwise the warning above already says to make them the same.
     if dkim is not None and dmarc is not None and written.get("opendkim") in ids and written.get("opendmarc") in ids:
         trusted = {one.strip().lower() if one.strip() != "HOSTNAME" else socket.gethostname().lower()
