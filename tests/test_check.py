@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -432,3 +433,259 @@ def test_postfix_time_values():
 
     assert [postfix_seconds(t) for t in ("1000s", "1000", "17m", "1h", "2d", "1w", "10x", "")] == \
         [1000, 1000, 1020, 3600, 172800, 604800, None, None]
+
+
+# --------------------------------------------------------------------------- who vouches for the From
+
+AUTHSERV = "mx.example.org"
+MILTERS = "inet:localhost:8891, inet:localhost:8893"
+OPENDKIM = {"AuthservID": AUTHSERV, "Socket": "inet:8891@localhost", "RemoveARAll": "yes"}
+OPENDMARC = {"AuthservID": AUTHSERV, "Socket": "inet:8893@localhost", "SPFIgnoreResults": "true",
+             "SPFSelfValidate": "true"}
+
+
+class MilterConfig:
+    """A folder standing in for /etc: opendkim.conf, opendmarc.conf, rspamd/ as the test writes them."""
+
+    def __init__(self, folder):
+        self.folder, self.opendkim, self.opendmarc = folder, dict(OPENDKIM), dict(OPENDMARC)
+        self.rspamd: str | None = None      # local.d/milter_headers.conf, when rspamd is there
+        self.ids = AUTHSERV                 # TOROKIKI_AUTHSERV_ID
+        folder.mkdir()
+
+    def write(self):
+        for name in ("opendkim", "opendmarc"):
+            values = getattr(self, name)
+            if values is not None:          # Debian's style: a comment, then "Name<TAB>value"
+                (self.folder / f"{name}.conf").write_text(
+                    "# written by the test\n" + "".join(f"{k}\t\t{v}\n" for k, v in values.items()))
+        if self.rspamd is not None:
+            (self.folder / "rspamd" / "local.d").mkdir(parents=True)
+            (self.folder / "rspamd" / "local.d" / "milter_headers.conf").write_text(self.rspamd)
+        return self.folder
+
+
+@pytest.fixture
+def milter_config(tmp_path):
+    return MilterConfig(tmp_path / "etc")
+
+
+def authserv_env(pipe_env, postfix_config, **values):
+    """An env file with `values`, which the private master.cf's service reads too."""
+    config = pipe_env.variant(**values)
+    postfix_config.service["config"] = os.fspath(config)
+    return config
+
+
+def check_from_verdict(pipe_program, config, postfix_dir, milter_dir):
+    done = subprocess.run([pipe_program, "check", "--config", os.fspath(config), "--postfix-config",
+                           str(postfix_dir), "--milter-config", str(milter_dir)], capture_output=True, text=True,
+                          timeout=60, env=clean_environment())
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "From " in line.partition(": ")[2][:20]]
+    others = [line for line in done.stderr.splitlines() if line.startswith("problem: ") and "not running" not in line]
+    assert not others, others           # never a problem: mail flows, only the verdict on its From is weaker
+    return lines
+
+
+def _milters(postfix_config, **main):
+    postfix_config.main.update({"smtpd_milters": MILTERS, "non_smtpd_milters": "$smtpd_milters",
+                                "myhostname": AUTHSERV, **main})
+
+
+@needs_postfix
+def test_check_notes_that_the_from_is_not_verified(pipe_program, pipe_env, website, postfix_config, milter_config):
+    lines = check_from_verdict(pipe_program, pipe_env, postfix_config.write(), milter_config.write())
+    assert lines == ["note: From addresses are not verified (TOROKIKI_AUTHSERV_ID is not set): a mail with a forged "
+                     "From is posted and answered as if that address wrote it; see \"Who really sent it\" in "
+                     "postfix/README.md"], lines
+
+
+@needs_postfix
+@pytest.mark.parametrize("require", ["off", "create"])
+def test_check_warns_when_postfix_runs_no_milter(pipe_program, pipe_env, website, postfix_config, milter_config,
+                                                 require):
+    config = authserv_env(pipe_env, postfix_config, TOROKIKI_AUTHSERV_ID=AUTHSERV, TOROKIKI_REQUIRE_AUTH=require)
+    lines = check_from_verdict(pipe_program, config, postfix_config.write(), milter_config.write())
+    held = "; with TOROKIKI_REQUIRE_AUTH=create every response is held" if require == "create" else ""
+    assert lines == [f"warning: From verdict: Postfix runs no milter (smtpd_milters and non_smtpd_milters are "
+                     f"empty) and no content_filter: nothing writes Authentication-Results by {AUTHSERV}, so every "
+                     f"sender is unknown{held}; see \"Who really sent it\" in postfix/README.md"], lines
+
+
+@needs_postfix
+def test_check_trusts_a_consistent_opendkim_and_opendmarc(pipe_program, pipe_env, website, postfix_config,
+                                                          milter_config):
+    _milters(postfix_config)
+    config = authserv_env(pipe_env, postfix_config, TOROKIKI_AUTHSERV_ID=f"{AUTHSERV},mx2.example.org")
+    lines = check_from_verdict(pipe_program, config, postfix_config.write(), milter_config.write())
+    assert lines == [
+        f"ok: From verdict: trusting Authentication-Results by {AUTHSERV}; opendmarc writes that id "
+        f"(milter inet:localhost:8893)",
+        f"ok: From verdict: trusting Authentication-Results by {AUTHSERV}; opendkim writes that id "
+        f"(milter inet:localhost:8891)",
+    ], lines
+
+
+def _other_id(p, m):
+    m.opendmarc["AuthservID"] = "mail.example.org"
+    return "warning", (f"opendmarc writes Authentication-Results by mail.example.org (AuthservID in {m.folder}/"
+                       f"opendmarc.conf), but TOROKIKI_AUTHSERV_ID is {AUTHSERV}: its results are ignored and every "
+                       f"sender is unknown; set AuthservID {AUTHSERV} in {m.folder}/opendmarc.conf, or "
+                       f"TOROKIKI_AUTHSERV_ID=mail.example.org")
+
+
+def _unset_id_is_myhostname(p, m):
+    del m.opendmarc["AuthservID"], m.opendkim["AuthservID"]
+    return "ok", f"trusting Authentication-Results by {AUTHSERV}; opendmarc writes that id (milter inet:localhost:8893)"
+
+
+def _unset_id_is_another_myhostname(p, m):
+    del m.opendkim["AuthservID"]
+    p.main["myhostname"] = "vm.example.org"
+    return "warning", ("opendkim writes Authentication-Results by vm.example.org (no AuthservID in "
+                       f"{m.folder}/opendkim.conf: the MTA's name, Postfix's myhostname), but TOROKIKI_AUTHSERV_ID")
+
+
+def _hostname_literal(p, m):
+    import socket
+
+    m.opendmarc["AuthservID"] = "HOSTNAME"
+    if socket.gethostname().lower() == AUTHSERV:
+        pytest.skip(f"this host is {AUTHSERV}")
+    return "warning", f"opendmarc writes Authentication-Results by {socket.gethostname().lower()} (AuthservID HOSTNAME"
+
+
+def _no_remove_ar_all(p, m):
+    del m.opendkim["RemoveARAll"]
+    return "note", (f"opendkim removes incoming Authentication-Results by {AUTHSERV} only when they hold a dkim "
+                    f"result, so a sender's own dmarc=pass under that id stays: set RemoveARAll yes in")
+
+
+def _spf_from_the_sender(p, m):
+    del m.opendmarc["SPFIgnoreResults"]
+    return "warning", ("opendmarc takes an SPF result from a Received-SPF header in the mail, which a sender can "
+                       "write, so a forged From can get dmarc=pass: set SPFIgnoreResults true and SPFSelfValidate "
+                       f"true in {m.folder}/opendmarc.conf")
+
+
+def _keep_auth_results(p, m):
+    m.opendkim["KeepAuthResults"] = "yes"
+    return "warning", f"opendkim keeps incoming Authentication-Results that claim {AUTHSERV} (KeepAuthResults"
+
+
+def _remove_ar_from_others(p, m):
+    m.opendkim["RemoveARFrom"] = "mx.example.net, .example.com"
+    return "warning", f"leaves incoming Authentication-Results that claim {AUTHSERV}: a sender can write its own"
+
+
+def _remove_ar_from_domain(p, m):
+    m.opendkim["RemoveARFrom"] = ".example.org"
+    return "ok", "opendkim writes that id (milter inet:localhost:8891)"
+
+
+def _opendmarc_alone(p, m):
+    m.opendkim = None
+    return "warning", (f"opendmarc does not remove incoming Authentication-Results that claim {AUTHSERV}, and no "
+                       f"opendkim.conf in {m.folder} says OpenDKIM does")
+
+
+def _dmarc_does_not_trust_dkim(p, m):
+    m.opendkim["AuthservID"] = "mx2.example.org"
+    m.ids = f"{AUTHSERV},mx2.example.org"
+    return "warning", (f"opendmarc reads only the Authentication-Results by {AUTHSERV}, not opendkim's "
+                       f"mx2.example.org: DKIM-signed mail fails DMARC")
+
+
+def _dmarc_trusts_dkim(p, m):
+    m.opendkim["AuthservID"] = "mx2.example.org"
+    m.ids = f"{AUTHSERV},mx2.example.org"
+    m.opendmarc["TrustedAuthservIDs"] = f"{AUTHSERV}, mx2.example.org"
+    return "ok", "by mx2.example.org; opendkim writes that id (milter inet:localhost:8891)"
+
+
+def _socket_not_a_milter(p, m):
+    m.opendmarc["Socket"] = "inet:12345@localhost"
+    return "note", ("opendmarc ({m}/opendmarc.conf) listens on inet:12345@localhost, which neither smtpd_milters nor "
+                    "non_smtpd_milters names").format(m=m.folder)
+
+
+def _debian_sockets_in_the_chroot(p, m):
+    # Debian: the filters' sockets under /var/spool/postfix, named relative to Postfix's chroot.
+    p.main["smtpd_milters"] = "unix:/opendkim/opendkim.sock, { unix:/opendmarc/opendmarc.sock, default_action=accept }"
+    m.opendkim["Socket"] = f"local:{p.folder}/spool/opendkim/opendkim.sock"
+    m.opendmarc["Socket"] = f"local:{p.folder}/spool/opendmarc/opendmarc.sock"
+    return "ok", "opendmarc writes that id (milter unix:/opendmarc/opendmarc.sock)"
+
+
+def _content_filter_only(p, m):
+    p.main.update(smtpd_milters=None, non_smtpd_milters=None, content_filter="amavis:[127.0.0.1]:10024")
+    m.opendkim = m.opendmarc = None
+    return "note", (f"Postfix runs no milter, only content_filter amavis:[127.0.0.1]:10024: check cannot tell "
+                    f"whether it writes Authentication-Results by {AUTHSERV}")
+
+
+def _nothing_to_read(p, m):
+    m.opendkim = m.opendmarc = None
+    return "note", (f"trusting Authentication-Results by {AUTHSERV}; check found no opendmarc.conf, opendkim.conf "
+                    f"nor rspamd/ in {m.folder} to confirm that something here writes that id (Postfix milters: "
+                    f"inet:localhost:8891, inet:localhost:8893)")
+
+
+def _rspamd(p, m):
+    m.opendkim = m.opendmarc = None
+    m.rspamd = 'use = ["x-spamd-bar", "authentication-results"];\n'
+    return "note", (f"rspamd's milter_headers writes Authentication-Results ({m.folder}/rspamd/local.d/"
+                    f"milter_headers.conf) under the name the MTA gives it, else its host name (Postfix gives "
+                    f"{AUTHSERV}: milter_macro_daemon_name); check could not confirm that is {AUTHSERV}")
+
+
+def _rspamd_without_the_routine(p, m):
+    m.opendkim = m.opendmarc = None
+    m.rspamd = '# use = ["authentication-results"];\nuse = ["x-spamd-bar"];\n'
+    return "note", "no milter_headers.conf there uses the authentication-results routine"
+
+
+FROM_CASES = [_other_id, _unset_id_is_myhostname, _unset_id_is_another_myhostname, _hostname_literal,
+              _no_remove_ar_all, _spf_from_the_sender, _keep_auth_results, _remove_ar_from_others,
+              _remove_ar_from_domain, _opendmarc_alone, _dmarc_does_not_trust_dkim, _dmarc_trusts_dkim, _socket_not_a_milter,
+              _debian_sockets_in_the_chroot, _content_filter_only, _nothing_to_read, _rspamd,
+              _rspamd_without_the_routine]
+
+
+@needs_postfix
+@pytest.mark.parametrize("change", FROM_CASES, ids=[c.__name__[1:] for c in FROM_CASES])
+def test_check_names_each_from_verdict_finding(pipe_program, pipe_env, website, postfix_config, milter_config,
+                                               change):
+    _milters(postfix_config)
+    kind, words = change(postfix_config, milter_config)
+    config = authserv_env(pipe_env, postfix_config, TOROKIKI_AUTHSERV_ID=milter_config.ids)
+    lines = check_from_verdict(pipe_program, config, postfix_config.write(), milter_config.write())
+    [line] = [line for line in lines if words in line] or [repr(lines)]
+    assert line.startswith(f"{kind}: From verdict: "), line
+    expected_warnings = 1 if kind == "warning" else 0
+    assert len([line for line in lines if line.startswith("warning: ")]) == expected_warnings, lines
+
+
+@needs_postfix
+def test_the_documented_milter_settings_satisfy_check(pipe_program, pipe_env, website, postfix_config, milter_config):
+    # postfix/main.cf's commented milter lines and postfix/README.md's two .conf blocks, as written there.
+    examples = Path(__file__).resolve().parent.parent / "postfix"
+    main_cf = (examples / "main.cf").read_text()
+    postfix_config.main.update(
+        line[1:].strip().split(" = ", 1) for line in main_cf.splitlines()
+        if line.startswith("#   ") and line[1:].strip().split(" = ")[0].endswith(("milters", "milter_default_action")))
+    postfix_config.main["myhostname"] = "vm.example.org"        # the AuthservIDs must not rely on it
+    readme = (examples / "README.md").read_text()
+    blocks = [block for block in readme.split("```") if block.lstrip("\n").startswith("AuthservID")]
+    assert len(blocks) == 2, blocks
+    milter_config.opendkim, milter_config.opendmarc = (
+        dict(line.split(None, 1) for line in block.strip().splitlines()) for block in blocks)
+    config = authserv_env(pipe_env, postfix_config, TOROKIKI_AUTHSERV_ID=AUTHSERV, TOROKIKI_REQUIRE_AUTH="create")
+    lines = check_from_verdict(pipe_program, config, postfix_config.write(), milter_config.write())
+    assert lines == [
+        f"ok: From verdict: trusting Authentication-Results by {AUTHSERV}; opendmarc writes that id "
+        f"(milter inet:localhost:8893)",
+        f"ok: From verdict: trusting Authentication-Results by {AUTHSERV}; opendkim writes that id "
+        f"(milter inet:localhost:8891)",
+    ], lines

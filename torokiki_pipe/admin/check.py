@@ -11,7 +11,11 @@ there); a syslog daemon listens on TOROKIKI_SYSLOG_SOCKET (a warning when
 TOROKIKI_SYSLOG=mail and none does); the Postfix side when Postfix is
 installed (`check_postfix`: the route, the master.cf service, whether it runs,
 its size and time limits; --postfix-config DIR reads another configuration
-directory, postconf -c DIR).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
+directory, postconf -c DIR); who vouches for the From (`check_authserv`: with
+TOROKIKI_AUTHSERV_ID, whether Postfix runs milters and whether OpenDMARC,
+OpenDKIM or rspamd, read from --milter-config DIR, default /etc, write that
+authserv-id and remove forged headers claiming it; without it, a note that the
+From is not verified).  Prints ``ok: ...`` and ``note: ...`` lines on stdout, one
 ``problem: ...`` line per problem on stderr, and a ``warning: ...`` line on
 stderr for each TOROKIKI_* key the gateway does not know (a typo leaves a
 setting at its default; a warning, not a problem, as the pipe itself runs
@@ -32,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -45,6 +50,7 @@ from torokiki_pipe.stages.s8_record import one_line
 from torokiki_pipe.stages.s8_record import LOG_FILE, STASH_KINDS
 
 PROBE_TIMEOUT = 10.0                  # seconds, at most
+MILTER_CONFIG_DIR = "/etc"            # where Debian's opendmarc.conf, opendkim.conf and rspamd/ are
 POSTFIX_QUEUE_LIFETIME = 5 * 86400    # maximal_queue_lifetime's default
 
 
@@ -55,6 +61,8 @@ def parse_args(argv):
                                  "exit 0 when all is well, else 78.")
     parser.add_argument("--postfix-config", metavar="DIR",
                         help="the Postfix configuration directory to read (postconf -c DIR); default Postfix's own")
+    parser.add_argument("--milter-config", metavar="DIR", default=MILTER_CONFIG_DIR,
+                        help="the folder holding opendmarc.conf, opendkim.conf and rspamd/; default /etc")
     return parser.parse_args(argv)
 
 
@@ -156,7 +164,8 @@ def main(argv) -> int:
     check_subaddress(settings, found)
     check_log_dir(Path(settings.log_dir), found)
     check_syslog(settings, found)
-    check_postfix(settings, args.postfix_config, found)
+    postfix = check_postfix(settings, args.postfix_config, found)
+    check_authserv(settings, postfix, Path(args.milter_config), found)
     return os.EX_CONFIG if found.problems else os.EX_OK
 
 
@@ -372,29 +381,30 @@ def find_postfix() -> str | None:
     return os.path.dirname(found) if found else None
 
 
-def check_postfix(settings, config_dir: str | None, found: Findings) -> None:
+def check_postfix(settings, config_dir: str | None, found: Findings) -> Postfix | None:
     """The service in master.cf, the route to it, whether Postfix runs, and its limits against ours.
 
     Checked when Postfix evidently feeds this gateway: --postfix-config names
     its configuration, a master.cf service runs torokiki-pipe, or the transport
     map routes the gateway address.  Otherwise one note: the gateway may be fed
     by procmail or imapfilter (contrib/) on a host whose Postfix only sends.
+    Returns that Postfix, or None when it was not checked.
     """
     sbin = find_postfix()
     if sbin is None:
         found.note("Postfix checks skipped: postconf is not installed (not on PATH nor in /usr/sbin)")
-        return
+        return None
     postfix = Postfix(sbin, config_dir)
     if config_dir is not None and not os.path.isfile(os.path.join(config_dir, "main.cf")):
         found.problem(f"Postfix: there is no main.cf in {config_dir} (--postfix-config)")
-        return
+        return None
     target, via, answer = route_of(settings.gateway_address, postfix)
     services = gateway_services(postfix)
     if config_dir is None and not services and not answer:
         found.note(f"Postfix checks skipped: no master.cf service runs torokiki-pipe and the transport map "
                    f"does not route {settings.gateway_address}; if Postfix is to deliver to the gateway, "
                    f"follow postfix/README.md (or use --postfix-config DIR)")
-        return
+        return None
     if answer:
         found.ok(f"Postfix routes {settings.gateway_address}{via} to the transport {answer}")
         service = answer.split(":", 1)[0] or "torokiki"
@@ -407,6 +417,7 @@ def check_postfix(settings, config_dir: str | None, found: Findings) -> None:
     check_running(postfix, found)
     check_size_limit(settings, postfix, found)
     check_time_limit(postfix, service, found)
+    return postfix
 
 
 def route_of(address: str, postfix: Postfix) -> tuple[str, str, str]:
@@ -548,3 +559,219 @@ def check_time_limit(postfix: Postfix, service: str, found: Findings) -> None:
     else:
         found.ok(f"Postfix's time limit for {service} is {limit} s ({where}), above the gateway's own "
                  f"{longest} s at most")
+
+
+# --------------------------------------------------------------------------- who vouches for the From
+
+WHO_REALLY_SENT_IT = 'see "Who really sent it" in postfix/README.md'
+_TRUE = ("yes", "true", "1", "on")
+_LOOPBACK = ("", "localhost", "127.0.0.1", "::1", "[::1]", "localhost.localdomain")
+
+
+def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings) -> None:
+    """Whether something on this host writes Authentication-Results under TOROKIKI_AUTHSERV_ID.
+
+    What can be read for certain: Postfix's milters and content_filter (when
+    Postfix feeds the gateway), OpenDMARC's and OpenDKIM's AuthservID (unset:
+    the MTA's name, Postfix's myhostname; HOSTNAME: this host's name), the
+    options by which OpenDKIM removes forged headers claiming its id (OpenDMARC
+    removes none), and whether OpenDMARC believes a sender's Received-SPF.
+    rspamd's id is the name its milter proxy is given (Postfix's
+    milter_macro_daemon_name), and whether mail goes through it check cannot
+    read: a note.  All warnings and notes, never problems: mail flows, only the
+    verdict on its From is weaker.
+    """
+    ids = settings.authserv_ids
+    if not ids:
+        found.note("From addresses are not verified (TOROKIKI_AUTHSERV_ID is not set): a mail with a forged From is "
+                   f"posted and answered as if that address wrote it; {WHO_REALLY_SENT_IT}")
+        return
+    shown = " or ".join(ids)
+    held = "; with TOROKIKI_REQUIRE_AUTH=create every response is held" if settings.require_auth == "create" else ""
+    milters, mta_name, queue_dir, daemon_name = [], "", "", ""
+    if postfix is not None:
+        milters, filters = postfix_milters(postfix)
+        daemon_name = postfix.parameter("milter_macro_daemon_name").lower()
+        mta_name, queue_dir = postfix.parameter("myhostname").lower(), postfix.parameter("queue_directory")
+        if not milters and not filters:
+            found.warning(f"From verdict: Postfix runs no milter (smtpd_milters and non_smtpd_milters are empty) and "
+                          f"no content_filter: nothing writes Authentication-Results by {shown}, so every sender is "
+                          f"unknown{held}; {WHO_REALLY_SENT_IT}")
+            return
+        if not milters:
+            found.note(f"From verdict: Postfix runs no milter, only content_filter {filters[0]}: check cannot tell "
+                       f"whether it writes Authentication-Results by {shown} (if not, every sender is unknown{held})")
+    confs = {name: read_milter_conf(etc / f"{name}.conf") for name in ("opendmarc", "opendkim")}
+    written = {}
+    for name, conf in confs.items():
+        if conf is None:
+            continue
+        path = etc / f"{name}.conf"
+        authserv, how = milter_authserv_id(conf, path, mta_name if postfix is not None else "")
+        written[name] = authserv
+        listens = conf.get("socket", "")
+        via = milter_for(listens, milters, queue_dir) if postfix is not None else ""
+        if postfix is not None and not via:
+            found.note(f"From verdict: {name} ({path}) listens on {listens or 'no Socket'}, which neither "
+                       f"smtpd_milters nor non_smtpd_milters names: unless they reach it otherwise, it sees no mail")
+        if not authserv:
+            found.note(f"From verdict: {name} writes Authentication-Results under the name the MTA gives it "
+                       f"({how}); check could not confirm that is {shown}")
+        elif authserv not in ids:
+            found.warning(f"From verdict: {name} writes Authentication-Results by {authserv} ({how}), but "
+                          f"TOROKIKI_AUTHSERV_ID is {shown}: its results are ignored and every sender is "
+                          f"unknown{held}; set AuthservID {ids[0]} in {path}, or TOROKIKI_AUTHSERV_ID={authserv}")
+        else:
+            found.ok(f"From verdict: trusting Authentication-Results by {authserv}; {name} writes that id "
+                     + (f"(milter {via})" if via else f"({how})"))
+    check_forged_headers(confs, written, ids, etc, found)
+    seen = any(conf is not None for conf in confs.values())
+    if (etc / "rspamd").is_dir():
+        seen = True
+        check_rspamd(etc / "rspamd", shown, daemon_name, found)
+    if not seen:
+        found.note(f"From verdict: trusting Authentication-Results by {shown}; check found no opendmarc.conf, "
+                   f"opendkim.conf nor rspamd/ in {etc} to confirm that something here writes that id"
+                   + (f" (Postfix milters: {', '.join(milters)})" if milters else ""))
+
+
+def check_forged_headers(confs: dict, written: dict, ids, etc: Path, found: Findings) -> None:
+    """Whether incoming headers that claim our id are removed, and OpenDMARC reads OpenDKIM's results."""
+    dkim, dmarc = confs.get("opendkim"), confs.get("opendmarc")
+    if dkim is not None and written.get("opendkim") in ids:
+        path, authserv = etc / "opendkim.conf", written["opendkim"]
+        remove_from = dkim.get("removearfrom", "")
+        if dkim.get("keepauthresults", "").lower() in _TRUE:
+            found.warning(f"From verdict: opendkim keeps incoming Authentication-Results that claim {authserv} "
+                          f"(KeepAuthResults in {path}): a sender can write its own dmarc=pass under that id; "
+                          f"remove KeepAuthResults")
+        elif remove_from and not re.fullmatch(r"[\w.,\s-]+", remove_from):
+            found.note(f"From verdict: opendkim removes incoming Authentication-Results of the hosts in "
+                       f"RemoveARFrom {remove_from} ({path}); check could not confirm that {authserv} is among them")
+        elif remove_from and not any(authserv == one or (one.startswith(".") and authserv.endswith(one))
+                                     for one in re.split(r"[\s,]+", remove_from.lower()) if one):
+            found.warning(f"From verdict: opendkim's RemoveARFrom ({remove_from}, {path}) leaves incoming "
+                          f"Authentication-Results that claim {authserv}: a sender can write its own dmarc=pass "
+                          f"under that id; add {authserv} to it")
+        elif dkim.get("removearall", "").lower() not in _TRUE:
+            found.note(f"From verdict: opendkim removes incoming Authentication-Results by {authserv} only when "
+                       f"they hold a dkim result, so a sender's own dmarc=pass under that id stays: set "
+                       f"RemoveARAll yes in {path}")
+    elif dkim is None and dmarc is not None and written.get("opendmarc") in ids and not (etc / "rspamd").is_dir():
+        found.warning(f"From verdict: opendmarc does not remove incoming Authentication-Results that claim "
+                      f"{written['opendmarc']}, and no opendkim.conf in {etc} says OpenDKIM does: a sender can "
+                      f"write its own dmarc=pass under that id; {WHO_REALLY_SENT_IT}")
+    if dmarc is not None and written.get("opendmarc") in ids and \
+            dmarc.get("spfignoreresults", "").lower() not in _TRUE:
+        # OpenDMARC 1.4.2 reads a Received-SPF field wherever it comes from, when no trusted header gives SPF.
+        found.warning(f"From verdict: opendmarc takes an SPF result from a Received-SPF header in the mail, which a "
+                      f"sender can write, so a forged From can get dmarc=pass: set SPFIgnoreResults true and "
+                      f"SPFSelfValidate true in {etc / 'opendmarc.conf'}")
+    # Only when both write one of ours: otherwise the warning above already says to make them the same.
+    if dkim is not None and dmarc is not None and written.get("opendkim") in ids and written.get("opendmarc") in ids:
+        trusted = {one.strip().lower() if one.strip() != "HOSTNAME" else socket.gethostname().lower()
+                   for one in dmarc.get("trustedauthservids", "").split(",") if one.strip()}
+        if written["opendkim"] != written["opendmarc"] and written["opendkim"] not in trusted:
+            found.warning(f"From verdict: opendmarc reads only the Authentication-Results by "
+                          f"{', '.join(sorted(trusted | {written['opendmarc']}))}, not opendkim's "
+                          f"{written['opendkim']}: DKIM-signed mail fails DMARC; give both the same AuthservID")
+
+
+def check_rspamd(folder: Path, shown: str, daemon_name: str, found: Findings) -> None:
+    """rspamd's id is the MTA's name its milter is given (else its host's): a note, never certain.
+
+    Its proxy takes that name from Postfix's {daemon_name} macro, i.e.
+    milter_macro_daemon_name; whether mail goes through that proxy check cannot see.
+    """
+    routine = "authentication-results"
+    names = [folder / sub / "milter_headers.conf" for sub in ("local.d", "override.d")]
+    using = [path for path in names if routine in _uncommented(path)]
+    given = f" (Postfix gives {daemon_name}: milter_macro_daemon_name)" if daemon_name else ""
+    if using:
+        found.note(f"From verdict: rspamd's milter_headers writes Authentication-Results ({using[0]}) under the "
+                   f"name the MTA gives it, else its host name{given}; check could not confirm that is {shown}")
+    else:
+        found.note(f"From verdict: rspamd is installed ({folder}), but no milter_headers.conf there uses the "
+                   f"{routine} routine, so rspamd writes no Authentication-Results; {WHO_REALLY_SENT_IT}")
+
+
+def _uncommented(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(line.partition("#")[0] for line in text.splitlines())
+
+
+def read_milter_conf(path: Path) -> dict[str, str] | None:
+    """OpenDKIM's or OpenDMARC's configuration (``Name value`` lines), names in lower case; None if unreadable."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    conf: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.partition("#")[0].split(None, 1)
+        if fields:
+            conf.setdefault(fields[0].lower(), fields[1].strip() if len(fields) > 1 else "")
+    return conf
+
+
+def milter_authserv_id(conf: dict, path: Path, mta_name: str) -> tuple[str, str]:
+    """(the authserv-id the filter writes, or "" when check cannot know; where that comes from)."""
+    value = conf.get("authservid", "")
+    if value == "HOSTNAME":         # the filters compare it case-sensitively
+        return socket.gethostname().lower(), f"AuthservID HOSTNAME in {path}: this host's name"
+    if value:
+        return value.lower(), f"AuthservID in {path}"
+    if mta_name:
+        return mta_name, f"no AuthservID in {path}: the MTA's name, Postfix's myhostname"
+    return "", f"no AuthservID in {path}"
+
+
+def postfix_milters(postfix: Postfix) -> tuple[list[str], list[str]]:
+    """(the milters of main.cf and of master.cf's -o overrides, the content filters likewise)."""
+    milters = list(dict.fromkeys(one for name in ("smtpd_milters", "non_smtpd_milters")
+                                 for one in _milter_list(postfix.parameter(name))))
+    filters = [one for one in [postfix.parameter("content_filter")] if one]
+    code, out = postfix.run("postconf", "-Px")
+    for line in out.splitlines() if code == 0 else ():
+        key, _, value = line.partition("=")
+        name = key.strip().rpartition("/")[2]
+        if name in ("smtpd_milters", "non_smtpd_milters"):
+            milters += [one for one in _milter_list(value) if one not in milters]
+        elif name == "content_filter" and value.strip():
+            filters.append(value.strip())
+    return milters, filters
+
+
+def _milter_list(value: str) -> list[str]:
+    """Postfix's milter list: names separated by commas or spaces, or ``{ name, option=... }``."""
+    out = []
+    for found in re.finditer(r"\{([^}]*)\}|([^\s,{}]+)", value):
+        name = re.split(r"[\s,]+", found[1].strip())[0] if found[1] is not None else found[2]
+        if name:
+            out.append(name)
+    return out
+
+
+def milter_for(listens: str, milters: list[str], queue_dir: str) -> str:
+    """The one of Postfix's `milters` that reaches a filter listening on `listens` (its Socket), or ""."""
+    kind, _, rest = listens.strip().partition(":")
+    if not rest:
+        kind, rest = "local", listens.strip()
+    kind = kind.lower()
+    for milter in milters:
+        theirs, _, where = milter.partition(":")
+        if kind in ("local", "unix") and theirs in ("unix", "local") and rest:
+            # Postfix's smtpd may run chrooted in its queue directory, where a socket path is relative to it.
+            if os.path.normpath(where) == os.path.normpath(rest) or (
+                    queue_dir and os.path.normpath(queue_dir + "/" + where) == os.path.normpath(rest)):
+                return milter
+        elif kind in ("inet", "inet6") and theirs in ("inet", "inet6"):
+            port, _, host = rest.partition("@")
+            their_host, _, their_port = where.rpartition(":")
+            if port == their_port and (host.lower() == their_host.lower() or
+                                       (host.lower() in _LOOPBACK and their_host.lower() in _LOOPBACK)):
+                return milter
+    return ""
