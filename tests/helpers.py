@@ -254,3 +254,30 @@ def example_settings(config: Path) -> dict[str, str]:
             name, _, value = line.partition("=")
             settings[name.strip()] = value.strip().replace("/etc/postfix/", f"{config}/")
     return settings
+
+
+class PipeUserGateway:
+    """The gateway as a Postfix pipe user runs it: its env file, msmtprc and logs/ in that user's `home`."""
+
+    def __init__(self, home: Path, pipe_env, msmtp, user: str, **settings: str):
+        import pwd
+        import shlex
+
+        account = pwd.getpwnam(user)
+        self.log_dir = home / "logs"        # created by the gateway itself, as the pipe user
+        rc = home / "msmtprc"
+        rc.write_text(msmtp.rc.read_text())
+        values = {**pipe_env.values, "TOROKIKI_SENDMAIL": shlex.join([msmtp.path, "-C", str(rc)]),
+                  "TOROKIKI_LOG_DIR": str(self.log_dir), **settings}
+        self.env = home / "torokiki-pipe.env"
+        self.env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        for path in (rc, self.env):         # msmtp insists on owning its 0600 rc file
+            path.chmod(0o600)
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def log_lines(self) -> list[str]:
+        path = self.log_dir / "torokiki-pipe.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def kept(self, kind: str) -> list[Path]:
+        return files_in(self.log_dir / kind)

@@ -42,7 +42,6 @@ import hashlib
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import smtplib
@@ -59,7 +58,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PRIVATE_MASTER_CF, example_settings, private_settings, program_for, torokiki_service
+from helpers import (PRIVATE_MASTER_CF, PipeUserGateway, example_settings, private_settings, program_for,
+                     torokiki_service)
 
 pytestmark = pytest.mark.integration  # a Postfix, two milters and a DNS stub of its own
 
@@ -422,39 +422,15 @@ def mail_host(pipe_program):
             shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass
-class Gateway:
-    log_dir: Path
-    authserv_id: str = ""       # the authserv-id the env file trusts
-
-    def log_lines(self) -> list[str]:
-        path = self.log_dir / "torokiki-pipe.log"
-        return path.read_text().splitlines() if path.exists() else []
-
-    def kept(self, kind: str) -> list[Path]:
-        folder = self.log_dir / kind
-        return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-
-
 @pytest.fixture
 def gateway(mail_host, pipe_env, msmtp):
     """The pipe user's env file (trusting our authserv-id) and msmtprc."""
-    user = pwd.getpwnam(PIPE_USER)
-    rc = mail_host.home / "msmtprc"
-    rc.write_text(msmtp.rc.read_text())
-    log_dir = mail_host.home / "logs"
-    values = {**pipe_env.values, "TOROKIKI_SENDMAIL": shlex.join([msmtp.path, "-C", str(rc)]),
-              "TOROKIKI_LOG_DIR": str(log_dir), "TOROKIKI_AUTHSERV_ID": AUTHSERV_ID}
-    env = mail_host.home / "torokiki-pipe.env"
-    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    for path in (rc, env):
-        path.chmod(0o600)
-        os.chown(path, user.pw_uid, user.pw_gid)
+    gateway = PipeUserGateway(mail_host.home, pipe_env, msmtp, PIPE_USER, TOROKIKI_AUTHSERV_ID=AUTHSERV_ID)
     try:
-        yield Gateway(log_dir, AUTHSERV_ID)
+        yield gateway
     finally:
         mail_host.command("postsuper", "-d", "ALL", check=False)
-        shutil.rmtree(log_dir, ignore_errors=True)
+        shutil.rmtree(gateway.log_dir, ignore_errors=True)
         for path in mail_host.captured.glob("*.eml"):
             path.unlink()
 

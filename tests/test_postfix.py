@@ -18,7 +18,6 @@ import json
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import smtplib
@@ -31,7 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, example_settings, program_for, torokiki_service
+from helpers import (POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, PipeUserGateway, example_settings, program_for,
+                     torokiki_service)
 
 pytestmark = pytest.mark.integration  # a Postfix of its own
 
@@ -255,40 +255,17 @@ def postfix(pipe_program):
             shutil.rmtree(base, ignore_errors=True)
 
 
-@dataclass
-class Gateway:
-    log_dir: Path
-
-    def log_lines(self) -> list[str]:
-        path = self.log_dir / "torokiki-pipe.log"
-        return path.read_text().splitlines() if path.exists() else []
-
-    def kept(self, kind: str) -> list[Path]:
-        folder = self.log_dir / kind
-        return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-
-
 @pytest.fixture
 def gateway(postfix, pipe_env, msmtp):
     """The pipe user's env file and msmtprc for this test's website and SMTP sink."""
-    user = pwd.getpwnam(PIPE_USER)
-    rc = postfix.home / "msmtprc"
-    rc.write_text(msmtp.rc.read_text())
-    log_dir = postfix.home / "logs"         # created by the gateway itself, as the pipe user
-    values = {**pipe_env.values, "TOROKIKI_SENDMAIL": shlex.join([msmtp.path, "-C", str(rc)]),
-              "TOROKIKI_LOG_DIR": str(log_dir)}
-    env = postfix.home / "torokiki-pipe.env"
-    env.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-    for path in (rc, env):                  # msmtp insists on owning its 0600 rc file
-        path.chmod(0o600)
-        os.chown(path, user.pw_uid, user.pw_gid)
+    gateway = PipeUserGateway(postfix.home, pipe_env, msmtp, PIPE_USER)
     postfix.mark_log()
     try:
-        yield Gateway(log_dir)
+        yield gateway
     finally:                                # nothing left for the next test
         postfix.command("postsuper", "-d", "ALL", check=False)
         _let_runs_finish(postfix.home)
-        shutil.rmtree(log_dir, ignore_errors=True)
+        shutil.rmtree(gateway.log_dir, ignore_errors=True)
 
 
 def mail(subject: str, body: str = "", msgid: str = "<pf-1@example.net>") -> bytes:
