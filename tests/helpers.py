@@ -281,3 +281,26 @@ class PipeUserGateway:
 
     def kept(self, kind: str) -> list[Path]:
         return files_in(self.log_dir / kind)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes working in `folder`: the gateway runs (and their msmtp) a private Postfix started there."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                where = Path(os.readlink(entry / "cwd"))
+            except OSError:
+                continue
+            if where == folder or folder in where.parents:
+                found.append(int(entry.name))
+    return found

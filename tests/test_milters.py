@@ -58,8 +58,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (PRIVATE_MASTER_CF, PipeUserGateway, example_settings, private_settings, program_for,
-                     torokiki_service)
+from helpers import (PRIVATE_MASTER_CF, PipeUserGateway, example_settings, free_port, private_settings,
+                     processes_in, program_for, torokiki_service)
 
 pytestmark = pytest.mark.integration  # a Postfix, two milters and a DNS stub of its own
 
@@ -298,23 +298,6 @@ def _stop_milters(host: MailHost) -> None:
             process.wait(timeout=5)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _processes_in(folder: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                where = Path(os.readlink(entry / "cwd"))
-            except OSError:
-                continue
-            if where == folder or folder in where.parents:
-                found.append(int(entry.name))
-    return found
 
 
 def _stop_postfix(host: MailHost) -> None:
@@ -333,7 +316,7 @@ def _stop_postfix(host: MailHost) -> None:
         except OSError:
             break
         time.sleep(0.1)
-    for pid in _processes_in(host.base):    # a gateway run outliving the master
+    for pid in processes_in(host.base):    # a gateway run outliving the master
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -404,7 +387,7 @@ def mail_host(pipe_program):
                    f"  user={PIPE_USER} argv=/bin/dd of={host.captured}/${{queue_id}}.eml status=none\n")
         service = torokiki_service(program, host.home / "torokiki-pipe.env", host.home, PIPE_USER)
         for _ in range(3):
-            host.port = _free_port()
+            host.port = free_port()
             (host.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=host.port) + service + capture)
             started = subprocess.run([str(SBIN / "postfix"), "-c", str(host.config), "start"],
                                      capture_output=True, text=True, timeout=60, env=ADMIN_ENV)

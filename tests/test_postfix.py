@@ -21,7 +21,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, PipeUserGateway, example_settings, program_for,
-                     torokiki_service)
+from helpers import (POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, PipeUserGateway, example_settings, free_port,
+                     processes_in, program_for, torokiki_service)
 
 pytestmark = pytest.mark.integration  # a Postfix of its own
 
@@ -101,11 +100,6 @@ def _skip_unless_postfix_can_run():
         pytest.skip(f"Postfix's pipe(8) is missing from {daemons}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 
 
@@ -173,26 +167,13 @@ def _our_master(pid: int, instance: Postfix) -> bool:
     return state != "Z" and Path(where) == instance.base / "spool"
 
 
-def _processes_in(folder: Path) -> list[int]:
-    """Processes working in `folder`: the gateway runs (and their msmtp) this instance started."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                where = Path(os.readlink(entry / "cwd"))
-            except OSError:
-                continue
-            if where == folder or folder in where.parents:
-                found.append(int(entry.name))
-    return found
-
 
 def _let_runs_finish(folder: Path, timeout: float = 15) -> None:
     """A pipe's command outlives a stopped Postfix; wait for it, and end it if it hangs."""
     deadline = time.monotonic() + timeout
-    while _processes_in(folder) and time.monotonic() < deadline:
+    while processes_in(folder) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in _processes_in(folder):
+    for pid in processes_in(folder):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -202,7 +183,7 @@ def _let_runs_finish(folder: Path, timeout: float = 15) -> None:
 def _start(instance: Postfix, service: str) -> None:
     """Start the instance; a free port taken meanwhile by someone else means another try."""
     for _ in range(3):
-        instance.port = _free_port()
+        instance.port = free_port()
         # Postfix's own services, then the torokiki entry of postfix/master.cf.
         (instance.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=instance.port) + service)
         started = subprocess.run([str(SBIN / "postfix"), "-c", str(instance.config), "start"],

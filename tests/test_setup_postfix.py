@@ -18,7 +18,6 @@ import shlex
 import shutil
 import signal
 import smtplib
-import socket
 import stat
 import subprocess
 import tempfile
@@ -27,11 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GATEWAY, PRIVATE_MASTER_CF, private_settings, program_for
+from helpers import GATEWAY, POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, free_port, private_settings, program_for
 from torokiki_pipe.admin import setup
-from torokiki_pipe.admin.setup import Change, Current, Install, plan
+from torokiki_pipe.admin.setup import Current, Install, plan
 
-POSTFIX_EXAMPLES = Path(__file__).resolve().parent.parent / "postfix"
 SBIN = Path("/usr/sbin")
 ADMIN_ENV = {"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C"}
 PIPE_USER = "nobody"
@@ -240,11 +238,6 @@ def _skip_unless_postfix_can_run():
         pytest.skip("a private Postfix instance needs root (its master runs as root, the pipe switches users)")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 class Instance:
     def __init__(self, base: Path, program: str):
@@ -310,7 +303,7 @@ def debian(pipe_program):
         instance.config.mkdir(mode=0o755)
         (base / "spool").mkdir(mode=0o755)
         shutil.copy("/etc/postfix/main.cf", instance.config / "main.cf")
-        instance.port = _free_port()
+        instance.port = free_port()
         (instance.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=instance.port))
         instance.run("postconf", "-e", *(f"{k} = {v}" for k, v in private_settings(base).items()))
         yield instance
@@ -411,7 +404,7 @@ def test_a_failing_postfix_check_stops_before_postfix_is_started(pipe_program, t
     instance.config.mkdir()
     (tmp_path / "spool").mkdir()
     shutil.copy("/etc/postfix/main.cf", instance.config / "main.cf")
-    (instance.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=_free_port()))
+    (instance.config / "master.cf").write_text(PRIVATE_MASTER_CF.format(port=free_port()))
     settings = {**private_settings(tmp_path), "daemon_directory": f"{tmp_path}/no-daemons-here"}
     instance.run("postconf", "-e", *(f"{k} = {v}" for k, v in settings.items()))
     try:

@@ -588,7 +588,8 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
         return
     shown = " or ".join(ids)
     held = "; with TOROKIKI_REQUIRE_AUTH=create every response is held" if settings.require_auth == "create" else ""
-    milters, mta_name, queue_dir, daemon_name = [], "", "", ""
+    milters: list[str] = []
+    mta_name, queue_dir, daemon_name = "", "", ""
     if postfix is not None:
         milters, filters = postfix_milters(postfix)
         daemon_name = postfix.parameter("milter_macro_daemon_name").lower()

@@ -80,7 +80,8 @@ class _Reader:
     """A cursor over one header value that skips CFWS (white space and nested comments)."""
 
     def __init__(self, text: str):
-        self.text, self.at, self.comments = text, 0, []
+        self.text, self.at = text, 0
+        self.comments: list[str] = []
 
     def skip(self) -> None:
         text = self.text
