@@ -304,3 +304,15 @@ def processes_in(folder: Path) -> list[int]:
             if where == folder or folder in where.parents:
                 found.append(int(entry.name))
     return found
+
+
+def wait_until(condition, what: str, host, timeout: float = 30):
+    """condition()'s first true value within `timeout` s, else fail with `host`'s mail log (a private Postfix)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}\n--- maillog:\n{host.maillog()}")
+        time.sleep(0.1)

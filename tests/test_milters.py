@@ -59,7 +59,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (PRIVATE_MASTER_CF, PipeUserGateway, example_settings, free_port, private_settings,
-                     processes_in, program_for, torokiki_service)
+                     processes_in, program_for, torokiki_service, wait_until)
 
 pytestmark = pytest.mark.integration  # a Postfix, two milters and a DNS stub of its own
 
@@ -423,16 +423,6 @@ def auth_results(message: bytes) -> list[str]:
     parsed = message_from_bytes(message, policy=compat32)
     return [re.sub(r"\s+", " ", str(v)).strip() for v in parsed.get_all("Authentication-Results", [])]
 
-
-def wait_until(condition, what: str, host: MailHost, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}\n{host.maillog()}")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- the tests

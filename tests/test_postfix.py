@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (POSTFIX_EXAMPLES, PRIVATE_MASTER_CF, PipeUserGateway, example_settings, free_port,
-                     processes_in, program_for, torokiki_service)
+                     processes_in, program_for, torokiki_service, wait_until)
 
 pytestmark = pytest.mark.integration  # a Postfix of its own
 
@@ -253,16 +253,6 @@ def mail(subject: str, body: str = "", msgid: str = "<pf-1@example.net>") -> byt
     return (f"From: Kiri Tane <{SENDER}>\r\nTo: {GATEWAY}\r\nSubject: {subject}\r\n"
             f"Message-ID: {msgid}\r\nDate: Tue, 14 May 2024 08:12:24 +1200\r\n\r\n{body}").encode()
 
-
-def wait_until(condition, what: str, postfix: Postfix, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}\n--- maillog:\n{postfix.maillog()}")
-        time.sleep(0.1)
 
 
 def replies_to(sink, msgid: str) -> list:
