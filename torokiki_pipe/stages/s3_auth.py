@@ -2,9 +2,10 @@
 
 Anyone can write any From address, and any header.  What can be trusted is
 what the host's own MTA or milters (OpenDKIM, OpenDMARC, rspamd) wrote, under
-the authserv-id the administrator names (``TOROKIKI_AUTHSERV_ID``); such an
-MTA removes incoming headers that claim its id, and every other header is
-ignored.  `parse` reads one header value as RFC 8601 writes it (comments,
+the authserv-id the administrator names (``TOROKIKI_AUTHSERV_ID``); every
+other header is ignored.  The MTA ought to remove incoming headers that claim
+its id (RFC 8601, section 5); not every filter does, hence the topmost rule
+below.  `parse` reads one header value as RFC 8601 writes it (comments,
 quoted strings, several results); `verdict` weighs all the trusted ones:
 
 - a ``dmarc=fail`` is FORGED, whatever else claims ``pass``: a header the
@@ -43,7 +44,6 @@ import re
 from typing import NamedTuple
 
 AUTHENTICATED, FORGED, UNKNOWN = "authenticated", "forged", "unknown"
-HEADER = "authentication-results"
 MAX_HEADERS = 50        # trusted or not, more is hostile: each is parsed
 MAX_RESULTS = 50        # per header, empty ones counted
 MAX_VALUE_CHARS = 8192  # an MTA's own header is a few hundred characters; the rest is a sender's padding
