@@ -3,8 +3,9 @@
 Reads ``torokiki-pipe.log`` and its rotations (``.1``, ``.N.gz``, dated
 ``-YYYYMMDD[.gz]`` names, and the ``-YYYYMMDDHH.backup`` files logrotate makes
 when it finds the log re-created under it) and counts messages per outcome,
-per command, per exit code and per verdict on the From (``auth=``); names the senders with the most errors; lists
-the last errors with their reasons; and counts what waits in each stash folder
+per command, per exit code and per verdict on the From (``auth=``); names the
+senders with the most errors; lists the last errors with their reasons (mail
+held for a person among them); and counts what waits in each stash folder
 (``done/`` not included).  Lines that are not log lines (crash tracebacks,
 anything torn or foreign) are counted as unparsed, never fatal.
 
