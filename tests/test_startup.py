@@ -21,7 +21,7 @@ GATEWAY = "gateway@torokiki.net"
 NOT_FOR_HELP = ("requests", "urllib3", "mailparser", "torokiki_pipe.stages.s5_understand.mime",
                 "torokiki_pipe.stages.s5_understand.body", "torokiki_pipe.stages.s5_understand.htmltext",
                 "torokiki_pipe.adapters.website", "http.client", "ssl", "html.parser", "mimetypes",
-                "difflib")
+                "difflib", "torokiki_pipe.stages.s3_auth")    # the verdict on the From: off here
 # Nor, for ignored mail, anything that answering takes.
 NOT_FOR_IGNORED = NOT_FOR_HELP + ("filelock", "torokiki_pipe.adapters.journal", "torokiki_pipe.adapters.sendmail",
                                   "subprocess", "torokiki_pipe.stages.s5_understand.command",

@@ -100,14 +100,17 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     if not isinstance(sender, Sender):
         effects.records.stash(ERRONEOUS, {".eml": raw.data}, key=head.digest[:32])
         return so_far._replace(outcome=Outcome.UNANSWERABLE, detail=sender, sender=_who(head, envelope))
-    verdict, held = who_sent(head, sender, config, force)
-    so_far = so_far._replace(sender=sender.address, auth=verdict.kind if verdict else "")
-    if held.forged:
-        # Neither posted nor answered: an answer would be backscatter to the forged address.
-        effects.records.stash(HELD, {".eml": raw.data}, key=head.digest[:32])
-        return so_far._replace(outcome=Outcome.FORGED, detail=f"held in {HELD}/, not posted nor answered: "
-                                                              f"{verdict.reason if verdict else ''}")
-    notes = _joined(sender.note, held.note)     # for the log line's detail
+    so_far = so_far._replace(sender=sender.address)
+    notes, unproven = sender.note, ""     # for the log line's detail; why a response would be held
+    if config.authserv_ids:               # who really sent it: loaded only when TOROKIKI_AUTHSERV_ID asks
+        verdict, held = who_sent(head, sender, config, force)
+        so_far = so_far._replace(auth=verdict.kind)
+        if held.forged:
+            # Neither posted nor answered: an answer would be backscatter to the forged address.
+            effects.records.stash(HELD, {".eml": raw.data}, key=head.digest[:32])
+            return so_far._replace(outcome=Outcome.FORGED,
+                                   detail=f"held in {HELD}/, not posted nor answered: {verdict.reason}")
+        notes, unproven = _joined(notes, held.note), held.unproven
 
     # Cost tier 2, a mail to answer: the subject's grammar, and the journal (its lock).
     from torokiki_pipe.stages.s5_understand import command
@@ -119,7 +122,7 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
     so_far = so_far._replace(command=line.command)
     try:
         with effects.journal.hold(head.key, head.digest, force=force) as entry:
-            done = _answer(raw, head, line, sender, entry, config, effects, so_far, held.unproven)
+            done = _answer(raw, head, line, sender, entry, config, effects, so_far, unproven)
             return done._replace(detail=_joined(done.detail, notes)) if notes else done
     except JournalBusy as busy:
         return so_far._replace(outcome=Outcome.BUSY, detail=str(busy))
@@ -128,12 +131,9 @@ def process(raw: RawMail, envelope: Envelope, config: Config, effects: Effects,
 
 
 def who_sent(head: Head, sender: Sender, config: Config, force: bool = False):
-    """(`s3_auth.Verdict` on the From address, what it means: `s3_auth.Held`); (None, Held()) when
-    TOROKIKI_AUTHSERV_ID is off."""
-    from torokiki_pipe.stages import s3_auth      # small: re and two NamedTuples, for mail past the guard
+    """(`s3_auth.Verdict` on the From address, what it means for the mail: `s3_auth.Held`)."""
+    from torokiki_pipe.stages import s3_auth
 
-    if not config.authserv_ids:
-        return None, s3_auth.Held()
     verdict = s3_auth.verdict(head.auth_results, s3_auth.domain_of(sender.address), config.authserv_ids)
     return verdict, s3_auth.held(verdict, config.require_auth, force)
 
