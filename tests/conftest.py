@@ -316,6 +316,16 @@ def run_pipe(pipe_program, request):
 
 
 @pytest.fixture
+def admin(pipe_program):
+    """admin("check", config, *args) runs `torokiki-pipe check --config config *args`."""
+    def run(command, config, *args, timeout=60):
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
+        return subprocess.run([pipe_program, command, "--config", os.fspath(config), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=environ)
+    return run
+
+
+@pytest.fixture
 def example_mail():
     """example_mail("03-text-response.eml") -> the bytes of that example."""
     return example

@@ -19,16 +19,6 @@ pytestmark = pytest.mark.integration  # every test runs the installed program's 
 CREATE = "create-response-to: 'http://torokiki.net/image/1/response'"
 
 
-@pytest.fixture
-def admin(pipe_program):
-    """admin("check", config, *args) runs `torokiki-pipe check --config config *args`."""
-    def run(command, config, *args, timeout=60):
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
-        return subprocess.run([pipe_program, command, "--config", os.fspath(config), *map(str, args)],
-                              capture_output=True, text=True, timeout=timeout, env=environ)
-    return run
-
-
 def files_in(folder):
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) \
         if folder.is_dir() else []

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import time
 
 import pytest
@@ -267,16 +266,6 @@ def strict(pipe_env):
     return pipe_env.variant("strict.env", TOROKIKI_AUTHSERV_ID=ID, TOROKIKI_REQUIRE_AUTH="create")
 
 
-@pytest.fixture
-def admin_replay(pipe_program):
-    """admin_replay(config, *args): `torokiki-pipe replay --config config *args`."""
-    def replay(config, *args):
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
-        return subprocess.run([pipe_program, "replay", "--config", os.fspath(config), *map(str, args)],
-                              capture_output=True, text=True, timeout=60, env=environ)
-    return replay
-
-
 def test_required_an_unknown_senders_response_is_held_and_answered_once(run_pipe, pipe_env, strict, website,
                                                                         smtp_sink):
     unknown = mail(CREATE, "text: 'A tram'", GMAIL_PASS, msgid="<unknown@example.net>")
@@ -317,14 +306,14 @@ def test_required_help_and_get_stay_open_and_a_proven_sender_is_saved(run_pipe, 
     assert subjects[2].startswith("Saved:") and website.stats()["stored"] == 1 and held_mails(pipe_env) == []
 
 
-def test_a_held_mail_is_replayed_only_with_force_then_saved_and_answered(admin_replay, run_pipe, pipe_env,
+def test_a_held_mail_is_replayed_only_with_force_then_saved_and_answered(admin, run_pipe, pipe_env,
                                                                          checked, website, smtp_sink):
     assert run_pipe(mail(CREATE, "text: 'really me'", OPENDMARC_FAIL, msgid="<f2@example.net>"),
                     config=checked).returncode == 0
     [kept] = held_mails(pipe_env)
 
     def replay(*args):
-        return admin_replay(checked, *args)
+        return admin("replay", checked, *args)
 
     for target in (kept.parent, kept):
         plain = replay(target)
@@ -338,22 +327,17 @@ def test_a_held_mail_is_replayed_only_with_force_then_saved_and_answered(admin_r
     assert "auth=forged" in line and "submitted although forged (replay --force)" in line
 
 
-def test_report_counts_the_verdicts_and_lists_the_held(pipe_program, run_pipe, pipe_env, strict, website,
-                                                       smtp_sink):
+def test_report_counts_the_verdicts_and_lists_the_held(admin, run_pipe, pipe_env, strict, website, smtp_sink):
     run_pipe(mail(CREATE, "text: 'a'", OPENDMARC_FAIL, msgid="<r1@example.net>"), config=strict)
     run_pipe(mail(CREATE, "text: 'b'", msgid="<r2@example.net>"), config=strict)
     run_pipe(mail(CREATE, "text: 'c'", OPENDMARC_PASS, msgid="<r3@example.net>"), config=strict)
     run_pipe(mail(CREATE, "text: 'd'", msgid="<r4@example.net>"))      # not checked
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TOROKIKI_")}
-    done = subprocess.run([pipe_program, "report", "--log-dir", str(pipe_env.log_dir), "--json"],
-                          capture_output=True, text=True, timeout=60, env=environ)
-    report = json.loads(done.stdout)
+    report = json.loads(admin("report", pipe_env, "--json").stdout)
     assert report["verdicts"] == {"authenticated": 1, "forged": 1, "not checked": 1, "unknown": 1}
     assert report["outcomes"] == {"forged": 1, "saved": 2, "unverified": 1}
     assert report["stash"]["held"]["waiting"] == 2
     assert {row["outcome"] for row in report["last_errors"]} == {"forged", "unverified"}
-    text = subprocess.run([pipe_program, "report", "--log-dir", str(pipe_env.log_dir)],
-                          capture_output=True, text=True, timeout=60, env=environ).stdout
+    text = admin("report", pipe_env).stdout
     assert "By verdict on the From" in text and "held" in text
 
 
@@ -424,11 +408,11 @@ def test_a_pass_the_sender_wrote_below_the_mtas_result_does_not_count():
     assert judged(DKIM_NONE, sender_dmarc).kind == AUTHENTICATED
 
 
-def test_an_unverified_response_replayed_with_force_is_saved_and_answered(admin_replay, run_pipe, pipe_env, strict,
+def test_an_unverified_response_replayed_with_force_is_saved_and_answered(admin, run_pipe, pipe_env, strict,
                                                                           website, smtp_sink):
     assert run_pipe(mail(CREATE, "text: 'me'", msgid="<u-force@example.net>"), config=strict).returncode == 0
     [kept] = held_mails(pipe_env)
-    forced = admin_replay(strict, "--force", kept)
+    forced = admin("replay", strict, "--force", kept)
     assert forced.returncode == 0 and "outcome=saved" in forced.stdout, forced.stdout + forced.stderr
     assert website.stats()["stored"] == 1
     assert [m.message()["Subject"].split(":")[0] for m in smtp_sink.wait_for(2)] == ["Not yet saved", "Saved"]
