@@ -608,10 +608,10 @@ def check_authserv(settings, postfix: Postfix | None, etc: Path, found: Findings
         if conf is None:
             continue
         path = etc / f"{name}.conf"
-        authserv, how = milter_authserv_id(conf, path, mta_name if postfix is not None else "")
+        authserv, how = milter_authserv_id(conf, path, mta_name)
         written[name] = authserv
         listens = conf.get("socket", "")
-        via = milter_for(listens, milters, queue_dir) if postfix is not None else ""
+        via = milter_for(listens, milters, queue_dir)      # "" without Postfix: no milters
         if postfix is not None and not via:
             found.note(f"From verdict: {name} ({path}) listens on {listens or 'no Socket'}, which neither "
                        f"smtpd_milters nor non_smtpd_milters names: unless they reach it otherwise, it sees no mail")
@@ -670,8 +670,7 @@ def check_forged_headers(confs: dict, written: dict, ids, etc: Path, found: Find
                       f"SPFSelfValidate true in {etc / 'opendmarc.conf'}")
     # Only when both write one of ours: otherwise the warning above already says to make them the same.
     if dkim is not None and dmarc is not None and written.get("opendkim") in ids and written.get("opendmarc") in ids:
-        trusted = {one.strip().lower() if one.strip() != "HOSTNAME" else socket.gethostname().lower()
-                   for one in dmarc.get("trustedauthservids", "").split(",") if one.strip()}
+        trusted = {_named(one.strip()) for one in dmarc.get("trustedauthservids", "").split(",") if one.strip()}
         if written["opendkim"] != written["opendmarc"] and written["opendkim"] not in trusted:
             found.warning(f"From verdict: opendmarc reads only the Authentication-Results by "
                           f"{', '.join(sorted(trusted | {written['opendmarc']}))}, not opendkim's "
@@ -718,13 +717,18 @@ def read_milter_conf(path: Path) -> dict[str, str] | None:
     return conf
 
 
+def _named(authserv_id: str) -> str:
+    """An AuthservID as the filters read it: the literal HOSTNAME (case-sensitive) is this host's name."""
+    return socket.gethostname().lower() if authserv_id == "HOSTNAME" else authserv_id.lower()
+
+
 def milter_authserv_id(conf: dict, path: Path, mta_name: str) -> tuple[str, str]:
     """(the authserv-id the filter writes, or "" when check cannot know; where that comes from)."""
     value = conf.get("authservid", "")
-    if value == "HOSTNAME":         # the filters compare it case-sensitively
-        return socket.gethostname().lower(), f"AuthservID HOSTNAME in {path}: this host's name"
+    if value == "HOSTNAME":
+        return _named(value), f"AuthservID HOSTNAME in {path}: this host's name"
     if value:
-        return value.lower(), f"AuthservID in {path}"
+        return _named(value), f"AuthservID in {path}"
     if mta_name:
         return mta_name, f"no AuthservID in {path}: the MTA's name, Postfix's myhostname"
     return "", f"no AuthservID in {path}"
